@@ -1,0 +1,482 @@
+"""SIP messages: the Request/Response model, the wire parser and serializer,
+and stream framing (RFC 3261 §7, §18.3).
+
+Theory of operation
+-------------------
+The headers that transactions and dialogs need on every message (Via, From,
+To, Call-ID, CSeq, Max-Forwards, Contact) are parsed eagerly and held as typed
+attributes; they are the source of truth and are written back first when the
+message is serialised.  Every other header stays a string in
+:class:`Headers`, in order, under its canonical name, and is parsed only by
+whoever needs it.  This keeps a parse+serialise round trip cheap while still
+rejecting every malformed message the core could trip on later.
+
+Hard limits (message size, header count, line length) bound the work one
+datagram or stream can cause.  Anything malformed raises
+:class:`SipParseError`; nothing else escapes :func:`parse_message` or
+:meth:`StreamFramer.feed`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+from .errors import SipParseError
+from .headers import (
+    CANONICAL,
+    LIST_HEADERS,
+    TOKEN_RE,
+    Address,
+    CSeq,
+    Via,
+    parse_address,
+    parse_address_list,
+    parse_cseq,
+    parse_via,
+    split_list,
+)
+from .uri import Uri, parse_uri
+
+MAX_MESSAGE_SIZE = 65535
+MAX_HEADER_SIZE = 16384
+MAX_HEADERS = 128
+_DIGITS = re.compile(r"[0-9]{1,10}")
+_DATE = re.compile(r"[A-Z][a-z]{2}, [0-9]{2} [A-Z][a-z]{2} [0-9]{4} [0-9]{2}:[0-9]{2}:[0-9]{2} GMT")
+_STREAM_CL = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([0-9]+)[ \t]*\r?$")
+_PARSED_KEYS = frozenset(
+    {"via", "from", "to", "call-id", "cseq", "max-forwards", "contact", "content-length"}
+)
+
+REASONS: dict[int, str] = {
+    100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
+    183: "Session Progress", 200: "OK", 202: "Accepted", 301: "Moved Permanently",
+    302: "Moved Temporarily", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+    404: "Not Found", 405: "Method Not Allowed", 407: "Proxy Authentication Required",
+    408: "Request Timeout", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
+    416: "Unsupported URI Scheme", 420: "Bad Extension", 423: "Interval Too Brief",
+    480: "Temporarily Unavailable", 481: "Call/Transaction Does Not Exist",
+    482: "Loop Detected", 483: "Too Many Hops", 484: "Address Incomplete",
+    486: "Busy Here", 487: "Request Terminated", 488: "Not Acceptable Here",
+    491: "Request Pending", 500: "Server Internal Error", 501: "Not Implemented",
+    502: "Bad Gateway", 503: "Service Unavailable", 504: "Server Time-out",
+    505: "Version Not Supported", 513: "Message Too Large", 600: "Busy Everywhere",
+    603: "Decline", 604: "Does Not Exist Anywhere", 606: "Not Acceptable",
+}  # fmt: skip
+
+
+class Headers:
+    """Ordered multi-map of the headers a message does not hold parsed.
+
+    Names are looked up case-insensitively and compact forms are expanded.
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[tuple[str, str, str]] | None = None) -> None:
+        # (lower-case canonical key, name as written on the wire, value)
+        self._items: list[tuple[str, str, str]] = items if items is not None else []
+
+    @staticmethod
+    def _key(name: str) -> tuple[str, str]:
+        lower = name.lower()
+        canon = CANONICAL.get(lower)
+        return (canon.lower(), canon) if canon else (lower, name)
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        key = self._key(name)[0]
+        for k, _, v in self._items:
+            if k == key:
+                return v
+        return default
+
+    def get_all(self, name: str) -> list[str]:
+        """Every value of ``name``; list headers are split at their commas."""
+        key = self._key(name)[0]
+        raw = [v for k, _, v in self._items if k == key]
+        if key in LIST_HEADERS:
+            return [part for v in raw for part in split_list(v) if part]
+        return raw
+
+    def addresses(self, name: str) -> list[Address]:
+        return [parse_address(v) for v in self.get_all(name)]
+
+    def __contains__(self, name: str) -> bool:
+        key = self._key(name)[0]
+        return any(k == key for k, _, _ in self._items)
+
+    def add(self, name: str, value: str) -> None:
+        key, canon = self._key(name)
+        self._items.append((key, canon, value))
+
+    def prepend(self, name: str, value: str) -> None:
+        key, canon = self._key(name)
+        self._items.insert(0, (key, canon, value))
+
+    def set(self, name: str, value: str) -> None:
+        self.remove(name)
+        self.add(name, value)
+
+    def remove(self, name: str) -> None:
+        key = self._key(name)[0]
+        self._items = [item for item in self._items if item[0] != key]
+
+    def copy(self) -> Headers:
+        return Headers(list(self._items))
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        for _, name, value in self._items:
+            yield name, value
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class Message:
+    """Fields shared by requests and responses."""
+
+    __slots__ = ("body", "call_id", "contact", "cseq", "from_", "headers", "to", "via")
+
+    def __init__(
+        self,
+        via: list[Via],
+        from_: Address,
+        to: Address,
+        call_id: str,
+        cseq: CSeq,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        contact: list[Address] | None = None,
+    ) -> None:
+        self.via = via
+        self.from_ = from_
+        self.to = to
+        self.call_id = call_id
+        self.cseq = cseq
+        self.headers = headers if headers is not None else Headers()
+        self.body = body
+        self.contact = contact if contact is not None else []
+
+    @property
+    def content_type(self) -> str | None:
+        value = self.headers.get("Content-Type")
+        return value.split(";", 1)[0].strip().lower() if value else None
+
+    @property
+    def sdp(self) -> bytes | None:
+        """The body when it is a session description, else ``None``."""
+        if self.body and self.content_type == "application/sdp":
+            return self.body
+        return None
+
+    def _start_line(self) -> str:
+        raise NotImplementedError
+
+    def _common_lines(self, lines: list[str], max_forwards: int | None = None) -> None:
+        lines.extend(f"Via: {v}" for v in self.via)
+        if max_forwards is not None:
+            lines.append(f"Max-Forwards: {max_forwards}")
+        lines.append(f"From: {self.from_}")
+        lines.append(f"To: {self.to}")
+        lines.append(f"Call-ID: {self.call_id}")
+        lines.append(f"CSeq: {self.cseq.seq} {self.cseq.method}")
+        if self.contact:
+            lines.append("Contact: " + ", ".join(map(str, self.contact)))
+        lines.extend(f"{name}: {value}" for _, name, value in self.headers._items)
+        lines.append(f"Content-Length: {len(self.body)}")
+
+    def to_bytes(self) -> bytes:
+        lines = [self._start_line()]
+        self._common_lines(lines)
+        lines.append("\r\n")
+        head = "\r\n".join(lines).encode()
+        return head + self.body if self.body else head
+
+    def __bytes__(self) -> bytes:
+        return self.to_bytes()
+
+
+class Request(Message):
+    __slots__ = ("max_forwards", "method", "uri")
+
+    def __init__(
+        self,
+        method: str,
+        uri: Uri,
+        via: list[Via],
+        from_: Address,
+        to: Address,
+        call_id: str,
+        cseq: CSeq,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        contact: list[Address] | None = None,
+        max_forwards: int | None = 70,
+    ) -> None:
+        super().__init__(via, from_, to, call_id, cseq, headers, body, contact)
+        self.method = method
+        self.uri = uri
+        self.max_forwards = max_forwards
+
+    def _start_line(self) -> str:
+        return f"{self.method} {self.uri} SIP/2.0"
+
+    def _common_lines(self, lines: list[str], max_forwards: int | None = None) -> None:
+        super()._common_lines(lines, self.max_forwards)
+
+    def response(
+        self, status: int, reason: str | None = None, to_tag: str | None = None
+    ) -> Response:
+        """A response to this request built per RFC 3261 §8.2.6."""
+        to = self.to
+        if to_tag and to.tag is None and status != 100:
+            to = to.copy()
+            to.params["tag"] = to_tag
+        headers = Headers()
+        if status == 100:
+            ts = self.headers.get("Timestamp")
+            if ts is not None:
+                headers.add("Timestamp", ts)
+        elif status < 300 and self.method in ("INVITE", "SUBSCRIBE"):
+            for rr in self.headers.get_all("Record-Route"):
+                headers.add("Record-Route", rr)
+        return Response(
+            status,
+            reason if reason is not None else REASONS.get(status, "Unknown"),
+            list(self.via),
+            self.from_,
+            to,
+            self.call_id,
+            self.cseq,
+            headers,
+        )
+
+    def __repr__(self) -> str:
+        return f"<Request {self.method} {self.uri} cseq={self.cseq}>"
+
+
+class Response(Message):
+    __slots__ = ("reason", "status")
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        via: list[Via],
+        from_: Address,
+        to: Address,
+        call_id: str,
+        cseq: CSeq,
+        headers: Headers | None = None,
+        body: bytes = b"",
+        contact: list[Address] | None = None,
+    ) -> None:
+        super().__init__(via, from_, to, call_id, cseq, headers, body, contact)
+        self.status = status
+        self.reason = reason
+
+    def _start_line(self) -> str:
+        return f"SIP/2.0 {self.status} {self.reason}"
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.reason} cseq={self.cseq}>"
+
+
+def _parse_int(value: str, name: str, limit: int) -> int:
+    value = value.strip()
+    if not _DIGITS.fullmatch(value):
+        raise SipParseError(f"{name} is not a number: {value[:40]!r}")
+    number = int(value)
+    if number > limit:
+        raise SipParseError(f"{name} out of range: {value[:40]!r}")
+    return number
+
+
+def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
+    """Parse one SIP message.
+
+    ``stream`` says the bytes were framed by :class:`StreamFramer` (so the
+    body length is exact); for datagrams a Content-Length larger than the
+    body is an error and a smaller one truncates the body (RFC 3261 §18.3).
+    """
+    if len(data) > MAX_MESSAGE_SIZE:
+        raise SipParseError("message too large", 513)
+    start = 0
+    while data.startswith(b"\r\n", start):
+        start += 2
+    end = data.find(b"\r\n\r\n", start)
+    if end < 0:
+        raise SipParseError("no end of headers")
+    if end - start > MAX_HEADER_SIZE:
+        raise SipParseError("header section too large", 494)
+    try:
+        head = data[start:end].decode()
+    except UnicodeDecodeError as exc:
+        raise SipParseError("header section is not UTF-8") from exc
+    if "\x00" in head:
+        raise SipParseError("NUL byte in header section")
+    rest = data[end + 4 :]
+    lines = head.split("\r\n")
+    first = lines[0]
+
+    # Unfold continuation lines and split name/value.
+    fields: list[list[str]] = []
+    for line in lines[1:]:
+        if line and line[0] in " \t":
+            if not fields:
+                raise SipParseError("continuation line before the first header")
+            fields[-1][1] += " " + line.strip()
+            continue
+        colon = line.find(":")
+        if colon <= 0:
+            raise SipParseError(f"header line without name: {line[:80]!r}")
+        fields.append([line[:colon], line[colon + 1 :]])
+    if len(fields) > MAX_HEADERS:
+        raise SipParseError("too many headers", 494)
+
+    via: list[Via] = []
+    from_ = to = None
+    call_id = None
+    cseq = None
+    max_forwards: int | None = None
+    content_length: int | None = None
+    contact: list[Address] = []
+    items: list[tuple[str, str, str]] = []
+    for raw_name, raw_value in fields:
+        name = raw_name.rstrip(" \t")
+        value = raw_value.strip()
+        lower = name.lower()
+        canon = CANONICAL.get(lower)
+        if canon is None:
+            if not TOKEN_RE.fullmatch(name):
+                raise SipParseError(f"bad header name: {name[:80]!r}")
+            items.append((lower, name, value))
+            continue
+        key = canon.lower()
+        if key not in _PARSED_KEYS:
+            if key == "expires":
+                _parse_int(value, "Expires", 2**32 - 1)
+            elif key == "date" and not _DATE.fullmatch(value):
+                raise SipParseError(f"malformed Date: {value[:80]!r}")
+            items.append((key, canon, value))
+        elif key == "via":
+            via.extend(parse_via(value))
+        elif key == "from":
+            if from_ is not None:
+                raise SipParseError("more than one From")
+            from_ = parse_address(value)
+        elif key == "to":
+            if to is not None:
+                raise SipParseError("more than one To")
+            to = parse_address(value)
+        elif key == "call-id":
+            if call_id is not None:
+                raise SipParseError("more than one Call-ID")
+            if not value or " " in value or "\t" in value:
+                raise SipParseError(f"malformed Call-ID: {value[:80]!r}")
+            call_id = value
+        elif key == "cseq":
+            if cseq is not None:
+                raise SipParseError("more than one CSeq")
+            cseq = parse_cseq(value)
+        elif key == "max-forwards":
+            max_forwards = _parse_int(value, "Max-Forwards", 255)
+        elif key == "content-length":
+            length = _parse_int(value, "Content-Length", MAX_MESSAGE_SIZE)
+            if content_length is not None and content_length != length:
+                raise SipParseError("conflicting Content-Length values")
+            content_length = length
+        elif value == "*":  # Contact: * (REGISTER removal of all bindings)
+            items.append((key, canon, value))
+        else:
+            contact.extend(parse_address_list(value))
+
+    if not via:
+        raise SipParseError("missing Via")
+    if from_ is None or to is None or call_id is None or cseq is None:
+        raise SipParseError("missing one of From, To, Call-ID, CSeq")
+
+    if content_length is None:
+        body = rest
+    elif content_length > len(rest):
+        raise SipParseError("Content-Length larger than the body")
+    else:
+        body = rest[:content_length]
+    if stream and len(body) != len(rest):
+        raise SipParseError("stream message longer than its Content-Length")
+
+    headers = Headers(items)
+    if first.startswith("SIP/"):
+        parts = first.split(" ", 2)
+        if len(parts) < 2 or parts[0] != "SIP/2.0":
+            raise SipParseError(f"bad status line: {first[:80]!r}", 505)
+        code = parts[1]
+        if len(code) != 3 or not code.isdigit() or not "100" <= code <= "699":
+            raise SipParseError(f"bad status code: {first[:80]!r}")
+        reason = parts[2] if len(parts) == 3 else ""
+        return Response(int(code), reason, via, from_, to, call_id, cseq, headers, body, contact)
+
+    parts = first.split(" ")
+    if len(parts) != 3:
+        raise SipParseError(f"bad request line: {first[:80]!r}")
+    method, uri_text, version = parts
+    if not TOKEN_RE.fullmatch(method):
+        raise SipParseError(f"bad method: {method[:40]!r}")
+    if version != "SIP/2.0":
+        if version.upper().startswith("SIP/"):
+            raise SipParseError(f"unsupported SIP version: {version[:20]!r}", 505)
+        raise SipParseError(f"bad request line: {first[:80]!r}")
+    uri = parse_uri(uri_text)
+    if uri.headers is not None:
+        raise SipParseError("Request-URI must not carry headers")
+    if cseq.method != method:
+        raise SipParseError(f"CSeq method {cseq.method!r} does not match {method!r}")
+    return Request(method, uri, via, from_, to, call_id, cseq, headers, body, contact, max_forwards)
+
+
+class StreamFramer:
+    """Cuts a byte stream (TCP, TLS) into SIP messages by Content-Length.
+
+    :meth:`feed` returns complete messages as bytes; an empty ``b""`` entry is
+    a CRLFCRLF keep-alive ping (RFC 5626 §4.4.1) the adapter answers with CRLF.
+    """
+
+    __slots__ = ("_buf", "max_message")
+
+    def __init__(self, max_message: int = MAX_MESSAGE_SIZE) -> None:
+        self._buf = bytearray()
+        self.max_message = max_message
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        while buf:
+            if buf.startswith(b"\r\n"):
+                if buf.startswith(b"\r\n\r\n"):
+                    del buf[:4]
+                    out.append(b"")
+                    continue
+                if len(buf) < 4 and b"\r\n\r\n".startswith(bytes(buf)):
+                    break  # maybe the start of a ping
+                del buf[:2]
+                continue
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                if len(buf) > MAX_HEADER_SIZE:
+                    raise SipParseError("header section too large", 494)
+                break
+            m = _STREAM_CL.search(buf, 0, end + 2)
+            length = int(m.group(1)) if m else 0
+            total = end + 4 + length
+            if total > self.max_message:
+                raise SipParseError("message too large", 513)
+            if len(buf) < total:
+                break
+            out.append(bytes(buf[:total]))
+            del buf[:total]
+        return out
+
+    @property
+    def buffered(self) -> int:
+        return len(self._buf)
