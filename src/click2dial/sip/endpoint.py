@@ -1,0 +1,901 @@
+"""The sans-IO SIP endpoint: transactions and dialogs of one user agent.
+
+Theory of operation
+-------------------
+The adapter feeds the endpoint bytes (:meth:`Endpoint.receive`) and clock
+ticks (:meth:`Endpoint.handle_timer`); the application gives it commands
+(:meth:`invite`, :meth:`ack`, :meth:`cancel`, :meth:`request`,
+:meth:`respond`, :meth:`bye`...).  Everything the endpoint wants done comes
+out of two queues the adapter drains after each call: :meth:`pop_outgoing`
+(bytes and where to send them) and :meth:`pop_events` (what happened, see
+:mod:`.events`).  :meth:`next_timer` says when to tick next.
+
+The endpoint is the transaction user of RFC 3261: it matches messages to
+transactions (§17.1.3, §17.2.3), creates and ends dialogs (§12), ACKs 2xx
+responses (§13.2.2.4) and re-ACKs their retransmissions, retransmits its own
+2xx until ACKed (§13.3.1.4), CANCELs (§9.1, including the race with a 200),
+answers 401/407 challenges with digest credentials (§22.2), detects re-INVITE
+glare and retries after a 491 (§14.1), and answers the requests it can answer
+by itself: CANCEL, ACK, BYE, and in-dialog requests without a dialog (481).
+
+Every handle the application sees (:class:`OutgoingInvite`,
+:class:`ClientRequest`, :class:`~.dialog.Dialog`,
+:class:`~.transaction.ServerTransaction`) has a ``user_data`` slot free for
+the layer above.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import events as ev
+from .auth import DigestClient, parse_challenge
+from .dialog import Dialog, DialogId, DialogState
+from .errors import SipError, SipParseError
+from .headers import Address, CSeq, Via
+from .message import Headers, Request, Response, parse_message
+from .timer import Timer, TimerQueue
+from .transaction import (
+    MAGIC_COOKIE,
+    ClientTransaction,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    NonInviteClientTransaction,
+    NonInviteServerTransaction,
+    ServerTransaction,
+    State,
+    Target,
+    TimerConfig,
+    Transaction,
+    server_key,
+)
+from .uri import Uri
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+#: Limit on challenge rounds for one request, so a peer that keeps
+#: challenging cannot loop us.
+MAX_AUTH_ROUNDS = 2
+
+
+def new_branch() -> str:
+    return MAGIC_COOKIE + secrets.token_hex(8)
+
+
+def new_tag() -> str:
+    return secrets.token_hex(6)
+
+
+def uri_target(uri: Uri, default_transport: str = "udp") -> Target:
+    """Where to send a request for ``uri`` (RFC 3263 without DNS: the adapter
+    resolves the host name)."""
+    transport = uri.transport or ("tls" if uri.scheme == "sips" else default_transport)
+    port = uri.port or (5061 if transport in ("tls", "wss") else 5060)
+    host = uri.params.get("maddr") or uri.host
+    if host.startswith("["):
+        host = host[1:-1]
+    return Target(transport, host, port)
+
+
+@dataclass(slots=True)
+class EndpointConfig:
+    """What the endpoint puts in Via and Contact, per transport."""
+
+    addresses: dict[str, tuple[str, int]]  # transport -> advertised (host, port)
+    contact_user: str = "click2dial"
+    user_agent: str = "Click2Dial"
+    timers: TimerConfig = field(default_factory=TimerConfig)
+
+
+class OutgoingInvite:
+    """An INVITE we sent outside any dialog, through its whole life."""
+
+    __slots__ = (
+        "_cancel_guard",
+        "auth_rounds",
+        "cancel_requested",
+        "cancel_sent",
+        "credentials",
+        "dialog",
+        "early",
+        "provisional_seen",
+        "request",
+        "state",
+        "target",
+        "tx",
+        "user_data",
+    )
+
+    def __init__(self, request: Request, target: Target, credentials: DigestClient | None):
+        self.request = request
+        self.target = target
+        self.credentials = credentials
+        self.tx: InviteClientTransaction | None = None
+        self.state = "calling"  # calling | early | answered | failed
+        self.dialog: Dialog | None = None
+        self.early: dict[str, Dialog] = {}
+        self.cancel_requested = False
+        self.cancel_sent = False
+        self.provisional_seen = False
+        self.auth_rounds = 0
+        self._cancel_guard: Timer | None = None
+        self.user_data: Any = None
+
+    @property
+    def offer_in_invite(self) -> bool:
+        return bool(self.request.body)
+
+    @property
+    def call_id(self) -> str:
+        return self.request.call_id
+
+
+class ClientRequest:
+    """A request we sent (non-INVITE anywhere, or a re-INVITE in a dialog)."""
+
+    __slots__ = ("auth_rounds", "credentials", "dialog", "done", "request", "target", "tx",
+                 "user_data")  # fmt: skip
+
+    def __init__(
+        self,
+        request: Request,
+        target: Target,
+        dialog: Dialog | None,
+        credentials: DigestClient | None,
+    ) -> None:
+        self.request = request
+        self.target = target
+        self.dialog = dialog
+        self.credentials = credentials
+        self.tx: ClientTransaction | None = None
+        self.auth_rounds = 0
+        self.done = False
+        self.user_data: Any = None
+
+    @property
+    def method(self) -> str:
+        return self.request.method
+
+
+class Endpoint:
+    """One SIP user agent, sans-IO.  See the module docstring."""
+
+    def __init__(
+        self,
+        config: EndpointConfig,
+        clock: Callable[[], float],
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.timers: TimerConfig = config.timers
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._queue = TimerQueue()
+        self._outgoing: list[tuple[bytes, Target]] = []
+        self._events: list[ev.Event] = []
+        self._client_tx: dict[tuple[str, ...], ClientTransaction] = {}
+        self._server_tx: dict[tuple[str, ...], ServerTransaction] = {}
+        self._owners: dict[int, OutgoingInvite | ClientRequest] = {}
+        self._dialogs: dict[DialogId, Dialog] = {}
+        self.parse_errors = 0
+
+    # ------------------------------------------------------------------ I/O side
+    def now(self) -> float:
+        return self._clock()
+
+    def send(self, data: bytes, target: Target) -> None:
+        self._outgoing.append((data, target))
+
+    def schedule(self, delay: float, callback: Callable[[], None], name: str = "") -> Timer:
+        return self._queue.schedule(self._clock() + delay, callback, name)
+
+    def pop_outgoing(self) -> list[tuple[bytes, Target]]:
+        out, self._outgoing = self._outgoing, []
+        return out
+
+    def pop_events(self) -> list[ev.Event]:
+        out, self._events = self._events, []
+        return out
+
+    def next_timer(self) -> float | None:
+        return self._queue.next_deadline()
+
+    def handle_timer(self, now: float | None = None) -> None:
+        self._queue.fire(self._clock() if now is None else now)
+
+    @property
+    def dialogs(self) -> dict[DialogId, Dialog]:
+        return self._dialogs
+
+    @property
+    def transaction_count(self) -> int:
+        return len(self._client_tx) + len(self._server_tx)
+
+    def receive(self, data: bytes, transport: str, source: tuple[str, int]) -> None:
+        """Feed one datagram or one framed stream message from ``source``."""
+        try:
+            msg = parse_message(data, stream=transport != "udp")
+        except SipParseError:
+            # Nothing trustworthy to answer to: RFC 3261 §18.3 lets us drop it.
+            self.parse_errors += 1
+            return
+        if isinstance(msg, Request):
+            self._receive_request(msg, transport, source)
+        else:
+            self._receive_response(msg)
+
+    def transport_failed(self, target: Target) -> None:
+        """The adapter could not deliver to ``target`` (connection refused or
+        lost): every client transaction waiting on it fails at once, as a 503
+        would (RFC 3261 §8.1.3.1)."""
+        for tx in list(self._client_tx.values()):
+            if tx.target == target and tx.state in (State.CALLING, State.TRYING):
+                self.tx_timeout(tx, status=503)
+                tx.terminate()
+
+    # -------------------------------------------------- transaction-user hooks
+    def tx_response(self, tx: ClientTransaction, response: Response) -> None:
+        owner = self._owners.get(id(tx))
+        if isinstance(owner, OutgoingInvite):
+            self._invite_response(owner, tx, response)
+        elif isinstance(owner, ClientRequest):
+            self._request_response(owner, response)
+
+    def tx_timeout(self, tx: ClientTransaction, status: int = 408) -> None:
+        owner = self._owners.get(id(tx))
+        reason = "Request Timeout" if status == 408 else "Service Unavailable"
+        if isinstance(owner, OutgoingInvite):
+            if owner.state in ("calling", "early"):
+                if owner.cancel_requested:
+                    status, reason = 487, "Request Terminated"
+                self._fail_invite(owner, status, reason, None)
+        elif isinstance(owner, ClientRequest) and not owner.done:
+            self._complete(owner, status, None)
+            if owner.dialog is not None and owner.method in ("BYE", "INVITE"):
+                # RFC 3261 §12.2.1.2: a 408/481 to an in-dialog request ends it.
+                if owner.method == "INVITE":
+                    owner.dialog.client_invite = None
+                self._end_dialog(owner.dialog, None)
+
+    def tx_ack_timeout(self, tx: ServerTransaction) -> None:
+        pass  # the INVITE was already answered with an error: nothing to undo
+
+    def tx_terminated(self, tx: Transaction) -> None:
+        if isinstance(tx, ClientTransaction):
+            if self._client_tx.get(tx.key) is tx:
+                del self._client_tx[tx.key]
+            self._owners.pop(id(tx), None)
+        elif isinstance(tx, ServerTransaction) and self._server_tx.get(tx.key) is tx:
+            del self._server_tx[tx.key]
+
+    # ------------------------------------------------------------- UAC side
+    def _via(self, transport: str) -> Via:
+        host, port = self.config.addresses.get(transport) or self.config.addresses["udp"]
+        return Via(transport.upper(), host, port, {"branch": new_branch(), "rport": None})
+
+    def contact(self, transport: str, user: str | None = None) -> Address:
+        host, port = self.config.addresses.get(transport) or self.config.addresses["udp"]
+        params: dict[str, str | None] = {} if transport == "udp" else {"transport": transport}
+        return Address(Uri("sip", host, user or self.config.contact_user, None, port, params))
+
+    def _add_common(self, headers: Headers, method: str) -> None:
+        if "User-Agent" not in headers:
+            headers.add("User-Agent", self.config.user_agent)
+        if method in ("INVITE", "UPDATE", "OPTIONS") and "Allow" not in headers:
+            headers.add("Allow", ALLOW)
+
+    def _start_client(self, tx: ClientTransaction, owner: OutgoingInvite | ClientRequest) -> None:
+        self._client_tx[tx.key] = tx
+        self._owners[id(tx)] = owner
+        tx.start()
+
+    def invite(
+        self,
+        uri: Uri,
+        *,
+        from_: Address,
+        to: Address,
+        body: bytes = b"",
+        content_type: str = "application/sdp",
+        headers: list[tuple[str, str]] | None = None,
+        target: Target | None = None,
+        credentials: DigestClient | None = None,
+        call_id: str | None = None,
+    ) -> OutgoingInvite:
+        """Send an INVITE outside any dialog.  Without ``body`` it is a late
+        offer: the 2xx carries the offer and :meth:`ack` carries the answer."""
+        target = target or uri_target(uri)
+        local = from_.copy()
+        local.params.setdefault("tag", new_tag())
+        hdrs = Headers()
+        for name, value in headers or ():
+            hdrs.add(name, value)
+        if body:
+            hdrs.set("Content-Type", content_type)
+        self._add_common(hdrs, "INVITE")
+        host = self.config.addresses.get(target.transport, ("click2dial", 0))[0]
+        request = Request(
+            "INVITE",
+            uri,
+            [self._via(target.transport)],
+            local,
+            to,
+            call_id or f"{secrets.token_hex(12)}@{host}",
+            CSeq(1, "INVITE"),
+            hdrs,
+            body,
+            [self.contact(target.transport)],
+        )
+        invite = OutgoingInvite(request, target, credentials)
+        tx = InviteClientTransaction(self, request, target)
+        invite.tx = tx
+        self._start_client(tx, invite)
+        return invite
+
+    def cancel(self, invite: OutgoingInvite) -> None:
+        """CANCEL an INVITE that has no final response yet (RFC 3261 §9.1).
+        Before the first provisional response the CANCEL waits for one."""
+        if invite.state not in ("calling", "early") or invite.cancel_requested:
+            return
+        invite.cancel_requested = True
+        if invite.provisional_seen:
+            self._send_cancel(invite)
+
+    def _send_cancel(self, invite: OutgoingInvite) -> None:
+        if invite.cancel_sent:
+            return
+        invite.cancel_sent = True
+        req = invite.request
+        hdrs = Headers()
+        for route in req.headers.get_all("Route"):
+            hdrs.add("Route", route)
+        self._add_common(hdrs, "CANCEL")
+        cancel = Request(
+            "CANCEL",
+            req.uri,
+            [req.via[0]],
+            req.from_,
+            req.to,
+            req.call_id,
+            CSeq(req.cseq.seq, "CANCEL"),
+            hdrs,
+        )
+        handle = ClientRequest(cancel, invite.target, None, None)
+        self._start_client(NonInviteClientTransaction(self, cancel, invite.target), handle)
+        # §9.1: no final response 64*T1 after the CANCEL: give the INVITE up.
+        invite._cancel_guard = self.schedule(
+            64 * self.timers.t1, lambda: self._cancel_expired(invite), "cancel"
+        )
+
+    def _cancel_expired(self, invite: OutgoingInvite) -> None:
+        if invite.state in ("calling", "early"):
+            if invite.tx is not None:
+                invite.tx.terminate()
+            self._fail_invite(invite, 487, "Request Terminated", None)
+
+    def _fail_invite(
+        self, invite: OutgoingInvite, status: int, reason: str, response: Response | None
+    ) -> None:
+        invite.state = "failed"
+        if invite._cancel_guard is not None:
+            invite._cancel_guard.cancel()
+        for dialog in invite.early.values():
+            dialog.state = DialogState.TERMINATED
+            self._dialogs.pop(dialog.id, None)
+        invite.early.clear()
+        self._events.append(ev.InviteFailed(invite, status, reason, response))
+
+    def _invite_response(
+        self, invite: OutgoingInvite, tx: ClientTransaction, response: Response
+    ) -> None:
+        status = response.status
+        if status < 200:
+            if status == 100:
+                invite.provisional_seen = True
+            else:
+                invite.provisional_seen = True
+                dialog = None
+                tag = response.to.tag
+                if tag and invite.state in ("calling", "early"):
+                    dialog = invite.early.get(tag)
+                    if dialog is None:
+                        dialog = Dialog.for_uac(invite.request, response, invite.target.transport)
+                        invite.early[tag] = dialog
+                        self._dialogs[dialog.id] = dialog
+                    else:
+                        dialog.refresh_target(response)
+                if invite.state == "calling":
+                    invite.state = "early"
+                self._events.append(ev.InviteProgress(invite, response, dialog))
+            if invite.cancel_requested:
+                self._send_cancel(invite)
+            return
+        if status < 300:
+            self._invite_2xx(invite, response)
+            return
+        if status in (401, 407) and self._retry_with_auth(invite, response):
+            return
+        if invite.state in ("calling", "early"):
+            self._fail_invite(invite, status, response.reason, response)
+
+    def _invite_2xx(self, invite: OutgoingInvite, response: Response) -> None:
+        tag = response.to.tag or ""
+        dialog = self._dialogs.get((invite.call_id, invite.request.from_.tag or "", tag))
+        if dialog is not None and dialog.state is DialogState.CONFIRMED:
+            self._reack(dialog, response.cseq.seq)  # retransmitted 2xx
+            return
+        if invite.state in {"answered", "failed"} or invite.cancel_requested:
+            # A 2xx from a second fork, or one that crossed our CANCEL: the
+            # dialog exists on the peer's side, so ACK it and hang up (§15).
+            stray = dialog or Dialog.for_uac(invite.request, response, invite.target.transport)
+            stray.state = DialogState.CONFIRMED
+            self._send_ack(stray, invite.request.cseq.seq, b"", None)
+            self._send_bye(stray)
+            if invite.state in ("calling", "early"):
+                self._fail_invite(invite, 487, "Request Terminated", response)
+            return
+        if dialog is None:
+            dialog = Dialog.for_uac(invite.request, response, invite.target.transport)
+            self._dialogs[dialog.id] = dialog
+        else:
+            dialog.refresh_target(response)
+            dialog.route_set = list(reversed(response.headers.addresses("Record-Route")))
+        dialog.state = DialogState.CONFIRMED
+        invite.early.pop(tag, None)
+        for other in invite.early.values():
+            other.state = DialogState.TERMINATED
+            self._dialogs.pop(other.id, None)
+        invite.early.clear()
+        invite.state = "answered"
+        invite.dialog = dialog
+        if invite._cancel_guard is not None:
+            invite._cancel_guard.cancel()
+        if invite.offer_in_invite:
+            self._send_ack(dialog, invite.request.cseq.seq, b"", None)
+        self._events.append(ev.InviteAnswered(invite, dialog, response))
+
+    def ack(self, dialog: Dialog, body: bytes = b"", content_type: str = "application/sdp") -> None:
+        """ACK the 2xx of a late-offer INVITE, carrying the SDP answer."""
+        if dialog.ack is not None and dialog.ack[2] == self._last_invite_cseq(dialog):
+            return
+        self._send_ack(dialog, self._last_invite_cseq(dialog), body, content_type)
+
+    def _last_invite_cseq(self, dialog: Dialog) -> int:
+        pending = dialog.client_invite
+        if isinstance(pending, ClientRequest):
+            return pending.request.cseq.seq
+        return dialog.local_cseq
+
+    def _send_ack(self, dialog: Dialog, cseq: int, body: bytes, content_type: str | None) -> None:
+        hdrs = Headers()
+        if body:
+            hdrs.add("Content-Type", content_type or "application/sdp")
+        self._add_common(hdrs, "ACK")
+        ack = dialog.build_request("ACK", self._via(dialog.transport), cseq=cseq, headers=hdrs,
+                                   body=body)  # fmt: skip
+        target = uri_target(dialog.next_hop(), dialog.transport)
+        data = ack.to_bytes()
+        dialog.ack = (data, target, cseq)
+        self.send(data, target)
+
+    def _reack(self, dialog: Dialog, cseq: int) -> None:
+        if dialog.ack is not None and dialog.ack[2] == cseq:
+            self.send(dialog.ack[0], dialog.ack[1])
+
+    def _retry_with_auth(self, owner: OutgoingInvite | ClientRequest, response: Response) -> bool:
+        if owner.credentials is None or owner.auth_rounds >= MAX_AUTH_ROUNDS:
+            return False
+        if isinstance(owner, OutgoingInvite) and owner.cancel_requested:
+            return False
+        header = "WWW-Authenticate" if response.status == 401 else "Proxy-Authenticate"
+        answer = "Authorization" if response.status == 401 else "Proxy-Authorization"
+        values = response.headers.get_all(header)
+        if not values:
+            return False
+        old = owner.request
+        try:
+            challenge = parse_challenge(values[0])
+            credentials = owner.credentials.authorization(
+                challenge, old.method, str(old.uri), old.body
+            )
+        except SipError:
+            return False
+        owner.auth_rounds += 1
+        hdrs = old.headers.copy()
+        hdrs.set(answer, credentials)
+        dialog = owner.dialog
+        if dialog is not None:
+            dialog.local_cseq += 1
+            seq = dialog.local_cseq
+        else:
+            seq = old.cseq.seq + 1
+        request = Request(
+            old.method,
+            old.uri,
+            [self._via(owner.target.transport)],
+            old.from_,
+            old.to,
+            old.call_id,
+            CSeq(seq, old.method),
+            hdrs,
+            old.body,
+            old.contact,
+            old.max_forwards,
+        )
+        owner.request = request
+        tx: ClientTransaction
+        if request.method == "INVITE":
+            tx = InviteClientTransaction(self, request, owner.target)
+        else:
+            tx = NonInviteClientTransaction(self, request, owner.target)
+        if isinstance(owner, OutgoingInvite):
+            owner.tx = tx if isinstance(tx, InviteClientTransaction) else None
+        else:
+            owner.tx = tx
+        self._start_client(tx, owner)
+        return True
+
+    # ------------------------------------------------- requests in general
+    def request(
+        self,
+        method: str,
+        uri: Uri,
+        *,
+        from_: Address,
+        to: Address,
+        body: bytes = b"",
+        content_type: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        target: Target | None = None,
+        credentials: DigestClient | None = None,
+    ) -> ClientRequest:
+        """Send a non-INVITE request outside any dialog (OPTIONS, REGISTER,
+        MESSAGE...)."""
+        target = target or uri_target(uri)
+        local = from_.copy()
+        local.params.setdefault("tag", new_tag())
+        hdrs = Headers()
+        for name, value in headers or ():
+            hdrs.add(name, value)
+        if body:
+            hdrs.set("Content-Type", content_type or "application/sdp")
+        self._add_common(hdrs, method)
+        host = self.config.addresses.get(target.transport, ("click2dial", 0))[0]
+        request = Request(
+            method,
+            uri,
+            [self._via(target.transport)],
+            local,
+            to,
+            f"{secrets.token_hex(12)}@{host}",
+            CSeq(1, method),
+            hdrs,
+            body,
+            [self.contact(target.transport)] if method == "REGISTER" else None,
+        )
+        handle = ClientRequest(request, target, None, credentials)
+        self._start_client(NonInviteClientTransaction(self, request, target), handle)
+        return handle
+
+    def request_in_dialog(
+        self,
+        dialog: Dialog,
+        method: str,
+        *,
+        body: bytes = b"",
+        content_type: str = "application/sdp",
+        headers: list[tuple[str, str]] | None = None,
+        credentials: DigestClient | None = None,
+    ) -> ClientRequest:
+        """Send BYE, re-INVITE, UPDATE, INFO, OPTIONS... inside ``dialog``."""
+        if dialog.state is DialogState.TERMINATED and method != "BYE":
+            raise SipError(f"dialog {dialog.id} has ended")
+        if method == "INVITE" and dialog.client_invite is not None:
+            raise SipError("a re-INVITE is already in progress in this dialog")
+        hdrs = Headers()
+        for name, value in headers or ():
+            hdrs.add(name, value)
+        if body:
+            hdrs.set("Content-Type", content_type)
+        self._add_common(hdrs, method)
+        refresh = method in ("INVITE", "UPDATE")
+        request = dialog.build_request(
+            method,
+            self._via(dialog.transport),
+            contact=self.contact(dialog.transport) if refresh else None,
+            headers=hdrs,
+            body=body,
+        )
+        target = uri_target(dialog.next_hop(), dialog.transport)
+        handle = ClientRequest(request, target, dialog, credentials)
+        tx: ClientTransaction
+        if method == "INVITE":
+            dialog.client_invite = handle
+            tx = InviteClientTransaction(self, request, target)
+        else:
+            tx = NonInviteClientTransaction(self, request, target)
+        handle.tx = tx
+        self._start_client(tx, handle)
+        return handle
+
+    def bye(self, dialog: Dialog) -> ClientRequest | None:
+        """Hang up a dialog (returns ``None`` if it had ended already)."""
+        if dialog.state is DialogState.TERMINATED:
+            return None
+        return self._send_bye(dialog)
+
+    def _send_bye(self, dialog: Dialog) -> ClientRequest:
+        self._stop_2xx(dialog)
+        handle = self.request_in_dialog(dialog, "BYE")
+        self._close_dialog(dialog)
+        return handle
+
+    def _close_dialog(self, dialog: Dialog) -> None:
+        dialog.state = DialogState.TERMINATED
+        self._stop_2xx(dialog)
+        # Kept in the table until the BYE transaction ends, so that the 200 of
+        # a retransmitted INVITE can still be re-ACKed; dropped after 64*T1.
+        self.schedule(64 * self.timers.t1, lambda: self._forget(dialog), "dialog-gc")
+
+    def _forget(self, dialog: Dialog) -> None:
+        if self._dialogs.get(dialog.id) is dialog:
+            del self._dialogs[dialog.id]
+
+    def _end_dialog(self, dialog: Dialog, request: Request | None, reason: str = "bye") -> None:
+        if dialog.state is DialogState.TERMINATED:
+            return
+        self._close_dialog(dialog)
+        self._events.append(ev.DialogEnded(dialog, reason, request))
+
+    def _complete(self, handle: ClientRequest, status: int, response: Response | None) -> None:
+        handle.done = True
+        self._events.append(ev.RequestCompleted(handle, status, response))
+
+    def _request_response(self, handle: ClientRequest, response: Response) -> None:
+        status = response.status
+        if status < 200 or handle.done:
+            return
+        if status in (401, 407) and self._retry_with_auth(handle, response):
+            return
+        dialog = handle.dialog
+        if handle.method == "INVITE" and dialog is not None:
+            if 200 <= status < 300:
+                if dialog.ack is not None and dialog.ack[2] == response.cseq.seq:
+                    self._reack(dialog, response.cseq.seq)
+                    return
+                dialog.refresh_target(response)
+                if handle.request.body:
+                    self._send_ack(dialog, response.cseq.seq, b"", None)
+                dialog.client_invite = None
+                self._complete(handle, status, response)
+                return
+            if status == 491:
+                self._schedule_glare_retry(handle)
+                return
+            dialog.client_invite = None
+        self._complete(handle, status, response)
+        if dialog is not None and status in (408, 481) and handle.method != "BYE":
+            self._end_dialog(dialog, None, "bye")
+
+    def _schedule_glare_retry(self, handle: ClientRequest) -> None:
+        dialog = handle.dialog
+        assert dialog is not None
+        # RFC 3261 §14.1: the Call-ID owner waits 2.1-4 s, the other side 0-2 s.
+        if dialog.role == "uac":
+            delay = self._rng.randint(210, 400) / 100
+        else:
+            delay = self._rng.randint(0, 200) / 100
+        self.schedule(delay, lambda: self._retry_reinvite(handle), "glare")
+
+    def _retry_reinvite(self, handle: ClientRequest) -> None:
+        dialog = handle.dialog
+        assert dialog is not None
+        dialog.client_invite = None
+        if dialog.state is not DialogState.CONFIRMED:
+            self._complete(handle, 491, None)
+            return
+        old = handle.request
+        hdrs = old.headers.copy()
+        hdrs.remove("Content-Length")
+        new = self.request_in_dialog(dialog, "INVITE", body=old.body, headers=list(hdrs))
+        # Keep the application's handle: move the new transaction onto it.
+        handle.request, handle.tx, handle.target = new.request, new.tx, new.target
+        dialog.client_invite = handle
+        if new.tx is not None:
+            self._owners[id(new.tx)] = handle
+
+    def _receive_response(self, response: Response) -> None:
+        tx = self._client_tx.get((response.via[0].branch or "", response.cseq.method))
+        if tx is not None:
+            tx.receive_response(response)
+            return
+        # A 2xx retransmitted after its INVITE transaction ended (RFC 6026
+        # §8.4 routes it to the dialog): re-send the ACK we sent for it.
+        if response.cseq.method == "INVITE" and 200 <= response.status < 300:
+            dialog = self._dialogs.get(
+                (response.call_id, response.from_.tag or "", response.to.tag or "")
+            )
+            if dialog is not None:
+                self._reack(dialog, response.cseq.seq)
+
+    # ------------------------------------------------------------- UAS side
+    def _receive_request(self, request: Request, transport: str, source: tuple[str, int]) -> None:
+        via = request.via[0]
+        host, port = source
+        if via.host != host:
+            via.params["received"] = host
+        if "rport" in via.params:
+            via.params["rport"] = str(port)
+            via.params["received"] = host
+        key = server_key(request)
+        tx = self._server_tx.get(key)
+        if tx is not None:
+            tx.receive_request(request)
+            return
+        method = request.method
+        if method == "ACK":
+            self._receive_ack(request)
+            return
+        target = self._response_target(request, transport, source)
+        if method == "CANCEL":
+            self._receive_cancel(request, target)
+            return
+        to_tag = request.to.tag
+        dialog: Dialog | None = None
+        if to_tag:
+            dialog = self._dialogs.get((request.call_id, to_tag, request.from_.tag or ""))
+            if dialog is None or dialog.state is DialogState.TERMINATED:
+                self._reply_stateless(request, target, 481)
+                return
+        stx: ServerTransaction
+        if method == "INVITE":
+            stx = InviteServerTransaction(self, request, target, to_tag or new_tag())
+        else:
+            stx = NonInviteServerTransaction(self, request, target, to_tag)
+        self._server_tx[stx.key] = stx
+        if method == "INVITE":
+            stx.send_response(request.response(100))
+        if dialog is not None:
+            if dialog.remote_cseq is not None and request.cseq.seq <= dialog.remote_cseq:
+                self.respond(stx, 500, "Out of order CSeq")
+                return
+            dialog.remote_cseq = request.cseq.seq
+            if method == "BYE":
+                self.respond(stx, 200)
+                self._end_dialog(dialog, request)
+                return
+            if method == "INVITE":
+                if dialog.client_invite is not None:
+                    self.respond(stx, 491)
+                    return
+                if dialog.server_invite is not None:
+                    self.respond(stx, 500, headers=[("Retry-After", "1")])
+                    return
+                dialog.server_invite = stx
+        self._events.append(ev.IncomingRequest(request, stx, dialog))
+
+    def _response_target(self, request: Request, transport: str, source: tuple[str, int]) -> Target:
+        if transport != "udp":
+            return Target(transport, source[0], source[1])
+        via = request.via[0]
+        if "rport" in via.params:
+            return Target("udp", source[0], source[1])
+        return Target("udp", via.params.get("received") or via.host, via.port or 5060)
+
+    def _reply_stateless(self, request: Request, target: Target, status: int) -> None:
+        self.send(request.response(status, to_tag=new_tag()).to_bytes(), target)
+
+    def _receive_cancel(self, request: Request, target: Target) -> None:
+        invite_key = (*server_key(request)[:-1], "INVITE")
+        invite_tx = self._server_tx.get(invite_key)
+        cancel_tx = NonInviteServerTransaction(self, request, target, None)
+        self._server_tx[cancel_tx.key] = cancel_tx
+        if not isinstance(invite_tx, InviteServerTransaction):
+            cancel_tx.send_response(request.response(481, to_tag=new_tag()))
+            return
+        cancel_tx.send_response(request.response(200, to_tag=invite_tx.to_tag))
+        if invite_tx.state is State.PROCEEDING:
+            self.respond(invite_tx, 487)
+            self._events.append(ev.IncomingCancelled(invite_tx.request, invite_tx))
+
+    def _receive_ack(self, request: Request) -> None:
+        dialog = self._dialogs.get((request.call_id, request.to.tag or "", request.from_.tag or ""))
+        if dialog is None or dialog.pending_2xx is None:
+            return  # an ACK retransmission, or for a dialog we no longer know
+        if dialog.pending_2xx[0] != request.cseq.seq:
+            return
+        self._stop_2xx(dialog)
+        self._events.append(ev.AckReceived(dialog, request))
+
+    def _stop_2xx(self, dialog: Dialog) -> None:
+        if dialog.pending_2xx is not None:
+            _, retransmit, give_up = dialog.pending_2xx
+            if retransmit is not None:
+                retransmit.cancel()
+            give_up.cancel()
+            dialog.pending_2xx = None
+
+    def respond(
+        self,
+        tx: ServerTransaction,
+        status: int,
+        reason: str | None = None,
+        *,
+        body: bytes = b"",
+        content_type: str = "application/sdp",
+        headers: list[tuple[str, str]] | None = None,
+    ) -> Response:
+        """Answer a request the endpoint reported.  1xx/2xx to an INVITE
+        create (or confirm) the dialog; its 2xx is retransmitted until ACKed."""
+        request = tx.request
+        response = request.response(status, reason, tx.to_tag)
+        for name, value in headers or ():
+            response.headers.add(name, value)
+        if body:
+            response.headers.set("Content-Type", content_type)
+            response.body = body
+        method = request.method
+        dialog: Dialog | None = None
+        if method == "INVITE" and 100 < status < 300:
+            response.contact = [self.contact(tx.target.transport)]
+            response.headers.add("Allow", ALLOW)
+            dialog_id = (request.call_id, tx.to_tag or "", request.from_.tag or "")
+            dialog = self._dialogs.get(dialog_id)
+            if dialog is None:
+                dialog = Dialog.for_uas(request, tx.to_tag or new_tag(), tx.target.transport)
+                self._dialogs[dialog.id] = dialog
+            elif request.to.tag:
+                dialog.refresh_target(request)  # a re-INVITE
+            if status >= 200:
+                dialog.state = DialogState.CONFIRMED
+        if "Server" not in response.headers and status >= 200:
+            response.headers.add("Server", self.config.user_agent)
+        tx.send_response(response)
+        if method == "INVITE" and status >= 200:
+            if request.to.tag:
+                in_dialog = self._dialogs.get(
+                    (request.call_id, request.to.tag, request.from_.tag or "")
+                )
+                if in_dialog is not None and in_dialog.server_invite is tx:
+                    in_dialog.server_invite = None
+                dialog = dialog or in_dialog
+            elif status >= 300:
+                early = self._dialogs.pop(
+                    (request.call_id, tx.to_tag or "", request.from_.tag or ""), None
+                )
+                if early is not None:
+                    early.state = DialogState.TERMINATED
+            if dialog is not None and status < 300:
+                self._start_2xx(dialog, tx, response)
+        return response
+
+    def _start_2xx(self, dialog: Dialog, tx: ServerTransaction, response: Response) -> None:
+        """Retransmit our 2xx until the ACK arrives (RFC 3261 §13.3.1.4)."""
+        self._stop_2xx(dialog)
+        data = response.to_bytes()
+        target = tx.target
+        cseq = response.cseq.seq
+        interval = [self.timers.t1]
+
+        def retransmit() -> None:
+            if dialog.pending_2xx is None:
+                return
+            self.send(data, target)
+            interval[0] = min(interval[0] * 2, self.timers.t2)
+            timer = self.schedule(interval[0], retransmit, "2xx")
+            dialog.pending_2xx = (cseq, timer, give_up_timer)
+
+        def give_up() -> None:
+            if dialog.pending_2xx is None:
+                return
+            self._stop_2xx(dialog)
+            # §13.3.1.4: no ACK, so the session is not established: BYE it.
+            self._send_bye(dialog)
+            self._events.append(ev.DialogEnded(dialog, "no-ack", None))
+
+        give_up_timer = self.schedule(64 * self.timers.t1, give_up, "2xx-give-up")
+        first = None if target.reliable else self.schedule(interval[0], retransmit, "2xx")
+        dialog.pending_2xx = (cseq, first, give_up_timer)
