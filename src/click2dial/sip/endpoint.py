@@ -673,6 +673,9 @@ class Endpoint:
                 self._complete(handle, status, response)
                 return
             if status == 491:
+                # Not in a transaction while we wait: the peer's re-INVITE,
+                # which caused the glare, must now be accepted.
+                dialog.client_invite = None
                 self._schedule_glare_retry(handle)
                 return
             dialog.client_invite = None
@@ -693,9 +696,11 @@ class Endpoint:
     def _retry_reinvite(self, handle: ClientRequest) -> None:
         dialog = handle.dialog
         assert dialog is not None
-        dialog.client_invite = None
         if dialog.state is not DialogState.CONFIRMED:
             self._complete(handle, 491, None)
+            return
+        if dialog.client_invite is not None or dialog.server_invite is not None:
+            self._schedule_glare_retry(handle)
             return
         old = handle.request
         hdrs = old.headers.copy()
