@@ -7,6 +7,8 @@ at will; the same behaviours are exercised against sipp in test_sipp_ua.py.
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from click2dial.sip import events as ev
@@ -97,7 +99,7 @@ def test_non_invite_retransmissions_cap_at_t2_and_timer_f_times_out() -> None:
     a.endpoint.request("OPTIONS", uri, from_=Address(uri), to=Address(uri))
     net.advance(64 * T1 + 1)
     times = [s.at for s in net.sent("OPTIONS")]
-    gaps = [round(b - a, 3) for a, b in zip(times, times[1:], strict=False)]
+    gaps = [round(b - a, 3) for a, b in itertools.pairwise(times)]
     assert gaps[:4] == [T1, 2 * T1, 4 * T1, 4.0]
     assert all(g == 4.0 for g in gaps[3:])
     done = a.take(ev.RequestCompleted)
@@ -116,7 +118,7 @@ def test_lost_ack_makes_the_uas_retransmit_its_2xx_then_hang_up() -> None:
     b.endpoint.respond(inv.transaction, 200, body=SDP)
     net.advance(64 * T1 + 1)
     oks = [s for s in net.sent("SIP/2.0 200", b.address) if b"CSeq: 1 INVITE" in s.data]
-    gaps = [round(y.at - x.at, 3) for x, y in zip(oks, oks[1:], strict=False)]
+    gaps = [round(y.at - x.at, 3) for x, y in itertools.pairwise(oks)]
     assert gaps[:4] == [T1, 2 * T1, 4 * T1, 4.0]
     ended = b.take(ev.DialogEnded)
     assert [e.reason for e in ended if isinstance(e, ev.DialogEnded)] == ["no-ack"]
