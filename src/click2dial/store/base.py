@@ -1,0 +1,247 @@
+"""The persistence contract: the :class:`Store` interface every backend
+implements, its errors, and the helpers both backends share (the pagination
+cursor, checks on what a caller may write).
+
+The guarantees the rest of Click2Dial builds on are stated here once:
+
+* ``create_call`` is idempotent per ``(integrator, idempotency_key)`` and
+  refuses a second live call for the same ``(integrator, agent)``; both rules
+  are enforced by UNIQUE indexes, so they hold across tasks, processes and
+  nodes sharing one database.
+* ``finish_call`` ends a call and writes its outbox rows in one transaction,
+  and does so at most once per call: exactly one CDR per call.
+* ``due_notifications`` claims the rows it returns for a lease, so several
+  nodes draining one outbox do not deliver the same row at the same time.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Final, Self, TypedDict
+
+from click2dial.store.model import (
+    ENDED,
+    STATES,
+    UPDATABLE_CALL_FIELDS,
+    CallRecord,
+    Notification,
+)
+
+MAX_PAGE: Final = 1000
+DEFAULT_LEASE: Final = 30.0
+"""Seconds a claimed notification stays invisible to other workers."""
+
+
+class StoreError(Exception):
+    """The store cannot do what was asked (bad URL, schema too new, ...)."""
+
+
+class AgentBusyError(StoreError):
+    """The agent already has a live call for this integrator."""
+
+    def __init__(self, call_ref: str) -> None:
+        super().__init__(f"the agent already has a live call: {call_ref}")
+        self.call_ref = call_ref
+
+
+class InvalidCursorError(StoreError, ValueError):
+    """A pagination cursor that this store did not hand out."""
+
+
+class OutboxStats(TypedDict):
+    pending: int
+    """Rows not delivered yet."""
+    delivered: int
+    retries: int
+    """Pending rows that have failed at least once (in back-off)."""
+    oldest_pending_age: float
+    """Seconds since the oldest pending row was created; 0.0 if none."""
+
+
+def encode_cursor(call: CallRecord) -> str:
+    raw = json.dumps([call.created_at, call.call_ref], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[float, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, call_ref = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError) as exc:
+        raise InvalidCursorError(f"invalid cursor {cursor!r}") from exc
+    if (
+        not isinstance(created_at, int | float)
+        or isinstance(created_at, bool)
+        or not math.isfinite(created_at)
+        or not isinstance(call_ref, str)
+    ):
+        raise InvalidCursorError(f"invalid cursor {cursor!r}")
+    return float(created_at), call_ref
+
+
+def check_limit(limit: int) -> None:
+    if not 1 <= limit <= MAX_PAGE:
+        raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+
+
+def check_update(fields: dict[str, Any]) -> None:
+    unknown = set(fields) - UPDATABLE_CALL_FIELDS
+    if unknown:
+        raise ValueError(f"update_call cannot set {sorted(unknown)}")
+    state = fields.get("state")
+    if state == ENDED:
+        raise ValueError("use finish_call() to end a call: it writes the CDR")
+    if "state" in fields and state not in STATES:
+        raise ValueError(f"unknown call state {state!r}")
+    warnings = fields.get("warnings")
+    if "warnings" in fields and not (
+        isinstance(warnings, list) and all(isinstance(w, str) for w in warnings)
+    ):
+        raise ValueError("warnings must be a list of strings")
+
+
+class Store(ABC):
+    """Calls and the notification outbox, behind one async interface.
+
+    Create one with :func:`click2dial.store.open_store`, then ``await
+    store.open()`` (or ``async with store:``) before use.
+    """
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- life cycle ---------------------------------------------------------
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def schema_version(self) -> int: ...
+
+    # -- calls --------------------------------------------------------------
+
+    @abstractmethod
+    async def create_call(self, call: CallRecord) -> tuple[CallRecord, bool]:
+        """Insert ``call``; ``(stored, True)`` when new.
+
+        With an ``idempotency_key`` already used by this integrator, returns
+        ``(the first call, False)`` and inserts nothing.  Raises
+        :class:`AgentBusyError` when the agent already has a live call.
+        """
+
+    @abstractmethod
+    async def find_by_idempotency_key(self, integrator: str, key: str) -> CallRecord | None:
+        """The call this integrator created with ``key``, if any.  A fast path
+        for retries; :meth:`create_call` is what makes idempotency hold."""
+
+    @abstractmethod
+    async def update_call(self, call_ref: str, /, **fields: Any) -> bool:
+        """Change fields of a live call; ``False`` if it is unknown or ended.
+
+        The identity fields and the end fields cannot be changed here (ending
+        a call is :meth:`finish_call`'s job); ``ValueError`` if tried.
+        """
+
+    @abstractmethod
+    async def get_call(self, integrator: str, call_ref: str) -> CallRecord | None:
+        """The call, or ``None`` if it does not exist *for this integrator*."""
+
+    @abstractmethod
+    async def list_calls(
+        self,
+        integrator: str,
+        *,
+        contact_ref: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[CallRecord], str | None]:
+        """The integrator's calls, newest first, and the cursor of the next
+        page (``None`` on the last page).  ``since`` keeps calls created at or
+        after that time.  Raises :class:`InvalidCursorError` for a bad cursor.
+        """
+
+    @abstractmethod
+    async def finish_call(
+        self,
+        call_ref: str,
+        *,
+        ended_at: float,
+        end_reason: str,
+        end_code: int | None,
+        sip_status: int | None,
+        sip_reason: str | None,
+        hangup_side: str | None,
+        notifications: Sequence[Notification] = (),
+    ) -> CallRecord | None:
+        """End a live call and queue its notifications, in one transaction.
+
+        Returns the ended record, or ``None`` (and writes nothing) if the call
+        is unknown or already ended.
+        """
+
+    @abstractmethod
+    async def live_calls(self, node_id: str | None = None) -> list[CallRecord]:
+        """Calls not ended, oldest first; only ``node_id``'s if given."""
+
+    @abstractmethod
+    async def count_live(self, integrator: str) -> int: ...
+
+    # -- outbox -------------------------------------------------------------
+
+    @abstractmethod
+    async def enqueue(self, notifications: Sequence[Notification]) -> None:
+        """Queue notifications that are not tied to the end of a call (the
+        agent connection notification)."""
+
+    @abstractmethod
+    async def due_notifications(
+        self, now: float, limit: int = 100, *, lease: float = DEFAULT_LEASE
+    ) -> list[Notification]:
+        """Claim up to ``limit`` undelivered rows due at ``now``, oldest first.
+
+        A claimed row's ``next_attempt_at`` moves to ``now + lease``: other
+        workers skip it until then, and if this worker dies before
+        :meth:`mark_delivered` / :meth:`mark_failed` it comes due again.
+        """
+
+    @abstractmethod
+    async def mark_delivered(self, id: str, at: float) -> bool: ...
+
+    @abstractmethod
+    async def mark_failed(self, id: str, error: str, next_attempt_at: float) -> bool:
+        """Record a failed attempt (``attempts += 1``) and when to retry."""
+
+    @abstractmethod
+    async def undelivered(self, integrator: str, limit: int = 100) -> list[Notification]:
+        """The integrator's pending rows, oldest first."""
+
+    @abstractmethod
+    async def redeliver(self, integrator: str, id: str, *, now: float | None = None) -> bool:
+        """Queue a row (delivered or not) to be sent again at once, with a
+        fresh retry budget.  The id is kept: it is the same document."""
+
+    @abstractmethod
+    async def outbox_stats(
+        self, *, now: float | None = None, integrator: str | None = None
+    ) -> OutboxStats: ...

@@ -1,0 +1,228 @@
+"""The database schema as numbered migrations, shared by both backends.
+
+Each migration is a list of statements written once, with three placeholders
+for the only places where SQLite and PostgreSQL differ:
+
+=============  ===========================  ============================================
+placeholder    SQLite                       PostgreSQL
+=============  ===========================  ============================================
+``{real}``     ``REAL``                     ``DOUBLE PRECISION``
+``{json}``     ``TEXT`` (JSON text)         ``JSONB``
+``{serial}``   ``INTEGER PRIMARY KEY``      ``BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY``
+=============  ===========================  ============================================
+
+Everything else (partial unique indexes, row-value comparisons,
+``ON CONFLICT``) is syntax both engines accept.  The ``schema_version`` table
+holds one row per applied migration.  The backends apply the pending ones at
+``open()`` in a single transaction (PostgreSQL under an advisory lock, SQLite
+under ``BEGIN IMMEDIATE``), so two nodes starting together do not race and a
+failed migration leaves the previous schema intact.
+
+Never edit a released migration; append a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+from click2dial.store.base import StoreError
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    real: str
+    json: str
+    serial: str
+
+
+SQLITE: Final = Dialect(name="sqlite", real="REAL", json="TEXT", serial="INTEGER PRIMARY KEY")
+POSTGRES: Final = Dialect(
+    name="postgres",
+    real="DOUBLE PRECISION",
+    json="JSONB",
+    serial="BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    statements: tuple[str, ...]
+
+    def render(self, dialect: Dialect) -> list[str]:
+        return [
+            s.format(real=dialect.real, json=dialect.json, serial=dialect.serial)
+            for s in self.statements
+        ]
+
+
+SCHEMA_VERSION_TABLE: Final = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at {real} NOT NULL
+)
+"""
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    Migration(
+        1,
+        "calls and notification outbox",
+        (
+            """
+            CREATE TABLE calls (
+                call_ref              TEXT PRIMARY KEY,
+                integrator            TEXT NOT NULL,
+                agent                 TEXT NOT NULL,
+                callee                TEXT NOT NULL,
+                outbound_id           TEXT NOT NULL,
+                outbound_id_requested TEXT NOT NULL,
+                contact_ref           TEXT NOT NULL,
+                call_type             TEXT NOT NULL,
+                source                TEXT NOT NULL,
+                state                 TEXT NOT NULL,
+                created_at            {real} NOT NULL,
+                agent_answered_at     {real},
+                callee_dialed_at      {real},
+                callee_answered_at    {real},
+                ended_at              {real},
+                end_reason            TEXT,
+                end_code              INTEGER,
+                sip_status            INTEGER,
+                sip_reason            TEXT,
+                hangup_side           TEXT,
+                idempotency_key       TEXT,
+                node_id               TEXT NOT NULL,
+                warnings              {json} NOT NULL,
+                agent_leg             TEXT,
+                callee_leg            TEXT
+            )
+            """,
+            # NULL keys are distinct in both engines: calls without an
+            # Idempotency-Key never collide.
+            "CREATE UNIQUE INDEX calls_idempotency ON calls (integrator, idempotency_key)",
+            # One live call per agent, enforced by the database so concurrent
+            # requests (or nodes) cannot both win.
+            """
+            CREATE UNIQUE INDEX calls_live_agent ON calls (integrator, agent)
+            WHERE state <> 'ended'
+            """,
+            "CREATE INDEX calls_by_time ON calls (integrator, created_at, call_ref)",
+            "CREATE INDEX calls_by_contact ON calls (integrator, contact_ref, created_at)",
+            "CREATE INDEX calls_by_agent ON calls (integrator, agent, created_at)",
+            "CREATE INDEX calls_live_by_node ON calls (node_id) WHERE state <> 'ended'",
+            # seq gives "oldest first" an exact order; id is what consumers see.
+            """
+            CREATE TABLE notifications (
+                seq             {serial},
+                id              TEXT NOT NULL UNIQUE,
+                integrator      TEXT NOT NULL,
+                kind            TEXT NOT NULL,
+                target          TEXT NOT NULL,
+                call_ref        TEXT NOT NULL,
+                payload         {json} NOT NULL,
+                created_at      {real} NOT NULL,
+                attempts        INTEGER NOT NULL DEFAULT 0,
+                next_attempt_at {real} NOT NULL,
+                delivered_at    {real},
+                last_error      TEXT
+            )
+            """,
+            """
+            CREATE INDEX notifications_due ON notifications (next_attempt_at)
+            WHERE delivered_at IS NULL
+            """,
+            "CREATE INDEX notifications_by_integrator ON notifications (integrator, seq)",
+            "CREATE INDEX notifications_by_call ON notifications (call_ref)",
+        ),
+    ),
+)
+
+LATEST: Final = MIGRATIONS[-1].version
+
+
+class SchemaTooNewError(StoreError):
+    """The database was migrated by a newer Click2Dial than this one."""
+
+
+def pending(current: int) -> list[Migration]:
+    """Migrations newer than ``current``; refuses a database newer than us."""
+    if current > LATEST:
+        raise SchemaTooNewError(
+            f"the database schema is at version {current}, newer than this "
+            f"Click2Dial knows ({LATEST}); upgrade this node"
+        )
+    return [m for m in MIGRATIONS if m.version > current]
+
+
+def _check_numbering() -> None:
+    versions = [m.version for m in MIGRATIONS]
+    if versions != list(range(1, len(versions) + 1)):
+        raise RuntimeError(f"migrations must be numbered 1..n, got {versions}")
+
+
+_check_numbering()
+
+
+def apply_sqlite(conn: sqlite3.Connection) -> int:
+    """Bring a SQLite database up to date; returns the schema version.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``) so that the
+    explicit ``BEGIN IMMEDIATE`` below is the only transaction: it takes the
+    write lock first, so a second process opening the same file waits and then
+    finds nothing left to do.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(SCHEMA_VERSION_TABLE.format(real=SQLITE.real))
+        (current,) = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_version").fetchone()
+        version = int(current)
+        for migration in pending(version):
+            for statement in migration.render(SQLITE):
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO schema_version (version, name, applied_at) VALUES (?, ?, ?)",
+                (migration.version, migration.name, time.time()),
+            )
+            version = migration.version
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return version
+
+
+# Scoped by schema so that separate Click2Dial installations (or test runs)
+# in one PostgreSQL database do not wait for each other.
+_PG_LOCK = (
+    "SELECT pg_advisory_xact_lock("
+    "hashtext('click2dial.migrations:' || COALESCE(current_schema(), '')))"
+)
+
+
+async def apply_postgres(conn: Any) -> int:
+    """Bring a PostgreSQL schema up to date; returns the schema version.
+
+    ``conn`` is an asyncpg connection.  The transaction-scoped advisory lock
+    makes nodes starting together take turns; it is released by the commit.
+    """
+    async with conn.transaction():
+        await conn.execute(_PG_LOCK)
+        await conn.execute(SCHEMA_VERSION_TABLE.format(real=POSTGRES.real))
+        version = int(await conn.fetchval("SELECT COALESCE(MAX(version), 0) FROM schema_version"))
+        for migration in pending(version):
+            for statement in migration.render(POSTGRES):
+                await conn.execute(statement)
+            await conn.execute(
+                "INSERT INTO schema_version (version, name, applied_at) VALUES ($1, $2, $3)",
+                migration.version,
+                migration.name,
+                time.time(),
+            )
+            version = migration.version
+    return version

@@ -1,0 +1,438 @@
+"""The PostgreSQL backend of :class:`~click2dial.store.base.Store` (asyncpg).
+
+Several Click2Dial nodes may share one database, so every rule is decided by
+the database itself, never by a read followed by a write:
+
+* ``create_call`` inserts with ``ON CONFLICT (integrator, idempotency_key) DO
+  NOTHING``; the partial UNIQUE index on live ``(integrator, agent)`` turns a
+  second live call into a unique violation, mapped to ``AgentBusyError``.
+* ``finish_call`` is ``UPDATE ... WHERE state <> 'ended'``: a concurrent
+  finisher waits for the row lock, re-reads the row, finds it ended and
+  updates nothing.
+* ``due_notifications`` claims rows with ``FOR UPDATE SKIP LOCKED`` and moves
+  them a lease into the future, so nodes do not deliver the same row at once.
+
+JSON columns are JSONB, decoded to Python objects by a codec set on every
+pooled connection.  Statements run at READ COMMITTED, the server default.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
+
+import asyncpg  # type: ignore[import-untyped]
+
+from click2dial.store.base import (
+    DEFAULT_LEASE,
+    AgentBusyError,
+    OutboxStats,
+    Store,
+    StoreError,
+    check_limit,
+    check_update,
+    decode_cursor,
+    encode_cursor,
+)
+from click2dial.store.migrations import apply_postgres
+from click2dial.store.model import (
+    CALL_COLUMNS,
+    END_REASONS,
+    NOTIFICATION_COLUMNS,
+    CallRecord,
+    Notification,
+)
+
+_CALL_LIST = ", ".join(CALL_COLUMNS)
+_CALL_SELECT = f"SELECT {_CALL_LIST} FROM calls"
+_CALL_INSERT = (
+    f"INSERT INTO calls ({_CALL_LIST}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(CALL_COLUMNS) + 1))})"
+)
+_NOTIFICATION_LIST = ", ".join(NOTIFICATION_COLUMNS)
+_NOTIFICATION_INSERT = (
+    f"INSERT INTO notifications ({_NOTIFICATION_LIST}) "
+    f"VALUES ({', '.join(f'${i}' for i in range(1, len(NOTIFICATION_COLUMNS) + 1))})"
+)
+_LIVE_AGENT_INDEX = "calls_live_agent"
+# A lost connection surfaces as InterfaceError or OSError, a server-side
+# failure as PostgresError; callers see one StoreError for all of them.
+_DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _db_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
+    @functools.wraps(fn)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return await fn(*args, **kwargs)
+        except _DB_ERRORS as exc:
+            raise StoreError(f"PostgreSQL: {exc}") from exc
+
+    return wrapper
+
+
+_CREATE_ATTEMPTS = 3
+
+
+async def _init_connection(conn: Any) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+def _call_from(row: Mapping[str, Any]) -> CallRecord:
+    return CallRecord(**{name: row[name] for name in CALL_COLUMNS})
+
+
+def _notification_from(row: Mapping[str, Any]) -> Notification:
+    return Notification(**{name: row[name] for name in NOTIFICATION_COLUMNS})
+
+
+def _notification_args(n: Notification) -> tuple[Any, ...]:
+    return tuple(getattr(n, name) for name in NOTIFICATION_COLUMNS)
+
+
+async def _find_by_key(conn: Any, integrator: str, key: str) -> CallRecord | None:
+    row = await conn.fetchrow(
+        f"{_CALL_SELECT} WHERE integrator = $1 AND idempotency_key = $2", integrator, key
+    )
+    return None if row is None else _call_from(row)
+
+
+async def _insert_notifications(conn: Any, notifications: Sequence[Notification]) -> None:
+    if not notifications:
+        return
+    try:
+        await conn.executemany(_NOTIFICATION_INSERT, [_notification_args(n) for n in notifications])
+    except asyncpg.UniqueViolationError as exc:
+        # Raised inside the caller's transaction, which it rolls back.
+        raise StoreError(f"cannot queue notifications: {exc}") from exc
+
+
+def _rowcount(status: str) -> int:
+    # asyncpg returns the command tag, e.g. "UPDATE 1".
+    return int(status.rsplit(" ", 1)[-1])
+
+
+class PostgresStore(Store):
+    """``dsn`` is a ``postgresql://`` URL; extra query parameters become
+    server settings (``?search_path=click2dial`` selects a schema)."""
+
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        min_size: int = 1,
+        max_size: int = 10,
+        server_settings: dict[str, str] | None = None,
+    ) -> None:
+        self.dsn = dsn
+        self._min_size = min_size
+        self._max_size = max_size
+        self._server_settings = server_settings
+        self._pool: Any = None
+
+    @property
+    def _p(self) -> Any:
+        if self._pool is None:
+            raise StoreError("the store is not open")
+        return self._pool
+
+    # -- life cycle ---------------------------------------------------------------
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        try:
+            pool = await asyncpg.create_pool(
+                self.dsn,
+                min_size=self._min_size,
+                max_size=self._max_size,
+                init=_init_connection,
+                server_settings=self._server_settings,
+            )
+        except _DB_ERRORS as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        try:
+            async with pool.acquire() as conn:
+                await apply_postgres(conn)
+        except BaseException as exc:
+            await pool.close()
+            if isinstance(exc, _DB_ERRORS):
+                raise StoreError(f"cannot migrate the PostgreSQL schema: {exc}") from exc
+            raise
+        self._pool = pool
+
+    async def close(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await pool.close()
+
+    @_db_errors
+    async def schema_version(self) -> int:
+        version = await self._p.fetchval("SELECT MAX(version) FROM schema_version")
+        return int(version)
+
+    # -- calls --------------------------------------------------------------------
+
+    @_db_errors
+    async def create_call(self, call: CallRecord) -> tuple[CallRecord, bool]:
+        call.validate()
+        args = tuple(getattr(call, name) for name in CALL_COLUMNS)
+        async with self._p.acquire() as conn:
+            # Retried only when the live call that blocked us ended before we
+            # could name it: then the agent is free and the insert may pass.
+            for _ in range(_CREATE_ATTEMPTS):
+                try:
+                    inserted = await conn.fetchval(
+                        f"{_CALL_INSERT} ON CONFLICT (integrator, idempotency_key)"
+                        " DO NOTHING RETURNING call_ref",
+                        *args,
+                    )
+                except asyncpg.UniqueViolationError as exc:
+                    if exc.constraint_name != _LIVE_AGENT_INDEX:
+                        raise StoreError(f"cannot store call {call.call_ref}: {exc}") from exc
+                    # With a concurrent retry of the same request the agent
+                    # index can trip before the idempotency index; the retry
+                    # must still get the first call, not a 409.
+                    existing = await self._by_key(conn, call)
+                    if existing is not None:
+                        return existing, False
+                    busy = await conn.fetchval(
+                        "SELECT call_ref FROM calls"
+                        " WHERE integrator = $1 AND agent = $2 AND state <> 'ended'",
+                        call.integrator,
+                        call.agent,
+                    )
+                    if busy is not None:
+                        raise AgentBusyError(busy) from None
+                    continue
+                if inserted is not None:
+                    return call, True
+                existing = await self._by_key(conn, call)
+                if existing is not None:
+                    return existing, False
+        raise StoreError(f"cannot store call {call.call_ref}: conflicts kept changing")
+
+    @staticmethod
+    async def _by_key(conn: Any, call: CallRecord) -> CallRecord | None:
+        if call.idempotency_key is None:
+            return None
+        return await _find_by_key(conn, call.integrator, call.idempotency_key)
+
+    @_db_errors
+    async def find_by_idempotency_key(self, integrator: str, key: str) -> CallRecord | None:
+        return await _find_by_key(self._p, integrator, key)
+
+    @_db_errors
+    async def update_call(self, call_ref: str, /, **fields: Any) -> bool:
+        check_update(fields)
+        if not fields:
+            found = await self._p.fetchval(
+                "SELECT 1 FROM calls WHERE call_ref = $1 AND state <> 'ended'", call_ref
+            )
+            return found is not None
+        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=2))
+        status = await self._p.execute(
+            f"UPDATE calls SET {assignments} WHERE call_ref = $1 AND state <> 'ended'",
+            call_ref,
+            *fields.values(),
+        )
+        return _rowcount(status) == 1
+
+    @_db_errors
+    async def get_call(self, integrator: str, call_ref: str) -> CallRecord | None:
+        row = await self._p.fetchrow(
+            f"{_CALL_SELECT} WHERE call_ref = $1 AND integrator = $2", call_ref, integrator
+        )
+        return None if row is None else _call_from(row)
+
+    @_db_errors
+    async def list_calls(
+        self,
+        integrator: str,
+        *,
+        contact_ref: str | None = None,
+        agent: str | None = None,
+        since: float | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> tuple[list[CallRecord], str | None]:
+        check_limit(limit)
+        params: list[Any] = [integrator]
+        where = ["integrator = $1"]
+
+        def param(value: Any) -> str:
+            params.append(value)
+            return f"${len(params)}"
+
+        if contact_ref is not None:
+            where.append(f"contact_ref = {param(contact_ref)}")
+        if agent is not None:
+            where.append(f"agent = {param(agent)}")
+        if since is not None:
+            where.append(f"created_at >= {param(since)}")
+        if cursor is not None:
+            at, ref = decode_cursor(cursor)
+            where.append(f"(created_at, call_ref) < ({param(at)}, {param(ref)})")
+        # One row more than asked tells whether there is a next page.
+        sql = (
+            f"{_CALL_SELECT} WHERE {' AND '.join(where)}"
+            f" ORDER BY created_at DESC, call_ref DESC LIMIT {param(limit + 1)}"
+        )
+        calls = [_call_from(row) for row in await self._p.fetch(sql, *params)]
+        if len(calls) > limit:
+            return calls[:limit], encode_cursor(calls[limit - 1])
+        return calls, None
+
+    @_db_errors
+    async def finish_call(
+        self,
+        call_ref: str,
+        *,
+        ended_at: float,
+        end_reason: str,
+        end_code: int | None,
+        sip_status: int | None,
+        sip_reason: str | None,
+        hangup_side: str | None,
+        notifications: Sequence[Notification] = (),
+    ) -> CallRecord | None:
+        if end_reason not in END_REASONS:
+            raise ValueError(f"unknown end_reason {end_reason!r}")
+        for n in notifications:
+            n.validate()
+        async with self._p.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE calls SET state = 'ended', ended_at = $2, end_reason = $3,"
+                " end_code = $4, sip_status = $5, sip_reason = $6, hangup_side = $7"
+                f" WHERE call_ref = $1 AND state <> 'ended' RETURNING {_CALL_LIST}",
+                call_ref,
+                ended_at,
+                end_reason,
+                end_code,
+                sip_status,
+                sip_reason,
+                hangup_side,
+            )
+            if row is None:
+                return None
+            await _insert_notifications(conn, notifications)
+        return _call_from(row)
+
+    @_db_errors
+    async def live_calls(self, node_id: str | None = None) -> list[CallRecord]:
+        order = " ORDER BY created_at, call_ref"
+        if node_id is None:
+            rows = await self._p.fetch(f"{_CALL_SELECT} WHERE state <> 'ended'{order}")
+        else:
+            rows = await self._p.fetch(
+                f"{_CALL_SELECT} WHERE state <> 'ended' AND node_id = $1{order}", node_id
+            )
+        return [_call_from(row) for row in rows]
+
+    @_db_errors
+    async def count_live(self, integrator: str) -> int:
+        count = await self._p.fetchval(
+            "SELECT COUNT(*) FROM calls WHERE integrator = $1 AND state <> 'ended'", integrator
+        )
+        return int(count)
+
+    # -- outbox ------------------------------------------------------------------
+
+    @_db_errors
+    async def enqueue(self, notifications: Sequence[Notification]) -> None:
+        for n in notifications:
+            n.validate()
+        if notifications:
+            async with self._p.acquire() as conn, conn.transaction():
+                await _insert_notifications(conn, notifications)
+
+    @_db_errors
+    async def due_notifications(
+        self, now: float, limit: int = 100, *, lease: float = DEFAULT_LEASE
+    ) -> list[Notification]:
+        check_limit(limit)
+        # FOR UPDATE re-checks the WHERE clause on rows another node has just
+        # claimed, so a row is claimed by one node only.
+        rows = await self._p.fetch(
+            "UPDATE notifications SET next_attempt_at = $2 WHERE seq IN ("
+            " SELECT seq FROM notifications"
+            " WHERE delivered_at IS NULL AND next_attempt_at <= $1"
+            " ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
+            f" RETURNING seq, {_NOTIFICATION_LIST}",
+            now,
+            now + lease,
+            limit,
+        )
+        return [_notification_from(row) for row in sorted(rows, key=lambda r: int(r["seq"]))]
+
+    @_db_errors
+    async def mark_delivered(self, id: str, at: float) -> bool:
+        status = await self._p.execute(
+            "UPDATE notifications SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL",
+            id,
+            at,
+        )
+        return _rowcount(status) == 1
+
+    @_db_errors
+    async def mark_failed(self, id: str, error: str, next_attempt_at: float) -> bool:
+        status = await self._p.execute(
+            "UPDATE notifications SET attempts = attempts + 1, last_error = $2,"
+            " next_attempt_at = $3 WHERE id = $1 AND delivered_at IS NULL",
+            id,
+            error,
+            next_attempt_at,
+        )
+        return _rowcount(status) == 1
+
+    @_db_errors
+    async def redeliver(self, integrator: str, id: str, *, now: float | None = None) -> bool:
+        status = await self._p.execute(
+            "UPDATE notifications SET delivered_at = NULL, next_attempt_at = $3,"
+            " attempts = 0, last_error = NULL WHERE id = $1 AND integrator = $2",
+            id,
+            integrator,
+            time.time() if now is None else now,
+        )
+        return _rowcount(status) == 1
+
+    @_db_errors
+    async def undelivered(self, integrator: str, limit: int = 100) -> list[Notification]:
+        check_limit(limit)
+        rows = await self._p.fetch(
+            f"SELECT {_NOTIFICATION_LIST} FROM notifications"
+            " WHERE integrator = $1 AND delivered_at IS NULL ORDER BY seq LIMIT $2",
+            integrator,
+            limit,
+        )
+        return [_notification_from(row) for row in rows]
+
+    @_db_errors
+    async def outbox_stats(
+        self, *, now: float | None = None, integrator: str | None = None
+    ) -> OutboxStats:
+        sql = (
+            "SELECT"
+            " COUNT(*) FILTER (WHERE delivered_at IS NULL),"
+            " COUNT(*) FILTER (WHERE delivered_at IS NOT NULL),"
+            " COUNT(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0),"
+            " MIN(created_at) FILTER (WHERE delivered_at IS NULL)"
+            " FROM notifications"
+        )
+        args: tuple[Any, ...] = ()
+        if integrator is not None:
+            sql, args = sql + " WHERE integrator = $1", (integrator,)
+        pending, delivered, retries, oldest = await self._p.fetchrow(sql, *args)
+        now = time.time() if now is None else now
+        return OutboxStats(
+            pending=int(pending),
+            delivered=int(delivered),
+            retries=int(retries),
+            oldest_pending_age=0.0 if oldest is None else max(0.0, now - float(oldest)),
+        )
