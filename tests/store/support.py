@@ -96,7 +96,7 @@ class Db:
         return self.store
 
     def execute_raw(self, sql: str) -> None:
-        """Run SQL outside the store (SQLite: ``?`` style; no parameters)."""
+        """Run one SQL statement on the database, bypassing the store."""
         if self.kind == "sqlite":
             conn = sqlite3.connect(self.url.removeprefix("sqlite:///"), isolation_level=None)
             try:

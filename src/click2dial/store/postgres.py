@@ -22,6 +22,7 @@ import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
@@ -212,7 +213,7 @@ class PostgresStore(Store):
                         raise AgentBusyError(busy) from None
                     continue
                 if inserted is not None:
-                    return call, True
+                    return replace(call, warnings=list(call.warnings)), True
                 existing = await self._by_key(conn, call)
                 if existing is not None:
                     return existing, False
