@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import SipParseError
-from .uri import Uri, parse_uri
+from .uri import HOST_PATTERN, Uri, parse_uri, valid_ip_literal
 
 #: Canonical spelling of the header names the core knows, keyed by lower-case
 #: long and compact (RFC 3261 §7.3.3 and later RFCs) forms.
@@ -53,19 +53,28 @@ LIST_HEADERS = frozenset(
     }
 )  # fmt: skip
 
-_TOKEN = r"[A-Za-z0-9\-.!%*_+`'~]+"
+_TOKEN_CHARS = r"[A-Za-z0-9\-.!%*_+`'~]"
+_TOKEN = _TOKEN_CHARS + "+"
 TOKEN_RE = re.compile(_TOKEN)
 _QUOTED = r'"(?:[^"\\\r\n]|\\[\x00-\x09\x0b\x0c\x0e-\x7f])*"'
-_HPARAM = re.compile(
-    rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_QUOTED}|[A-Za-z0-9\-.!%*_+`'~:\[\]]+))?[ \t]*"
+_GEN_VALUE = r"[A-Za-z0-9\-.!%*_+`'~:\[\]]+"
+_HPARAM = re.compile(rf"[ \t]*;[ \t]*({_TOKEN})(?:[ \t]*=[ \t]*({_QUOTED}|{_GEN_VALUE}))?[ \t]*")
+# name-addr: a quoted display name, or tokens and LWS (one flat character class:
+# "(token|LWS)*" nests quantifiers and backtracks exponentially on a mismatch),
+# then <URI>.  The quoted string is the unrolled "normal* (\\. normal*)*" loop.
+_NAME_ADDR = re.compile(
+    r'(?:"([^"\\]*(?:\\.[^"\\]*)*)"[ \t]*|(' + _TOKEN_CHARS[:-1] + r" \t]*))<([^<>]*)>",
+    re.DOTALL,
 )
-_DISPLAY_TOKENS = re.compile(rf"(?:{_TOKEN}|[ \t])*")
 _VIA_RE = re.compile(
-    rf"({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+"
-    r"(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?)"
+    rf"({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]*/[ \t]*({_TOKEN})[ \t]+({HOST_PATTERN})"
     r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
 )
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
+_QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
+# Characters quote() must escape: the quote and backslash themselves, and the
+# control characters a quoted-string may carry only as quoted-pairs.
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x08\x0b\x0c\x0e-\x1f\x7f]')
 MAX_CSEQ = 2**31 - 1
 
 
@@ -76,8 +85,11 @@ def canonical_name(name: str) -> str:
 
 def split_list(value: str) -> list[str]:
     """Split a comma-separated header value, respecting quotes and ``<...>``."""
+    if "," not in value:
+        # Nothing to split; an unbalanced quote is left to the item's parser.
+        return [value.strip(" \t")]
     if '"' not in value and "<" not in value:
-        return [part.strip() for part in value.split(",")]
+        return [part.strip(" \t") for part in value.split(",")]
     parts: list[str] = []
     start = 0
     in_quote = in_angle = False
@@ -97,45 +109,54 @@ def split_list(value: str) -> list[str]:
         elif ch == ">":
             in_angle = False
         elif ch == "," and not in_angle:
-            parts.append(value[start:i].strip())
+            parts.append(value[start:i].strip(" \t"))
             start = i + 1
         i += 1
     if in_quote:
         raise SipParseError(f"unterminated quoted string in {value[:80]!r}")
-    parts.append(value[start:].strip())
+    parts.append(value[start:].strip(" \t"))
     return parts
 
 
 def parse_header_params(text: str, pos: int = 0) -> dict[str, str | None]:
     """Parse ``;name=value`` pairs from ``text[pos:]``; the whole rest must
-    be parameters.  Names are lower-cased; quoted values keep their quotes."""
+    be parameters (and LWS).  Names are lower-cased; quoted values keep their
+    quotes."""
     params: dict[str, str | None] = {}
     end = len(text)
     match = _HPARAM.match
     while pos < end:
         m = match(text, pos)
         if m is None:
-            if text[pos:].strip():
+            if text[pos:].strip(" \t"):
                 raise SipParseError(f"malformed header parameters: {text[pos : pos + 80]!r}")
             break
-        params[m.group(1).lower()] = m.group(2)
+        name, value = m.groups()
+        params[name.lower()] = value
         pos = m.end()
     return params
 
 
 def format_params(params: dict[str, str | None]) -> str:
-    return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
+    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
 
 
 def unquote(value: str) -> str:
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
         inner = value[1:-1]
-        return re.sub(r"\\(.)", r"\1", inner) if "\\" in inner else inner
+        return _QUOTED_PAIR.sub(r"\1", inner) if "\\" in inner else inner
     return value
 
 
 def quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """``value`` as a quoted-string.  CR and LF cannot be carried even as
+    quoted-pairs (RFC 3261 §25.1), so they become spaces rather than letting a
+    caller's string split the header."""
+    if "\r" in value or "\n" in value:
+        value = value.replace("\r", " ").replace("\n", " ")
+    if _NEEDS_ESCAPE.search(value) is None:
+        return f'"{value}"'
+    return '"' + _NEEDS_ESCAPE.sub(r"\\\g<0>", value) + '"'
 
 
 @dataclass(slots=True)
@@ -157,29 +178,36 @@ class Via:
 
     def __str__(self) -> str:
         hp = self.host if self.port is None else f"{self.host}:{self.port}"
+        if not self.params:
+            return f"SIP/2.0/{self.transport} {hp}"
         return f"SIP/2.0/{self.transport} {hp}{format_params(self.params)}"
+
+
+def _parse_via_item(item: str) -> Via:
+    m = _VIA_RE.match(item)
+    if m is None:
+        raise SipParseError(f"malformed Via: {item[:80]!r}")
+    proto, version, transport, host, port = m.groups()
+    if version != "2.0" or proto.upper() != "SIP":
+        raise SipParseError(f"unsupported Via protocol: {item[:80]!r}")
+    if host[0] == "[" and not valid_ip_literal(host):
+        raise SipParseError(f"bad IPv6 reference in Via: {item[:80]!r}")
+    port_num = None
+    if port is not None:
+        port_num = int(port)
+        if port_num > 65535:
+            raise SipParseError(f"Via port out of range: {item[:80]!r}")
+    params = parse_header_params(item, m.end()) if m.end() < len(item) else {}
+    if "branch" in params and not params["branch"]:
+        raise SipParseError("empty Via branch")
+    return Via(transport.upper(), host, port_num, params)
 
 
 def parse_via(value: str) -> list[Via]:
     """Parse a Via header value (one or more comma-separated entries)."""
-    vias = []
-    for item in split_list(value):
-        m = _VIA_RE.match(item)
-        if m is None:
-            raise SipParseError(f"malformed Via: {item[:80]!r}")
-        proto, version, transport, host, port = m.groups()
-        if proto.upper() != "SIP" or version != "2.0":
-            raise SipParseError(f"unsupported Via protocol: {item[:80]!r}")
-        port_num = None
-        if port is not None:
-            port_num = int(port)
-            if port_num > 65535:
-                raise SipParseError(f"Via port out of range: {item[:80]!r}")
-        params = parse_header_params(item, m.end())
-        if "branch" in params and not params["branch"]:
-            raise SipParseError("empty Via branch")
-        vias.append(Via(transport.upper(), host, port_num, params))
-    return vias
+    if "," not in value:
+        return [_parse_via_item(value.strip(" \t"))]
+    return [_parse_via_item(item) for item in split_list(value)]
 
 
 @dataclass(slots=True)
@@ -199,63 +227,37 @@ class Address:
         return Address(self.uri.copy(), self.display_name, dict(self.params))
 
     def __str__(self) -> str:
-        uri = f"<{self.uri}>"
-        if self.display_name:
-            uri = f"{quote(self.display_name)} {uri}"
-        return uri + format_params(self.params) if self.params else uri
-
-
-def _quoted_end(text: str, start: int) -> int:
-    """Index just past the quoted string starting at ``text[start] == '"'``."""
-    i = start + 1
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "\\":
-            i += 2
-            continue
-        if ch == '"':
-            return i + 1
-        i += 1
-    raise SipParseError(f"unterminated quoted string: {text[:80]!r}")
+        # An empty display name is written as "" so that it parses back as "".
+        display = self.display_name
+        out = f"<{self.uri}>" if display is None else f"{quote(display)} <{self.uri}>"
+        return out + format_params(self.params) if self.params else out
 
 
 def parse_address(value: str) -> Address:
     """Parse one name-addr / addr-spec with its parameters."""
-    text = value.strip()
+    text = value.strip(" \t")
     if not text:
         raise SipParseError("empty address")
-    display: str | None = None
-    if text[0] == '"':
-        end = _quoted_end(text, 0)
-        display = unquote(text[:end])
-        lt = end
-        while lt < len(text) and text[lt] in " \t":
-            lt += 1
-        if lt >= len(text) or text[lt] != "<":
-            raise SipParseError(f"quoted display name without <URI>: {text[:80]!r}")
-    else:
-        lt = text.find("<")
-        if lt >= 0:
-            raw = text[:lt].strip()
-            if raw and not _DISPLAY_TOKENS.fullmatch(raw):
-                raise SipParseError(f"display name must be tokens or quoted: {text[:80]!r}")
-            display = raw or None
-    if lt >= 0:
-        gt = text.find(">", lt)
-        if gt < 0:
-            raise SipParseError(f"unterminated <URI>: {text[:80]!r}")
-        uri = parse_uri(text[lt + 1 : gt])
-        return Address(uri, display, parse_header_params(text, gt + 1))
+    m = _NAME_ADDR.match(text)
+    if m is not None:
+        quoted, tokens, uri_text = m.groups()
+        if quoted is not None:
+            display: str | None = _QUOTED_PAIR.sub(r"\1", quoted) if "\\" in quoted else quoted
+        else:
+            display = tokens.rstrip(" \t") or None
+        end = m.end()
+        params = parse_header_params(text, end) if end < len(text) else {}
+        return Address(parse_uri(uri_text), display, params)
+    if "<" in text or text[0] == '"':
+        raise SipParseError(f"malformed name-addr: {text[:80]!r}")
     # addr-spec: the URI ends at the first ';' and cannot carry URI
     # parameters or headers (RFC 3261 §20.10).
     semi = text.find(";")
-    uri_text = text if semi < 0 else text[:semi]
-    if any(c in uri_text for c in " \t,?"):
-        raise SipParseError(f"URI with space, comma or '?' must be in <>: {text[:80]!r}")
+    uri_text = text if semi < 0 else text[:semi].rstrip(" \t")
+    if "," in uri_text or "?" in uri_text:
+        raise SipParseError(f"URI with comma or '?' must be in <>: {text[:80]!r}")
     uri = parse_uri(uri_text)
-    params = parse_header_params(text, semi) if semi >= 0 else {}
-    return Address(uri, None, params)
+    return Address(uri, None, parse_header_params(text, semi) if semi >= 0 else {})
 
 
 def parse_address_list(value: str) -> list[Address]:

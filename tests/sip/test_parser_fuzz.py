@@ -1,0 +1,284 @@
+"""Property tests of the SIP wire parser and stream framer.
+
+Whatever bytes arrive, :func:`parse_message` and :meth:`StreamFramer.feed`
+raise :class:`SipParseError` and nothing else; whatever they accept survives
+serialisation: parse -> to_bytes -> parse gives the same fields, and a second
+to_bytes gives the same bytes.  The inputs are random bytes, random
+header-shaped text, mutations (byte flips, truncation, insertion, duplicated
+and dropped lines) of the RFC 4475/5118 valid messages and of a typical
+INVITE with SDP, and random chunkings of valid messages fed to the framer.
+
+Example counts are set explicitly so the whole file runs in a few seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from click2dial.sip.errors import SipParseError
+from click2dial.sip.message import Request, Response, StreamFramer, parse_message
+
+from .test_rfc4475 import RFC5118_VALID, SEMANTIC_ACCEPTED, VALID
+
+Message = Request | Response
+
+_SDP = (
+    b"v=0\r\n"
+    b"o=alice 2890844526 2890844526 IN IP4 192.0.2.101\r\n"
+    b"s=-\r\n"
+    b"c=IN IP4 192.0.2.101\r\n"
+    b"t=0 0\r\n"
+    b"m=audio 49170 RTP/AVP 0 8 101\r\n"
+    b"a=rtpmap:0 PCMU/8000\r\n"
+    b"a=rtpmap:8 PCMA/8000\r\n"
+    b"a=rtpmap:101 telephone-event/8000\r\n"
+    b"a=fmtp:101 0-15\r\n"
+    b"a=sendrecv\r\n"
+)
+TYPICAL_INVITE = (
+    b"INVITE sip:+15551234567@gw.example.net;user=phone SIP/2.0\r\n"
+    b"Via: SIP/2.0/UDP 192.0.2.101:5060;branch=z9hG4bK776asdhds;rport\r\n"
+    b"Max-Forwards: 70\r\n"
+    b'From: "Click2Dial" <sip:agent42@pbx.example.com>;tag=1928301774\r\n'
+    b"To: <sip:+15551234567@gw.example.net;user=phone>\r\n"
+    b"Call-ID: a84b4c76e66710@192.0.2.101\r\n"
+    b"CSeq: 314159 INVITE\r\n"
+    b"Contact: <sip:agent42@192.0.2.101:5060;transport=udp>\r\n"
+    b"Allow: INVITE, ACK, CANCEL, BYE, OPTIONS\r\n"
+    b"Supported: replaces, timer\r\n"
+    b"Content-Type: application/sdp\r\n"
+    b"Content-Length: " + str(len(_SDP)).encode() + b"\r\n\r\n" + _SDP
+)
+
+SEEDS: list[bytes] = [
+    TYPICAL_INVITE,
+    *(data for data, _ in VALID.values()),
+    *(data for data, _ in SEMANTIC_ACCEPTED.values()),
+    *(data for data, _ in RFC5118_VALID.values()),
+]
+# Messages a stream can carry: every seed with an exact Content-Length (dblreq
+# has trailing noise and inv2543 has no Content-Length, both datagram-only).
+STREAM_SEEDS: list[bytes] = [
+    data for data in SEEDS if data not in (VALID["dblreq"][0], SEMANTIC_ACCEPTED["inv2543"][0])
+]
+
+
+def _examples(count: int) -> settings:
+    # No deadline: a slow CI machine must not turn a pass into a failure.
+    return settings(
+        max_examples=count,
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+
+
+def _snapshot(msg: Message) -> tuple[Any, ...]:
+    """Every field a SIP element acts on, in comparable form."""
+    if isinstance(msg, Request):
+        start: tuple[Any, ...] = ("request", msg.method, msg.uri, msg.max_forwards)
+    else:
+        start = ("response", msg.status, msg.reason)
+    return (
+        *start,
+        msg.via,
+        msg.from_,
+        msg.to,
+        msg.call_id,
+        msg.cseq,
+        msg.contact,
+        list(msg.headers),
+        msg.body,
+    )
+
+
+def _parse_or_none(data: bytes, *, stream: bool = False) -> Message | None:
+    try:
+        return parse_message(data, stream=stream)
+    except SipParseError as exc:
+        assert 400 <= exc.status <= 599
+        return None
+
+
+def _assert_round_trip(msg: Message) -> None:
+    wire = msg.to_bytes()
+    again = parse_message(wire)
+    assert _snapshot(again) == _snapshot(msg)
+    assert again.to_bytes() == wire
+
+
+# --- (a) random input -----------------------------------------------------------
+
+
+@_examples(300)
+@given(st.binary(max_size=1500))
+def test_random_bytes_raise_only_sip_parse_errors(data: bytes) -> None:
+    for stream in (False, True):
+        msg = _parse_or_none(data, stream=stream)
+        if msg is not None:
+            _assert_round_trip(msg)
+    with contextlib.suppress(SipParseError):
+        StreamFramer().feed(data)
+
+
+_NAMES = st.sampled_from(
+    [
+        "Via", "v", "From", "f", "To", "t", "Call-ID", "i", "CSeq", "Max-Forwards",
+        "Content-Length", "l", "Contact", "m", "Expires", "Date", "Route", "Subject",
+        "Content-Type", "X-Custom", "k",
+    ]
+)  # fmt: skip
+_VALUE_ALPHABET = st.sampled_from(
+    [*'abcSIP/2.0 UDPsip:@<>;=,"\\?%[]:. \t0123456789-*z9hG4bK', "\x00", "\x7f", "é"]
+)
+_VALUES = st.one_of(
+    st.text(_VALUE_ALPHABET, max_size=40),
+    st.sampled_from(
+        [
+            "SIP/2.0/UDP host;branch=z9hG4bK1",
+            "<sip:a@b>;tag=1",
+            '"A" <sip:a@[::1]:5060;transport=udp>',
+            "1 INVITE",
+            "70",
+            "0",
+            "*",
+        ]
+    ),
+)
+_START_LINES = st.sampled_from(
+    [
+        "INVITE sip:a@b SIP/2.0",
+        "OPTIONS sip:[2001:db8::1] SIP/2.0",
+        "SIP/2.0 200 OK",
+        "SIP/2.0 100 ",
+        "REGISTER tel:+1 SIP/2.0",
+    ]
+)
+
+
+@_examples(300)
+@given(
+    _START_LINES,
+    st.lists(st.tuples(_NAMES, _VALUES), max_size=12),
+    st.binary(max_size=40),
+)
+def test_random_header_sections_raise_only_sip_parse_errors(
+    first: str, fields: list[tuple[str, str]], body: bytes
+) -> None:
+    head = first + "\r\n" + "".join(f"{name}: {value}\r\n" for name, value in fields)
+    data = head.encode() + b"\r\n" + body
+    msg = _parse_or_none(data)
+    if msg is not None:
+        _assert_round_trip(msg)
+
+
+# --- (b) mutations of valid messages ----------------------------------------------
+
+
+@st.composite
+def _mutated(draw: st.DrawFn) -> bytes:
+    data = bytearray(draw(st.sampled_from(SEEDS)))
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["flip", "truncate", "insert", "dup-line", "drop-line"]))
+        pos = draw(st.integers(0, max(len(data) - 1, 0)))
+        if kind == "flip" and data:
+            data[pos] = draw(st.integers(0, 255))
+        elif kind == "truncate":
+            del data[pos:]
+        elif kind == "insert":
+            data[pos:pos] = draw(
+                st.one_of(
+                    st.binary(min_size=1, max_size=8),
+                    st.sampled_from(
+                        [b"\r\n", b" ", b";", b",", b'"', b"\\", b"<", b">", b":", b"%"]
+                    ),
+                )
+            )
+        else:
+            lines = bytes(data).split(b"\r\n")
+            index = draw(st.integers(0, max(len(lines) - 1, 0)))
+            if kind == "dup-line":
+                lines.insert(index, lines[index])
+            else:
+                del lines[index]
+            data = bytearray(b"\r\n".join(lines))
+    return bytes(data)
+
+
+@_examples(500)
+@given(_mutated())
+def test_mutated_messages_raise_only_sip_parse_errors(data: bytes) -> None:
+    for stream in (False, True):
+        msg = _parse_or_none(data, stream=stream)
+        if msg is not None:
+            _assert_round_trip(msg)
+
+
+@_examples(len(SEEDS) * 2)
+@given(st.sampled_from(SEEDS))
+def test_valid_messages_round_trip(data: bytes) -> None:
+    _assert_round_trip(parse_message(data))
+
+
+# --- (c) stream chunking ----------------------------------------------------------
+
+
+@st.composite
+def _stream(draw: st.DrawFn) -> tuple[list[bytes], list[bytes]]:
+    """A stream of 1-4 messages with keep-alives and stray CRLFs between them,
+    and the same bytes cut into random chunks."""
+    frames: list[bytes] = []
+    wire = b""
+    for _ in range(draw(st.integers(1, 4))):
+        gap = draw(st.sampled_from([b"", b"", b"\r\n", b"\r\n\r\n", b"\r\n\r\n\r\n\r\n"]))
+        frames += [b""] * (len(gap) // 4)
+        message = draw(st.sampled_from(STREAM_SEEDS))
+        frames.append(message)
+        wire += gap + message
+    cuts = sorted(draw(st.lists(st.integers(0, len(wire)), max_size=12)))
+    chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True)]
+    return frames, chunks
+
+
+@_examples(200)
+@given(_stream())
+def test_random_chunkings_reassemble_the_same_messages(
+    stream: tuple[list[bytes], list[bytes]],
+) -> None:
+    expected, chunks = stream
+    framer = StreamFramer()
+    frames: list[bytes] = []
+    for chunk in chunks:
+        frames += framer.feed(chunk)
+    assert frames == expected
+    assert framer.buffered == 0
+    for frame in frames:
+        if frame:
+            msg = parse_message(frame, stream=True)
+            assert _snapshot(msg) == _snapshot(parse_message(frame))
+            _assert_round_trip(msg)
+
+
+@_examples(200)
+@given(
+    st.lists(st.sampled_from(STREAM_SEEDS), min_size=1, max_size=3).map(b"".join),
+    st.data(),
+)
+def test_mutated_streams_raise_only_sip_parse_errors(wire: bytes, data: st.DataObject) -> None:
+    pos = data.draw(st.integers(0, len(wire) - 1))
+    wire = wire[:pos] + data.draw(st.binary(max_size=6)) + wire[pos + 1 :]
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(wire)), max_size=8)))
+    framer = StreamFramer()
+    try:
+        for a, b in zip([0, *cuts], [*cuts, len(wire)], strict=True):
+            for frame in framer.feed(wire[a:b]):
+                if frame:
+                    msg = _parse_or_none(frame, stream=True)
+                    if msg is not None:
+                        _assert_round_trip(msg)
+    except SipParseError:
+        pass
