@@ -1,0 +1,1 @@
+"""sipp scenarios and the harness that runs them against our SIP UA."""
