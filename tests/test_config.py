@@ -11,10 +11,15 @@ import pytest
 
 from click2dial.config import (
     ENV_VAR,
+    AgentConfig,
     Config,
     ConfigError,
+    ExtensionsConfig,
     IntegratorConfig,
+    ServerConfig,
+    SipConfig,
     SipListen,
+    TrunkConfig,
     check_config,
     default_config,
     load_config,
@@ -702,3 +707,42 @@ def test_without_a_file_the_defaults_run(monkeypatch: pytest.MonkeyPatch) -> Non
     assert isinstance(config, Config)
     assert config.source == "<embedded defaults>"
     assert os.environ.get("CLICK2DIAL_CONFIG") is None
+
+
+# --- the operator's reference stays true -----------------------------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "configuration.md"
+
+
+def _toml_blocks() -> list[str]:
+    text = DOC.read_text(encoding="utf-8")
+    return [block.split("```", 1)[0] for block in text.split("```toml\n")[1:]]
+
+
+def test_documented_defaults_are_the_embedded_defaults() -> None:
+    embedded = _toml_blocks()[0]
+    config = parse_config(embedded, SRC)
+    assert dataclasses.replace(config, source=default_config().source) == default_config()
+
+
+def test_documented_example_is_valid(tmp_path: Path) -> None:
+    example = _toml_blocks()[-1]
+    for name in ("fullchain.pem", "privkey.pem"):
+        (tmp_path / name).write_text("x")
+    example = example.replace("/etc/click2dial/tls/", "")
+    config = parse_config(example, str(tmp_path / "c2d.toml"))
+    assert set(config.integrators) == {"acme", "helpdesk"}
+    assert config.integrators["acme"].may_use_outbound_id("27110000099")
+
+
+def test_every_key_is_documented() -> None:
+    text = DOC.read_text(encoding="utf-8")
+    fields = [
+        f.name
+        for cls in (ServerConfig, SipConfig, TrunkConfig, ExtensionsConfig, AgentConfig)
+        for f in dataclasses.fields(cls)
+        if f.name != "extension"
+    ]
+    fields += [f.name for f in dataclasses.fields(IntegratorConfig) if f.name != "name"]
+    missing = [name for name in fields if f"| `{name}` |" not in text]
+    assert missing == []
