@@ -1,0 +1,1 @@
+"""The integrators' HTTP API (SPEC §2)."""

@@ -1,0 +1,247 @@
+"""The HTTP surface (SPEC §2): parse, authenticate, call the call service,
+render.  No business rule lives here.
+
+Every error body has one shape::
+
+    {"error": {"status": 422, "title": "...",
+               "errors": [{"field": "callee", "rule": "pattern",
+                           "value": "123", "message": "..."}]}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..calls.rules import FieldError
+from ..calls.service import CallError, CallService
+from ..config import IntegratorConfig
+from ..store import CallRecord
+from .auth import Authenticator
+from .openapi import openapi_document
+
+log = logging.getLogger(__name__)
+MAX_BODY = 64 * 1024
+
+
+def error_response(
+    status: int,
+    title: str,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {"status": status, "title": title}
+    body["errors"] = [
+        {"field": e.field, "rule": e.rule, "value": e.value, "message": e.message}
+        for e in errors or []
+    ]
+    if extra:
+        body.update(extra)
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _leg(state: str | None, answered_at: float | None) -> dict[str, Any]:
+    return {"state": state, "answered_at": answered_at}
+
+
+def render_call(call: CallRecord, warnings: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "call_ref": call.call_ref,
+        "contact_ref": call.contact_ref,
+        "status": call.state,
+        "agent": call.agent,
+        "callee": call.callee,
+        "outbound_id": call.outbound_id,
+        "outbound_id_requested": call.outbound_id_requested,
+        "call_type": call.call_type,
+        "source": call.source,
+        "warnings": warnings if warnings is not None else list(call.warnings),
+        "created_at": call.created_at,
+        "legs": {
+            "agent": _leg(call.agent_leg, call.agent_answered_at),
+            "callee": {
+                **_leg(call.callee_leg, call.callee_answered_at),
+                "dialed_at": call.callee_dialed_at,
+            },
+        },
+        "ended_at": call.ended_at,
+        "end_reason": call.end_reason,
+        "end_code": call.end_code,
+        "sip_status": call.sip_status,
+        "sip_reason": call.sip_reason,
+        "hangup_side": call.hangup_side,
+    }
+
+
+Handler = Callable[[Request, IntegratorConfig], Awaitable[Response]]
+
+
+def build_app(
+    service: CallService,
+    authenticator: Authenticator,
+    *,
+    ready: Callable[[], bool] = lambda: True,
+    metrics: Callable[[], Awaitable[str]] | None = None,
+) -> Starlette:
+    """The ASGI app.  ``authenticator`` decides which integrators this
+    listener serves (all of them on the shared port, one on its own port)."""
+
+    def authed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
+            integrator = authenticator.authenticate(request)
+            if integrator is None:
+                return error_response(
+                    401,
+                    "missing or wrong credentials: send Authorization: Bearer <api key>",
+                    headers={"WWW-Authenticate": 'Bearer realm="click2dial"'},
+                )
+            try:
+                return await handler(request, integrator)
+            except CallError as exc:
+                headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+                extra = {"call_ref": exc.call_ref} if exc.call_ref else None
+                return error_response(exc.status, exc.title, exc.errors, headers, extra)
+
+        return endpoint
+
+    async def read_payload(request: Request) -> dict[str, object] | JSONResponse:
+        raw = await request.body()
+        if len(raw) > MAX_BODY:
+            return error_response(413, f"body larger than {MAX_BODY} bytes")
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == "application/x-www-form-urlencoded":
+            try:
+                pairs = parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw))
+            except (UnicodeDecodeError, ValueError):
+                return error_response(400, "malformed form body")
+            return dict(pairs)
+        if ctype not in ("application/json", ""):
+            return error_response(415, "send application/json or application/x-www-form-urlencoded")
+        try:
+            data = json.loads(raw)
+        except (UnicodeDecodeError, ValueError) as exc:
+            return error_response(400, f"malformed JSON body: {exc}")
+        if not isinstance(data, dict):
+            return error_response(400, "the JSON body must be an object")
+        return data
+
+    async def create_call(request: Request, integrator: IntegratorConfig) -> Response:
+        payload = await read_payload(request)
+        if isinstance(payload, JSONResponse):
+            return payload
+        return await _place(request, integrator, payload)
+
+    async def _place(
+        request: Request, integrator: IntegratorConfig, payload: dict[str, object]
+    ) -> Response:
+        key = request.headers.get("idempotency-key")
+        if key is not None and not 1 <= len(key) <= 255:
+            return error_response(
+                400,
+                "Idempotency-Key must be 1-255 characters",
+                [FieldError("Idempotency-Key", "length", key, "1-255 characters")],
+            )
+        result = await service.place(integrator, payload, idempotency_key=key)
+        body = render_call(result.call, result.warnings)
+        status = 201 if result.created else 200
+        headers = {"Location": f"/click2dial/calls/{result.call.call_ref}"}
+        if not result.created:
+            headers["Idempotent-Replayed"] = "true"
+        return JSONResponse(body, status_code=status, headers=headers)
+
+    async def legacy_call(request: Request, integrator: IntegratorConfig) -> Response:
+        payload: dict[str, object] = dict(request.query_params)
+        response = await _place(request, integrator, payload)
+        response.headers["Deprecation"] = "true"
+        response.headers["Link"] = '</click2dial/calls>; rel="successor-version"'
+        return response
+
+    async def get_call(request: Request, integrator: IntegratorConfig) -> Response:
+        call = await service.get(integrator, request.path_params["call_ref"])
+        if call is None:
+            return error_response(404, "no such call")
+        return JSONResponse(render_call(call))
+
+    async def delete_call(request: Request, integrator: IntegratorConfig) -> Response:
+        call = await service.hangup(integrator, request.path_params["call_ref"])
+        if call is None:
+            return error_response(404, "no such call")
+        return JSONResponse(render_call(call))
+
+    async def list_calls(request: Request, integrator: IntegratorConfig) -> Response:
+        q = request.query_params
+        errors: list[FieldError] = []
+        since: float | None = None
+        limit = 50
+        if "since" in q:
+            try:
+                since = float(q["since"])
+            except ValueError:
+                errors.append(FieldError("since", "type", q["since"], "Unix seconds"))
+        if "limit" in q:
+            if q["limit"].isdigit() and 1 <= int(q["limit"]) <= 500:
+                limit = int(q["limit"])
+            else:
+                errors.append(FieldError("limit", "range", q["limit"], "an integer 1-500"))
+        if errors:
+            return error_response(422, "bad query parameters", errors)
+        calls, cursor = await service.list(
+            integrator,
+            contact_ref=q.get("contact_ref"),
+            agent=q.get("agent"),
+            since=since,
+            limit=limit,
+            cursor=q.get("cursor"),
+        )
+        return JSONResponse({"calls": [render_call(c) for c in calls], "next_cursor": cursor})
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        if ready():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "not ready"}, status_code=503)
+
+    async def metrics_endpoint(request: Request) -> Response:
+        text = await metrics() if metrics is not None else ""
+        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_document())
+
+    routes = [
+        Route("/click2dial/calls", authed(create_call), methods=["POST"]),
+        Route("/click2dial/calls", authed(list_calls), methods=["GET"]),
+        Route("/click2dial/calls/{call_ref}", authed(get_call), methods=["GET"]),
+        Route("/click2dial/calls/{call_ref}", authed(delete_call), methods=["DELETE"]),
+        Route("/call.php", authed(legacy_call), methods=["GET"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        return error_response(404, "no such resource")
+
+    async def not_allowed(request: Request, exc: Exception) -> Response:
+        return error_response(405, "method not allowed")
+
+    async def crashed(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal error")
+
+    return Starlette(
+        routes=routes,
+        exception_handlers={404: not_found, 405: not_allowed, 500: crashed},
+    )

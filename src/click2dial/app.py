@@ -1,0 +1,207 @@
+"""Wiring: configuration → store, SIP user agent, call control, HTTP
+listeners.  :class:`Click2Dial` is the running service; ``cli.py`` and the
+tests start it the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+
+from . import __version__
+from .api.app import build_app
+from .api.auth import Authenticator
+from .calls.cdr import cdr_payload
+from .calls.control import CallController, TelephonySettings
+from .calls.outcome import Outcome
+from .calls.service import CallService
+from .config import Config, IntegratorConfig
+from .sip.aio import Listen, UserAgent, UserAgentConfig
+from .sip.transaction import TimerConfig
+from .sip.uri import parse_uri
+from .store import CallRecord, Notification, Store, open_store
+
+log = logging.getLogger(__name__)
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signal handling to us: several of them
+    run in one process, one per HTTP port."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Any:
+        yield
+
+
+@dataclass
+class Listener:
+    host: str
+    port: int
+    integrators: list[IntegratorConfig]
+    server: _Server | None = None
+    task: asyncio.Task[None] | None = None
+    bound_port: int = 0
+
+
+@dataclass
+class Click2Dial:
+    config: Config
+    timers: TimerConfig = field(default_factory=TimerConfig)
+    store: Store | None = None
+    ua: UserAgent | None = None
+    controller: CallController | None = None
+    service: CallService | None = None
+    listeners: list[Listener] = field(default_factory=list)
+
+    @property
+    def integrators(self) -> dict[str, IntegratorConfig]:
+        return dict(self.config.integrators)
+
+    def notifications_for(
+        self, record: CallRecord, outcome: Outcome, ended_at: float
+    ) -> list[Notification]:
+        """The CDR outbox rows of an ended call, one per integrator target."""
+        integrator = self.config.integrators.get(record.integrator)
+        if integrator is None:
+            return []
+        document = {"type": "cdr", "payload": cdr_payload(record, outcome, ended_at)}
+        targets = []
+        if integrator.redis:
+            targets.append("redis")
+        if integrator.webhook_url:
+            targets.append("webhook")
+        return [
+            Notification(
+                integrator=record.integrator,
+                kind="cdr",
+                call_ref=record.call_ref,
+                payload=document,
+                target=target,
+                created_at=ended_at,
+            )
+            for target in targets
+        ]
+
+    async def start(self) -> None:
+        cfg = self.config
+        self.store = open_store(cfg.server.database)
+        await self.store.open()
+        listen = [
+            Listen.parse(item) for item in cfg.sip.listen if item.split(":", 1)[0] in ("udp", "tcp")
+        ]
+        self.ua = UserAgent(
+            UserAgentConfig(
+                listen,
+                public_host=cfg.sip.public_host,
+                user_agent=f"Click2Dial/{__version__}",
+                timers=self.timers,
+            )
+        )
+        await self.ua.start()
+        settings = TelephonySettings(
+            public_host=cfg.sip.public_host,
+            trunk_uri=parse_uri(cfg.trunk.uri),
+            trunk_username=cfg.trunk.username,
+            trunk_password=cfg.trunk.password,
+            extensions_mode=cfg.extensions.mode,
+            pbx_uri=parse_uri(cfg.extensions.pbx_uri) if cfg.extensions.pbx_uri else None,
+            agent_contacts={
+                ext: parse_uri(agent.contact) for ext, agent in cfg.agents.items() if agent.contact
+            },
+            agent_auto_answer={ext: agent.auto_answer for ext, agent in cfg.agents.items()},
+            node_id=cfg.server.node_id,
+        )
+        self.controller = CallController(
+            settings=settings,
+            store=self.store,
+            ua=self.ua,
+            notifications_for=self.notifications_for,
+        )
+        self.service = CallService(
+            store=self.store, controller=self.controller, node_id=cfg.server.node_id
+        )
+        await self.recover()
+        await self._start_http()
+
+    async def recover(self) -> int:
+        """Close the calls a crash left live on this node with a ``failed`` CDR."""
+        assert self.store is not None
+        count = 0
+        for record in await self.store.live_calls(self.config.server.node_id):
+            outcome = Outcome.failure("Click2Dial restarted during the call")
+            ended_at = max(record.created_at, time.time())
+            done = await self.store.finish_call(
+                record.call_ref,
+                ended_at=ended_at,
+                end_reason=outcome.end_reason,
+                end_code=outcome.end_code,
+                sip_status=None,
+                sip_reason=outcome.sip_reason,
+                hangup_side=outcome.hangup_side,
+                notifications=self.notifications_for(record, outcome, ended_at),
+            )
+            if done is not None:
+                count += 1
+                log.warning("call %s was live when Click2Dial stopped: closed as failed",
+                            record.call_ref)  # fmt: skip
+        return count
+
+    async def _start_http(self) -> None:
+        cfg = self.config
+        shared = [i for i in cfg.integrators.values() if i.http_port is None]
+        groups = [Listener(cfg.server.http_host, cfg.server.http_port, shared)]
+        for integrator in cfg.integrators.values():
+            if integrator.http_port is not None:
+                groups.append(Listener(cfg.server.http_host, integrator.http_port, [integrator]))
+        assert self.service is not None
+        for listener in groups:
+            app = build_app(self.service, Authenticator(listener.integrators), ready=self.ready)
+            sock = socket.socket(socket.AF_INET6 if ":" in listener.host else socket.AF_INET)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((listener.host, listener.port))
+            listener.bound_port = sock.getsockname()[1]
+            server = _Server(
+                uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+            )
+            listener.server = server
+            listener.task = asyncio.get_running_loop().create_task(server.serve([sock]))
+            self.listeners.append(listener)
+        for listener in self.listeners:
+            assert listener.server is not None
+            while not listener.server.started:
+                if listener.task is not None and listener.task.done():
+                    listener.task.result()
+                await asyncio.sleep(0.01)
+            log.info("HTTP listening on %s:%d for %s", listener.host, listener.bound_port,
+                     ", ".join(i.name for i in listener.integrators) or "nobody")  # fmt: skip
+
+    def ready(self) -> bool:
+        return self.ua is not None and self.store is not None
+
+    def http_port(self, integrator: str | None = None) -> int:
+        for listener in self.listeners:
+            if integrator is None or any(i.name == integrator for i in listener.integrators):
+                return listener.bound_port
+        raise KeyError(integrator)
+
+    async def stop(self) -> None:
+        for listener in self.listeners:
+            if listener.server is not None:
+                listener.server.should_exit = True
+        for listener in self.listeners:
+            if listener.task is not None:
+                with contextlib.suppress(Exception):
+                    await listener.task
+        if self.controller is not None:
+            await self.controller.close()
+        if self.ua is not None:
+            await self.ua.close()
+        if self.store is not None:
+            await self.store.close()

@@ -1,0 +1,211 @@
+"""The call service: what the API (and the WebRTC edge) may ask of call
+control, with every business rule applied in one place.
+
+Order of checks for a new call, so that each failure gets its precise status:
+validation (422) → permissions (403) → telephony ready (503) → rate and
+concurrency limits (429) → idempotency replay → agent busy (409).
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import IntegratorConfig
+from ..store import AgentBusyError, CallRecord, Store
+from .control import CallController, new_call_ref
+from .rules import CallRequest, FieldError, validate_call_request
+
+
+class CallError(Exception):
+    """A refused call request: HTTP status, a title, and per-field errors."""
+
+    def __init__(
+        self,
+        status: int,
+        title: str,
+        errors: list[FieldError] | None = None,
+        *,
+        retry_after: int | None = None,
+        call_ref: str | None = None,
+    ) -> None:
+        super().__init__(title)
+        self.status = status
+        self.title = title
+        self.errors = errors or []
+        self.retry_after = retry_after
+        self.call_ref = call_ref
+
+
+@dataclass
+class _Bucket:
+    """Token bucket for calls per second (burst = one second's worth)."""
+
+    rate: float
+    tokens: float
+    stamp: float
+
+    def take(self, now: float) -> float:
+        """0 if a token was taken, else seconds until one is available."""
+        self.tokens = min(self.rate, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1:
+            self.tokens -= 1
+            return 0.0
+        return (1 - self.tokens) / self.rate
+
+
+@dataclass
+class PlaceResult:
+    call: CallRecord
+    created: bool
+    warnings: list[str] = field(default_factory=list)
+
+
+class CallService:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        controller: CallController,
+        node_id: str,
+        ready: Callable[[], bool] = lambda: True,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.store = store
+        self.controller = controller
+        self.node_id = node_id
+        self.ready = ready
+        self.clock = clock
+        self.monotonic = monotonic
+        self._buckets: dict[str, _Bucket] = {}
+
+    def _rate_limit(self, integrator: IntegratorConfig) -> None:
+        rate = float(integrator.max_cps)
+        now = self.monotonic()
+        bucket = self._buckets.get(integrator.name)
+        if bucket is None or bucket.rate != rate:
+            bucket = self._buckets[integrator.name] = _Bucket(rate, rate, now)
+        wait = bucket.take(now)
+        if wait > 0:
+            raise CallError(
+                429, f"over the limit of {rate:g} calls per second", retry_after=math.ceil(wait)
+            )
+
+    async def place(
+        self,
+        integrator: IntegratorConfig,
+        data: Mapping[str, object],
+        *,
+        idempotency_key: str | None = None,
+        source: str = "api",
+    ) -> PlaceResult:
+        checked = validate_call_request(
+            data,
+            default_outbound_id=integrator.default_outbound_id,
+            allow_internal="internal" in integrator.call_types,
+        )
+        if isinstance(checked, list):
+            raise CallError(422, "the call request breaks the validation rules", checked)
+        request: CallRequest = checked
+        self._authorise(integrator, request)
+        if not self.ready():
+            raise CallError(503, "the telephony side cannot take calls now", retry_after=5)
+        if idempotency_key is not None:
+            existing = await self.store.find_by_idempotency_key(integrator.name, idempotency_key)
+            if existing is not None:
+                return PlaceResult(existing, False, list(existing.warnings))
+        self._rate_limit(integrator)
+        if await self.store.count_live(integrator.name) >= integrator.max_concurrent:
+            raise CallError(
+                429,
+                f"over the limit of {integrator.max_concurrent} concurrent calls",
+                retry_after=5,
+            )
+        outbound_id = request.outbound_id
+        if outbound_id == "random":
+            outbound_id = secrets.choice(integrator.clid_pool)
+        record = CallRecord(
+            call_ref=new_call_ref(),
+            integrator=integrator.name,
+            agent=request.agent,
+            callee=request.callee,
+            outbound_id=outbound_id,
+            outbound_id_requested=request.outbound_id,
+            contact_ref=request.contact_ref,
+            call_type=request.call_type,
+            source=source,
+            state="agent_ringing",
+            created_at=self.clock(),
+            idempotency_key=idempotency_key,
+            node_id=self.node_id,
+            warnings=list(request.warnings),
+        )
+        try:
+            stored, created = await self.store.create_call(record)
+        except AgentBusyError as exc:
+            raise CallError(
+                409,
+                f"agent {request.agent} already has a live call",
+                [FieldError("agent", "busy", request.agent, "the agent is already on a call")],
+                call_ref=exc.call_ref,
+            ) from exc
+        if created:
+            self.controller.start(stored, integrator)
+        return PlaceResult(stored, created, list(stored.warnings))
+
+    def _authorise(self, integrator: IntegratorConfig, request: CallRequest) -> None:
+        errors: list[FieldError] = []
+        if request.call_type not in integrator.call_types:
+            errors.append(
+                FieldError(
+                    "agent",
+                    "call_type",
+                    request.agent,
+                    f"{request.call_type} calls are not enabled for this integrator",
+                )
+            )
+        if not integrator.may_use_agent(request.agent):
+            errors.append(
+                FieldError("agent", "not_allowed", request.agent, "this agent is not allowed")
+            )
+        if request.outbound_id == "random":
+            if not integrator.clid_pool:
+                errors.append(
+                    FieldError(
+                        "outbound_id", "no_pool", "random", "no caller-ID pool is configured"
+                    )
+                )
+        elif not integrator.may_use_outbound_id(request.outbound_id):
+            errors.append(
+                FieldError(
+                    "outbound_id",
+                    "not_allowed",
+                    request.outbound_id,
+                    "this caller ID is not allowed for this integrator",
+                )
+            )
+        if errors:
+            raise CallError(403, "the integrator may not place this call", errors)
+
+    async def get(self, integrator: IntegratorConfig, call_ref: str) -> CallRecord | None:
+        return await self.store.get_call(integrator.name, call_ref)
+
+    async def hangup(self, integrator: IntegratorConfig, call_ref: str) -> CallRecord | None:
+        call = await self.store.get_call(integrator.name, call_ref)
+        if call is None:
+            return None
+        if call.state != "ended":
+            await self.controller.hangup(call_ref)
+            call = await self.store.get_call(integrator.name, call_ref) or call
+        return call
+
+    async def list(
+        self, integrator: IntegratorConfig, **filters: Any
+    ) -> tuple[list[CallRecord], str | None]:
+        return await self.store.list_calls(integrator.name, **filters)
