@@ -24,7 +24,7 @@ from starlette.routing import Route
 from ..calls.rules import FieldError
 from ..calls.service import CallError, CallService
 from ..config import IntegratorConfig
-from ..store import CallRecord
+from ..store import CallRecord, InvalidCursorError
 from .auth import Authenticator
 from .openapi import openapi_document
 
@@ -47,6 +47,12 @@ def error_response(
     if extra:
         body.update(extra)
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def call_error_response(exc: CallError) -> JSONResponse:
+    headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
+    extra = {"call_ref": exc.call_ref} if exc.call_ref else None
+    return error_response(exc.status, exc.title, exc.errors, headers, extra)
 
 
 def _leg(state: str | None, answered_at: float | None) -> dict[str, Any]:
@@ -107,9 +113,7 @@ def build_app(
             try:
                 return await handler(request, integrator)
             except CallError as exc:
-                headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after else None
-                extra = {"call_ref": exc.call_ref} if exc.call_ref else None
-                return error_response(exc.status, exc.title, exc.errors, headers, extra)
+                return call_error_response(exc)
 
         return endpoint
 
@@ -160,7 +164,10 @@ def build_app(
 
     async def legacy_call(request: Request, integrator: IntegratorConfig) -> Response:
         payload: dict[str, object] = dict(request.query_params)
-        response = await _place(request, integrator, payload)
+        try:
+            response = await _place(request, integrator, payload)
+        except CallError as exc:
+            response = call_error_response(exc)
         response.headers["Deprecation"] = "true"
         response.headers["Link"] = '</click2dial/calls>; rel="successor-version"'
         return response
@@ -194,14 +201,21 @@ def build_app(
                 errors.append(FieldError("limit", "range", q["limit"], "an integer 1-500"))
         if errors:
             return error_response(422, "bad query parameters", errors)
-        calls, cursor = await service.list(
-            integrator,
-            contact_ref=q.get("contact_ref"),
-            agent=q.get("agent"),
-            since=since,
-            limit=limit,
-            cursor=q.get("cursor"),
-        )
+        try:
+            calls, cursor = await service.list(
+                integrator,
+                contact_ref=q.get("contact_ref"),
+                agent=q.get("agent"),
+                since=since,
+                limit=limit,
+                cursor=q.get("cursor"),
+            )
+        except InvalidCursorError:
+            return error_response(
+                422,
+                "bad query parameters",
+                [FieldError("cursor", "invalid", q.get("cursor"), "a next_cursor we returned")],
+            )
         return JSONResponse({"calls": [render_call(c) for c in calls], "next_cursor": cursor})
 
     async def healthz(request: Request) -> Response:

@@ -111,6 +111,8 @@ class CallService:
             allow_internal="internal" in integrator.call_types,
         )
         if isinstance(checked, list):
+            if all(e.rule == "not_allowed" for e in checked):
+                raise CallError(403, "the integrator may not place this call", checked)
             raise CallError(422, "the call request breaks the validation rules", checked)
         request: CallRequest = checked
         self._authorise(integrator, request)
