@@ -1,0 +1,157 @@
+"""Click2Dial as a process: crash recovery, the newcomer's commands.
+
+These run the real ``click2dial`` command in a subprocess, the way an
+operator does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from click2dial.store import open_store
+from tests.e2e.support import ACME_KEY, CONTACT_REF, config_text
+from tests.sipp.harness import Sipp, free_port, free_port_both
+
+PYTHON = sys.executable
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise AssertionError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{url} never answered")
+        time.sleep(0.05)
+
+
+@contextmanager
+def server(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    process = subprocess.Popen(
+        [PYTHON, "-m", "click2dial.cli", *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+def test_a_call_live_when_the_server_is_killed_gets_a_failed_cdr_at_restart(
+    tmp_path: Path,
+) -> None:
+    http_port, sip_port = free_port("tcp"), free_port_both()
+    database = f"sqlite:///{tmp_path}/c2d.db"
+    base = f"http://127.0.0.1:{http_port}"
+    auth = {"Authorization": f"Bearer {ACME_KEY}"}
+    with Sipp("agent_answer") as agent, Sipp("trunk_answer") as trunk:
+        config = tmp_path / "c2d.toml"
+        config.write_text(
+            config_text(
+                database=database,
+                agent_port=agent.port,
+                trunk_port=trunk.port,
+                http_port=http_port,
+                sip_port=sip_port,
+                acme='redis = "redis://127.0.0.1:6379/9"',
+            )
+        )
+        with server(["serve", "--config", str(config)], tmp_path) as first:
+            wait_http(f"{base}/healthz", first)
+            body = {"agent": "1001", "callee": "0821234567", "outbound_id": "27110000001",
+                    "contact_ref": CONTACT_REF}  # fmt: skip
+            ref = httpx.post(f"{base}/click2dial/calls", json=body, headers=auth).json()["call_ref"]
+            deadline = time.monotonic() + 20
+            while httpx.get(f"{base}/click2dial/calls/{ref}", headers=auth).json()["status"] != (
+                "talking"
+            ):
+                assert time.monotonic() < deadline, "the call never got to talking"
+                time.sleep(0.05)
+            first.send_signal(signal.SIGKILL)
+            first.wait(10)
+        agent.stop()
+        trunk.stop()
+    with server(["serve", "--config", str(config)], tmp_path) as second:
+        wait_http(f"{base}/healthz", second)
+        call = httpx.get(f"{base}/click2dial/calls/{ref}", headers=auth).json()
+    assert call["status"] == "ended"
+    assert call["end_reason"] == "failed" and call["end_code"] == 41
+
+    async def outbox() -> list[str]:
+        async with open_store(database) as store:
+            rows = await store.undelivered("acme")
+        return [row.call_ref for row in rows]
+
+    assert asyncio.run(outbox()) == [ref]  # exactly one CDR, waiting for delivery
+
+
+def test_demo_completes_a_call_and_prints_its_cdr(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [PYTHON, "-m", "click2dial.cli", "demo"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr + result.stdout
+    assert "call is talking" in result.stdout
+    assert '"type": "cdr"' in result.stdout
+    assert '"end_reason": "callee_hungup"' in result.stdout
+
+
+def test_serve_on_the_embedded_defaults_answers_on_port_8300(tmp_path: Path) -> None:
+    env = {"CLICK2DIAL_CONFIG": ""}
+    with server(["serve"], tmp_path, env) as process:
+        wait_http("http://127.0.0.1:8300/readyz", process)
+        # The embedded integrator needs no key from loopback.
+        response = httpx.post(
+            "http://127.0.0.1:8300/click2dial/calls",
+            json={"agent": "1001", "callee": "bad"},
+        )
+        assert response.status_code == 422
+        assert response.json()["error"]["errors"][0]["field"] == "callee"
+    assert (tmp_path / "click2dial.db").exists()  # SQLite in the working folder
+
+
+def test_check_config_names_every_problem(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[integrators.acme]\nmax_cps = -1\napi_keys = ["short"]\n')
+    result = subprocess.run(
+        [PYTHON, "-m", "click2dial.cli", "check-config", "--config", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert f"{bad}: integrators.acme.max_cps" in result.stderr
+    assert f"{bad}: integrators.acme.api_keys" in result.stderr
