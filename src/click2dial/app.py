@@ -23,6 +23,7 @@ from .calls.control import CallController, TelephonySettings
 from .calls.outcome import Outcome
 from .calls.service import CallService
 from .config import Config, IntegratorConfig
+from .metrics import Metrics, render
 from .sip.aio import Listen, UserAgent, UserAgentConfig
 from .sip.transaction import TimerConfig
 from .sip.uri import parse_uri
@@ -59,6 +60,8 @@ class Click2Dial:
     controller: CallController | None = None
     service: CallService | None = None
     listeners: list[Listener] = field(default_factory=list)
+    metrics: Metrics = field(default_factory=Metrics)
+    _stopping: bool = False
 
     @property
     def integrators(self) -> dict[str, IntegratorConfig]:
@@ -123,9 +126,14 @@ class Click2Dial:
             store=self.store,
             ua=self.ua,
             notifications_for=self.notifications_for,
+            on_call_ended=self._call_ended,
         )
         self.service = CallService(
-            store=self.store, controller=self.controller, node_id=cfg.server.node_id
+            store=self.store,
+            controller=self.controller,
+            node_id=cfg.server.node_id,
+            ready=self.ready,
+            on_placed=self.metrics.call_placed,
         )
         await self.recover()
         await self._start_http()
@@ -162,7 +170,12 @@ class Click2Dial:
                 groups.append(Listener(cfg.server.http_host, integrator.http_port, [integrator]))
         assert self.service is not None
         for listener in groups:
-            app = build_app(self.service, Authenticator(listener.integrators), ready=self.ready)
+            app = build_app(
+                self.service,
+                Authenticator(listener.integrators),
+                ready=self.ready,
+                metrics=self.render_metrics,
+            )
             sock = socket.socket(socket.AF_INET6 if ":" in listener.host else socket.AF_INET)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((listener.host, listener.port))
@@ -183,7 +196,44 @@ class Click2Dial:
                      ", ".join(i.name for i in listener.integrators) or "nobody")  # fmt: skip
 
     def ready(self) -> bool:
-        return self.ua is not None and self.store is not None
+        return self.ua is not None and self.store is not None and not self._stopping
+
+    async def _call_ended(self, record: CallRecord) -> None:
+        self.metrics.call_ended(record.integrator, record.end_reason or "failed")
+
+    async def render_metrics(self) -> str:
+        assert self.store is not None
+        live = [
+            ({"integrator": name}, float(await self.store.count_live(name)))
+            for name in self.config.integrators
+        ]
+        stats = await self.store.outbox_stats()
+        endpoint = self.ua.endpoint if self.ua is not None else None
+        return render(
+            [
+                ("click2dial_calls_live", "gauge", "Calls not ended yet, per integrator.", live),
+                ("click2dial_calls_placed_total", "counter", "Calls accepted by this node.",
+                 [({"integrator": k}, float(v)) for k, v in self.metrics.calls_placed.items()]),
+                ("click2dial_calls_ended_total", "counter", "Calls ended on this node.",
+                 [({"integrator": i, "end_reason": r}, float(v))
+                  for (i, r), v in self.metrics.calls_ended.items()]),
+                ("click2dial_outbox_pending", "gauge", "Notifications not delivered yet.",
+                 [({}, float(stats["pending"]))]),
+                ("click2dial_outbox_delivered", "gauge", "Notifications delivered.",
+                 [({}, float(stats["delivered"]))]),
+                ("click2dial_outbox_retrying", "gauge", "Pending notifications that failed once.",
+                 [({}, float(stats["retries"]))]),
+                ("click2dial_outbox_oldest_pending_seconds", "gauge",
+                 "Age of the oldest undelivered notification.",
+                 [({}, float(stats["oldest_pending_age"] or 0.0))]),
+                ("click2dial_sip_parse_errors_total", "counter", "Malformed SIP messages dropped.",
+                 [({}, float(endpoint.parse_errors if endpoint else 0))]),
+                ("click2dial_sip_transactions", "gauge", "Open SIP transactions.",
+                 [({}, float(endpoint.transaction_count if endpoint else 0))]),
+                ("click2dial_sip_dialogs", "gauge", "Known SIP dialogs.",
+                 [({}, float(len(endpoint.dialogs) if endpoint else 0))]),
+            ]
+        )  # fmt: skip
 
     def http_port(self, integrator: str | None = None) -> int:
         for listener in self.listeners:
@@ -192,6 +242,7 @@ class Click2Dial:
         raise KeyError(integrator)
 
     async def stop(self) -> None:
+        self._stopping = True
         for listener in self.listeners:
             if listener.server is not None:
                 listener.server.should_exit = True

@@ -76,7 +76,9 @@ class CallService:
         ready: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        on_placed: Callable[[str], None] = lambda integrator: None,
     ) -> None:
+        self.on_placed = on_placed
         self.store = store
         self.controller = controller
         self.node_id = node_id
@@ -159,6 +161,7 @@ class CallService:
             ) from exc
         if created:
             self.controller.start(stored, integrator)
+            self.on_placed(integrator.name)
         return PlaceResult(stored, created, list(stored.warnings))
 
     def _authorise(self, integrator: IntegratorConfig, request: CallRequest) -> None:
