@@ -20,6 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from click2dial.sip.errors import SipParseError
+from click2dial.sip.headers import (
+    _parse_address_general,  # the fast paths must agree with it
+    _parse_via_general,
+    parse_address,
+    parse_via,
+)
 from click2dial.sip.message import Request, Response, StreamFramer, parse_message
 
 from .test_rfc4475 import RFC5118_VALID, SEMANTIC_ACCEPTED, VALID
@@ -282,3 +288,51 @@ def test_mutated_streams_raise_only_sip_parse_errors(wire: bytes, data: st.DataO
                         _assert_round_trip(msg)
     except SipParseError:
         pass
+
+
+# --- fast paths agree with the general parser --------------------------------------
+
+_TOKENS = st.text("abcXYZ09-.!%*_+`'~", min_size=1, max_size=6)
+_HOSTS = st.sampled_from(["example.com", "h", "192.0.2.1", "a-b.c.", "[2001:db8::1]", "x..y"])
+_PARAMS = st.lists(
+    st.tuples(_TOKENS, st.one_of(st.none(), _TOKENS, st.sampled_from(["[::1]", "a:b"]))),
+    max_size=3,
+).map(lambda ps: "".join(f";{n}" if v is None else f";{n}={v}" for n, v in ps))
+
+
+@st.composite
+def _name_addr(draw: st.DrawFn) -> str:
+    display = draw(st.sampled_from(["", '"Alice" ', '"" ', "Bob Smith ", "Bob<", '"a\\"b" ']))
+    scheme = draw(st.sampled_from(["sip", "sips", "SIP", "tel"]))
+    user = draw(st.sampled_from(["", "alice@", "+1555@", "a;b@", "a%41@", "a:pw@"]))
+    port = draw(st.sampled_from(["", ":5060", ":65536", ":0"]))
+    uri_params = draw(_PARAMS).replace("`", "").replace("%", "")
+    return f"{display}<{scheme}:{user}{draw(_HOSTS)}{port}{uri_params}>{draw(_PARAMS)}"
+
+
+def _outcome(parse: Any, text: str) -> object:
+    try:
+        return parse(text)
+    except SipParseError:
+        return SipParseError
+
+
+@_examples(300)
+@given(_name_addr())
+def test_fast_name_addr_path_matches_the_general_parser(text: str) -> None:
+    for value in (text, " " + text, text + "\t"):
+        assert _outcome(parse_address, value) == _outcome(_parse_address_general, value)
+
+
+@_examples(300)
+@given(
+    st.sampled_from(["UDP", "TCP", "TLS", "udp", "X1"]),
+    _HOSTS,
+    st.sampled_from(["", ":5060", ":99999"]),
+    _PARAMS,
+)
+def test_fast_via_path_matches_the_general_parser(
+    transport: str, host: str, port: str, params: str
+) -> None:
+    text = f"SIP/2.0/{transport} {host}{port}{params}"
+    assert _outcome(parse_via, text) == _outcome(_parse_via_general, text)

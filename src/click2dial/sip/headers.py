@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 
 from .errors import SipParseError
-from .uri import HOST_PATTERN, Uri, parse_uri, valid_ip_literal
+from .uri import HOST_PATTERN, Uri, parse_params, parse_uri, valid_ip_literal
 
 #: Canonical spelling of the header names the core knows, keyed by lower-case
 #: long and compact (RFC 3261 §7.3.3 and later RFCs) forms.
@@ -71,6 +71,19 @@ _VIA_RE = re.compile(
     r"(?:[ \t]*:[ \t]*([0-9]{1,5}))?"
 )
 _CSEQ_RE = re.compile(rf"[ \t]*([0-9]{{1,10}})[ \t]+({_TOKEN})[ \t]*")
+
+# Fast paths: one regex each for the Via and name-addr shapes nearly every
+# message uses (no LWS inside, no escapes, no quoted parameter values, no IPv6
+# literal).  Each accepts a strict subset of what the general parser accepts,
+# with the same result; anything else takes the general path.
+_FAST_HOST_PORT = r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?)(?::([0-9]{1,5}))?"
+_FAST_HPARAMS = rf"((?:;{_TOKEN}(?:=[A-Za-z0-9\-.!%*_+`'~:]+)?)*)"
+_FAST_VIA = re.compile(rf"SIP/2\.0/([A-Z]+) {_FAST_HOST_PORT}{_FAST_HPARAMS}")
+_FAST_NAME_ADDR = re.compile(
+    r'(?:"([^"\\]*)"[ \t]*|(' + _TOKEN_CHARS[:-1] + r" \t]*))"
+    rf"<(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,/]+)@)?{_FAST_HOST_PORT}"
+    r"((?:;[A-Za-z0-9\-_.!~*'()/:&+$]+(?:=[A-Za-z0-9\-_.!~*'()/:&+$]+)?)*)>" + _FAST_HPARAMS
+)
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 # Characters quote() must escape: the quote and backslash themselves, and the
 # control characters a quoted-string may carry only as quoted-pairs.
@@ -134,6 +147,15 @@ def parse_header_params(text: str, pos: int = 0) -> dict[str, str | None]:
         name, value = m.groups()
         params[name.lower()] = value
         pos = m.end()
+    return params
+
+
+def _split_params(text: str) -> dict[str, str | None]:
+    """``;a=b;c`` already validated by a fast-path regex (no LWS, no quotes)."""
+    params: dict[str, str | None] = {}
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        params[name.lower()] = value if eq else None
     return params
 
 
@@ -206,7 +228,19 @@ def _parse_via_item(item: str) -> Via:
 def parse_via(value: str) -> list[Via]:
     """Parse a Via header value (one or more comma-separated entries)."""
     if "," not in value:
-        return [_parse_via_item(value.strip(" \t"))]
+        m = _FAST_VIA.fullmatch(value)
+        if m is not None:
+            transport, host, port, params = m.groups()
+            port_num = None
+            if port is not None:
+                port_num = int(port)
+                if port_num > 65535:
+                    raise SipParseError(f"Via port out of range: {value[:80]!r}")
+            return [Via(transport, host, port_num, _split_params(params) if params else {})]
+    return _parse_via_general(value)
+
+
+def _parse_via_general(value: str) -> list[Via]:
     return [_parse_via_item(item) for item in split_list(value)]
 
 
@@ -235,6 +269,26 @@ class Address:
 
 def parse_address(value: str) -> Address:
     """Parse one name-addr / addr-spec with its parameters."""
+    m = _FAST_NAME_ADDR.fullmatch(value)
+    if m is not None:
+        quoted, tokens, scheme, user, host, port, uri_params, params = m.groups()
+        port_num = None
+        if port is not None:
+            port_num = int(port)
+            if port_num > 65535:
+                raise SipParseError(f"URI port out of range: {value[:80]!r}")
+        uri = Uri(
+            scheme, host, user, None, port_num, parse_params(uri_params) if uri_params else {}
+        )
+        return Address(
+            uri,
+            quoted if quoted is not None else tokens.strip(" \t") or None,
+            _split_params(params) if params else {},
+        )
+    return _parse_address_general(value)
+
+
+def _parse_address_general(value: str) -> Address:
     text = value.strip(" \t")
     if not text:
         raise SipParseError("empty address")

@@ -124,11 +124,13 @@ class Uri:
     def __str__(self) -> str:
         if self.opaque is not None:
             return f"{self.scheme}:{self.opaque}"
-        out = self.scheme + ":"
-        if self.user is not None:
-            out += self.user if self.password is None else f"{self.user}:{self.password}"
-            out += "@"
-        out += self.host
+        user = self.user
+        if user is None:
+            out = f"{self.scheme}:{self.host}"
+        elif self.password is None:
+            out = f"{self.scheme}:{user}@{self.host}"
+        else:
+            out = f"{self.scheme}:{user}:{self.password}@{self.host}"
         if self.port is not None:
             out += f":{self.port}"
         if self.params:
