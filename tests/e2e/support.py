@@ -93,6 +93,7 @@ def config_text(
     database: str,
     agent_port: int | None,
     trunk_port: int | None,
+    extension_1002_port: int | None = None,
     trunk_transport: str = "udp",
     trunk_auth: tuple[str, str] | None = None,
     acme: str = "",
@@ -128,6 +129,7 @@ public_host = "127.0.0.1"
 
 [agents."1002"]
 auto_answer = "answer-mode"
+{f'contact = "sip:1002@127.0.0.1:{extension_1002_port}"' if extension_1002_port else ""}
 
 [integrators.acme]
 api_keys = ["{ACME_KEY}"]

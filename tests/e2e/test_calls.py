@@ -281,3 +281,50 @@ def test_delete_while_talking(tmp_path: Path, backend: str) -> None:
                 await sipp_ok(agent, trunk)  # both legs got their BYE
 
     run(main())
+
+
+def test_internal_call_rings_the_other_extension_not_the_trunk(tmp_path: Path) -> None:
+    async def main() -> None:
+        with Sipp("agent_answer") as agent, Sipp("trunk_answer_hangup") as other:
+            async with running(
+                tmp_path,
+                agent_port=agent.port,
+                trunk_port=None,
+                extension_1002_port=other.port,
+                acme='call_types = ["outbound", "internal"]',
+            ) as env:
+                response = await env.place(callee="1002")
+                assert response.status_code == 201, response.text
+                assert response.json()["call_type"] == "internal"
+                ended = await env.wait_ended(response.json()["call_ref"])
+                await sipp_ok(agent, other)
+                at_other = one_invite(other)
+            assert ended["end_reason"] == "callee_hungup"
+            assert at_other.ruri.startswith("sip:1002@")
+            # Auto-answer is for the agent's own phone, never for the person called.
+            assert at_other.answermode == "" and at_other.callinfo == ""
+
+    run(main())
+
+
+def test_external_agent_is_rung_through_the_trunk_with_the_caller_id(tmp_path: Path) -> None:
+    async def main() -> None:
+        # The trunk's sipp plays the agent's mobile, ringing until cancelled.
+        with Sipp("agent_no_answer") as mobile:
+            async with running(
+                tmp_path, agent_port=None, trunk_port=mobile.port,
+                acme='call_types = ["external"]',
+            ) as env:  # fmt: skip
+                response = await env.place(agent="0831234567")
+                assert response.status_code == 201, response.text
+                assert response.json()["call_type"] == "external"
+                ref = response.json()["call_ref"]
+                await wait_log(mobile, "INVITE ruri")
+                at_mobile = one_invite(mobile)
+                await env.acme.delete(f"/click2dial/calls/{ref}")
+                await sipp_ok(mobile)
+            assert at_mobile.ruri.startswith("sip:0831234567@")
+            assert "<sip:27110000001@" in at_mobile.from_
+            assert "sip:27110000001@" in at_mobile.pai
+
+    run(main())

@@ -268,9 +268,16 @@ class CallController:
             headers.append(AUTO_ANSWER_HEADERS[style](s.public_host))
         to_agent = LegSession(s.public_host)
         to_callee = LegSession(s.public_host)
+        # An extension's phone shows the number it is about to be connected
+        # to; an agent's mobile, reached through the trunk, gets the caller ID
+        # the carrier expects, like the callee.
+        external_agent = len(agent_number) > 4
+        shown = record.outbound_id if external_agent else record.callee
+        if external_agent:
+            headers.append(("P-Asserted-Identity", f"<sip:{shown}@{s.public_host}>"))
         agent = self.ua.invite(
             destination.uri,
-            from_=Address(Uri("sip", s.public_host, record.callee)),
+            from_=Address(Uri("sip", s.public_host, shown)),
             to=Address(destination.uri.copy()),
             headers=headers,
             target=uri_target(destination.uri),
@@ -315,8 +322,16 @@ class CallController:
         if self.on_agent_connected is not None:
             await self.on_agent_connected(record)
 
-        # 2. Dial the callee through the trunk.
-        trunk = s.trunk_destination(record.callee)
+        # 2. Dial the callee: through the trunk, or another extension for an
+        # internal call.
+        trunk = (
+            s.agent_destination(record.callee)
+            if record.call_type == "internal"
+            else s.trunk_destination(record.callee)
+        )
+        if trunk is None:
+            await agent.bye()
+            return Outcome.from_sip(480, "Callee extension not reachable", "callee")
         caller = Address(Uri("sip", s.public_host, record.outbound_id))
         callee = self.ua.invite(
             trunk.uri,
