@@ -283,3 +283,42 @@ def test_final_error_is_acked_by_the_transaction_and_reported(status: int) -> No
     assert a.endpoint.transaction_count == 0
     assert b.endpoint.transaction_count == 0
     assert a.endpoint.dialogs == {} and b.endpoint.dialogs == {}
+
+
+def test_record_route_builds_the_route_set_on_both_sides() -> None:
+    net = MemNet()
+    a, b = net.node(5001), net.node(5002)
+    proxy = "<sip:127.0.0.1:5099;lr>"
+    uri = parse_uri(f"sip:bob@{b.address[0]}:{b.address[1]}")
+    # As if a proxy at :5099 had inserted itself on the way to b.
+    a.endpoint.invite(
+        uri,
+        from_=Address(parse_uri("sip:alice@127.0.0.1")),
+        to=Address(uri),
+        body=SDP,
+        headers=[("Record-Route", proxy)],
+        target=Target("udp", *b.address),
+    )
+    net.settle()
+    inv = incoming(b)
+    b.endpoint.respond(inv.transaction, 200, body=SDP)
+    net.settle()
+    answered = a.take(ev.InviteAnswered)[0]
+    assert isinstance(answered, ev.InviteAnswered)
+    ok = answered.response
+    assert ok.headers.get_all("Record-Route") == [proxy]  # the UAS copied it (§12.1.1)
+    dialog_b = b.endpoint.dialogs[
+        (inv.request.call_id, inv.transaction.to_tag or "", inv.request.from_.tag or "")
+    ]
+    for node, dialog in ((a, answered.dialog), (b, dialog_b)):
+        assert [str(r.uri) for r in dialog.route_set] == ["sip:127.0.0.1:5099;lr"]
+        node.endpoint.request_in_dialog(dialog, "INFO", body=b"x", content_type="text/plain")
+        net.settle()
+        info = net.sent("INFO", node.address)[-1]
+        # Loose routing: sent to the proxy, Request-URI is the remote target.
+        assert (info.target.host, info.target.port) == ("127.0.0.1", 5099)
+        message = info.message
+        assert isinstance(message, Request)
+        assert message.headers.get_all("Route") == [proxy]
+        peer = b if node is a else a
+        assert (message.uri.host, message.uri.port) == peer.address  # the peer's Contact
