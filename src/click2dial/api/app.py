@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -47,6 +49,21 @@ def error_response(
     if extra:
         body.update(extra)
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+_UNIX_SECONDS = re.compile(r"[0-9]{1,12}(?:\.[0-9]{1,9})?")
+_LIMIT = re.compile(r"[0-9]{1,3}")
+
+
+def _reject_constant(name: str) -> object:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
 
 
 def call_error_response(exc: CallError) -> JSONResponse:
@@ -101,19 +118,27 @@ def build_app(
     """The ASGI app.  ``authenticator`` decides which integrators this
     listener serves (all of them on the shared port, one on its own port)."""
 
-    def authed(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    def authed(
+        handler: Handler, *, deprecated: bool = False
+    ) -> Callable[[Request], Awaitable[Response]]:
         async def endpoint(request: Request) -> Response:
             integrator = authenticator.authenticate(request)
+            response: Response
             if integrator is None:
-                return error_response(
+                response = error_response(
                     401,
                     "missing or wrong credentials: send Authorization: Bearer <api key>",
                     headers={"WWW-Authenticate": 'Bearer realm="click2dial"'},
                 )
-            try:
-                return await handler(request, integrator)
-            except CallError as exc:
-                return call_error_response(exc)
+            else:
+                try:
+                    response = await handler(request, integrator)
+                except CallError as exc:
+                    response = call_error_response(exc)
+            if deprecated:
+                response.headers["Deprecation"] = "true"
+                response.headers["Link"] = '</click2dial/calls>; rel="successor-version"'
+            return response
 
         return endpoint
 
@@ -131,7 +156,7 @@ def build_app(
         if ctype not in ("application/json", ""):
             return error_response(415, "send application/json or application/x-www-form-urlencoded")
         try:
-            data = json.loads(raw)
+            data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
         except (UnicodeDecodeError, ValueError) as exc:
             return error_response(400, f"malformed JSON body: {exc}")
         if not isinstance(data, dict):
@@ -163,14 +188,7 @@ def build_app(
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def legacy_call(request: Request, integrator: IntegratorConfig) -> Response:
-        payload: dict[str, object] = dict(request.query_params)
-        try:
-            response = await _place(request, integrator, payload)
-        except CallError as exc:
-            response = call_error_response(exc)
-        response.headers["Deprecation"] = "true"
-        response.headers["Link"] = '</click2dial/calls>; rel="successor-version"'
-        return response
+        return await _place(request, integrator, dict(request.query_params))
 
     async def get_call(request: Request, integrator: IntegratorConfig) -> Response:
         call = await service.get(integrator, request.path_params["call_ref"])
@@ -190,12 +208,12 @@ def build_app(
         since: float | None = None
         limit = 50
         if "since" in q:
-            try:
+            if _UNIX_SECONDS.fullmatch(q["since"]):
                 since = float(q["since"])
-            except ValueError:
+            else:
                 errors.append(FieldError("since", "type", q["since"], "Unix seconds"))
         if "limit" in q:
-            if q["limit"].isdigit() and 1 <= int(q["limit"]) <= 500:
+            if _LIMIT.fullmatch(q["limit"]) and 1 <= int(q["limit"]) <= 500:
                 limit = int(q["limit"])
             else:
                 errors.append(FieldError("limit", "range", q["limit"], "an integer 1-500"))
@@ -238,7 +256,7 @@ def build_app(
         Route("/click2dial/calls", authed(list_calls), methods=["GET"]),
         Route("/click2dial/calls/{call_ref}", authed(get_call), methods=["GET"]),
         Route("/click2dial/calls/{call_ref}", authed(delete_call), methods=["DELETE"]),
-        Route("/call.php", authed(legacy_call), methods=["GET"]),
+        Route("/call.php", authed(legacy_call, deprecated=True), methods=["GET"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
@@ -249,7 +267,17 @@ def build_app(
         return error_response(404, "no such resource")
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
-        return error_response(405, "method not allowed")
+        # Starlette names only the first matching route's methods; a path
+        # served by several routes (GET and POST /click2dial/calls) needs all.
+        path = request.url.path
+        allowed = sorted(
+            {m for r in routes if r.path_regex.fullmatch(path) for m in (r.methods or ())}
+        )
+        return error_response(
+            405,
+            f"method not allowed; use {', '.join(allowed)}",
+            headers={"Allow": ", ".join(allowed)},
+        )
 
     async def crashed(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)

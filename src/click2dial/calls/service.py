@@ -58,6 +58,9 @@ class _Bucket:
             return 0.0
         return (1 - self.tokens) / self.rate
 
+    def refund(self) -> None:
+        self.tokens = min(self.rate, self.tokens + 1)
+
 
 @dataclass
 class PlaceResult:
@@ -87,7 +90,7 @@ class CallService:
         self.monotonic = monotonic
         self._buckets: dict[str, _Bucket] = {}
 
-    def _rate_limit(self, integrator: IntegratorConfig) -> None:
+    def _rate_limit(self, integrator: IntegratorConfig) -> _Bucket:
         rate = float(integrator.max_cps)
         now = self.monotonic()
         bucket = self._buckets.get(integrator.name)
@@ -98,6 +101,7 @@ class CallService:
             raise CallError(
                 429, f"over the limit of {rate:g} calls per second", retry_after=math.ceil(wait)
             )
+        return bucket
 
     async def place(
         self,
@@ -124,13 +128,13 @@ class CallService:
             existing = await self.store.find_by_idempotency_key(integrator.name, idempotency_key)
             if existing is not None:
                 return PlaceResult(existing, False, list(existing.warnings))
-        self._rate_limit(integrator)
         if await self.store.count_live(integrator.name) >= integrator.max_concurrent:
             raise CallError(
                 429,
                 f"over the limit of {integrator.max_concurrent} concurrent calls",
                 retry_after=5,
             )
+        bucket = self._rate_limit(integrator)
         outbound_id = request.outbound_id
         if outbound_id == "random":
             outbound_id = secrets.choice(integrator.clid_pool)
@@ -153,6 +157,7 @@ class CallService:
         try:
             stored, created = await self.store.create_call(record)
         except AgentBusyError as exc:
+            bucket.refund()  # nothing was dialled
             raise CallError(
                 409,
                 f"agent {request.agent} already has a live call",
