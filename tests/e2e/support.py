@@ -94,6 +94,7 @@ def config_text(
     agent_port: int | None,
     trunk_port: int | None,
     extension_1002_port: int | None = None,
+    extra: str = "",
     trunk_transport: str = "udp",
     trunk_auth: tuple[str, str] | None = None,
     acme: str = "",
@@ -140,6 +141,7 @@ callee_ring_timeout = {callee_ring_timeout}
 
 [integrators.beta]
 api_keys = ["{BETA_KEY}"]
+{extra}
 """
 
 

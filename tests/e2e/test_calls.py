@@ -23,6 +23,13 @@ from tests.test_sipp_c2d_scenarios import LoggedInvite, logged_media
 BACKENDS = ["sqlite", "postgres"]
 
 
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """Every test here runs on both stores (SPEC §6)."""
+    value: str = request.param
+    return value
+
+
 def run(coro: Coroutine[Any, Any, None]) -> None:
     asyncio.run(asyncio.wait_for(coro, 90))
 
@@ -54,7 +61,6 @@ async def wait_log(peer: Sipp, text: str, timeout: float = 10) -> None:
         await asyncio.sleep(0.02)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_answered_call_agent_hangs_up(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
         with (
@@ -62,7 +68,10 @@ def test_answered_call_agent_hangs_up(tmp_path: Path, backend: str) -> None:
             Sipp("trunk_answer", variables={"ring_ms": 1000}) as trunk,
         ):
             async with running(
-                tmp_path, backend=backend, agent_port=agent.port, trunk_port=trunk.port
+                tmp_path,
+                backend=backend,
+                agent_port=agent.port,
+                trunk_port=trunk.port,
             ) as env:
                 response = await env.place()
                 assert response.status_code == 201, response.text
@@ -92,7 +101,6 @@ def test_answered_call_agent_hangs_up(tmp_path: Path, backend: str) -> None:
     run(main())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_answered_call_callee_hangs_up(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
         with (
@@ -100,7 +108,10 @@ def test_answered_call_callee_hangs_up(tmp_path: Path, backend: str) -> None:
             Sipp("trunk_answer_hangup", variables={"talk_ms": 1200}) as trunk,
         ):
             async with running(
-                tmp_path, backend=backend, agent_port=agent.port, trunk_port=trunk.port
+                tmp_path,
+                backend=backend,
+                agent_port=agent.port,
+                trunk_port=trunk.port,
             ) as env:
                 ref = (await env.place()).json()["call_ref"]
                 ended = await env.wait_ended(ref)
@@ -113,10 +124,14 @@ def test_answered_call_callee_hangs_up(tmp_path: Path, backend: str) -> None:
     run(main())
 
 
-def test_the_peers_see_numbers_caller_id_and_teleforge_headers(tmp_path: Path) -> None:
+def test_the_peers_see_numbers_caller_id_and_teleforge_headers(
+    tmp_path: Path, backend: str
+) -> None:
     async def main() -> None:
         with Sipp("agent_answer") as agent, Sipp("trunk_answer_hangup") as trunk:
-            async with running(tmp_path, agent_port=agent.port, trunk_port=trunk.port) as env:
+            async with running(
+                tmp_path, backend=backend, agent_port=agent.port, trunk_port=trunk.port
+            ) as env:
                 ref = (await env.place(outbound_id="27110000002")).json()["call_ref"]
                 await env.wait_ended(ref)
                 await sipp_ok(agent, trunk)
@@ -135,11 +150,12 @@ def test_the_peers_see_numbers_caller_id_and_teleforge_headers(tmp_path: Path) -
     run(main())
 
 
-def test_agent_does_not_answer_is_cancelled_with_timeout(tmp_path: Path) -> None:
+def test_agent_does_not_answer_is_cancelled_with_timeout(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
         with Sipp("agent_no_answer") as agent:
             async with running(
-                tmp_path, agent_port=agent.port, trunk_port=None,
+                tmp_path,
+                backend=backend, agent_port=agent.port, trunk_port=None,
                 agent_ring_timeout=1,
             ) as env:  # fmt: skip
                 ref = (await env.place()).json()["call_ref"]
@@ -151,7 +167,6 @@ def test_agent_does_not_answer_is_cancelled_with_timeout(tmp_path: Path) -> None
     run(main())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_agent_busy(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
         with Sipp("agent_busy") as agent:
@@ -171,13 +186,15 @@ def test_agent_busy(tmp_path: Path, backend: str) -> None:
     ("status", "reason", "code"),
     [(486, "busy", 17), (603, "reject", 21), (404, "error", 1), (503, "error", 41)],
 )
-def test_callee_refusals(tmp_path: Path, status: int, reason: str, code: int) -> None:
+def test_callee_refusals(tmp_path: Path, backend: str, status: int, reason: str, code: int) -> None:
     async def main() -> None:
         with (
             Sipp("agent_answer") as agent,
             Sipp("trunk_reject", variables={"status": status}) as trunk,
         ):
-            async with running(tmp_path, agent_port=agent.port, trunk_port=trunk.port) as env:
+            async with running(
+                tmp_path, backend=backend, agent_port=agent.port, trunk_port=trunk.port
+            ) as env:
                 ref = (await env.place()).json()["call_ref"]
                 ended = await env.wait_ended(ref)
                 await sipp_ok(agent, trunk)  # the agent got its BYE, the final was ACKed
@@ -187,11 +204,12 @@ def test_callee_refusals(tmp_path: Path, status: int, reason: str, code: int) ->
     run(main())
 
 
-def test_callee_rings_out(tmp_path: Path) -> None:
+def test_callee_rings_out(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
         with Sipp("agent_answer") as agent, Sipp("trunk_ring_forever") as trunk:
             async with running(
-                tmp_path, agent_port=agent.port, trunk_port=trunk.port,
+                tmp_path,
+                backend=backend, agent_port=agent.port, trunk_port=trunk.port,
                 callee_ring_timeout=1,
             ) as env:  # fmt: skip
                 ref = (await env.place()).json()["call_ref"]
@@ -202,11 +220,14 @@ def test_callee_rings_out(tmp_path: Path) -> None:
     run(main())
 
 
-def test_trunk_challenge_answered_with_the_configured_credentials(tmp_path: Path) -> None:
+def test_trunk_challenge_answered_with_the_configured_credentials(
+    tmp_path: Path, backend: str
+) -> None:
     async def main() -> None:
         with Sipp("agent_answer_hangup") as agent, Sipp("trunk_auth_407") as trunk:
             async with running(
-                tmp_path, agent_port=agent.port, trunk_port=trunk.port,
+                tmp_path,
+                backend=backend, agent_port=agent.port, trunk_port=trunk.port,
                 trunk_auth=("c2d", "trunk-secret"),
             ) as env:  # fmt: skip
                 ref = (await env.place()).json()["call_ref"]
@@ -220,11 +241,14 @@ def test_trunk_challenge_answered_with_the_configured_credentials(tmp_path: Path
     run(main())
 
 
-def test_trunk_challenge_with_wrong_credentials_fails_the_call(tmp_path: Path) -> None:
+def test_trunk_challenge_with_wrong_credentials_fails_the_call(
+    tmp_path: Path, backend: str
+) -> None:
     async def main() -> None:
         with Sipp("agent_answer") as agent, Sipp("trunk_auth_reject") as trunk:
             async with running(
-                tmp_path, agent_port=agent.port, trunk_port=trunk.port,
+                tmp_path,
+                backend=backend, agent_port=agent.port, trunk_port=trunk.port,
                 trunk_auth=("c2d", "wrong"),
             ) as env:  # fmt: skip
                 ref = (await env.place()).json()["call_ref"]
@@ -236,10 +260,12 @@ def test_trunk_challenge_with_wrong_credentials_fails_the_call(tmp_path: Path) -
     run(main())
 
 
-def test_delete_while_the_agent_rings(tmp_path: Path) -> None:
+def test_delete_while_the_agent_rings(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
         with Sipp("agent_no_answer") as agent:
-            async with running(tmp_path, agent_port=agent.port, trunk_port=None) as env:
+            async with running(
+                tmp_path, backend=backend, agent_port=agent.port, trunk_port=None
+            ) as env:
                 ref = (await env.place()).json()["call_ref"]
                 await wait_log(agent, "INVITE ruri")
                 deleted = await env.acme.delete(f"/click2dial/calls/{ref}")
@@ -251,10 +277,12 @@ def test_delete_while_the_agent_rings(tmp_path: Path) -> None:
     run(main())
 
 
-def test_delete_while_the_callee_rings(tmp_path: Path) -> None:
+def test_delete_while_the_callee_rings(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
         with Sipp("agent_answer") as agent, Sipp("trunk_ring_forever") as trunk:
-            async with running(tmp_path, agent_port=agent.port, trunk_port=trunk.port) as env:
+            async with running(
+                tmp_path, backend=backend, agent_port=agent.port, trunk_port=trunk.port
+            ) as env:
                 ref = (await env.place()).json()["call_ref"]
                 await env.wait_state(ref, {"callee_ringing"})
                 await wait_log(trunk, "INVITE ruri")
@@ -265,12 +293,14 @@ def test_delete_while_the_callee_rings(tmp_path: Path) -> None:
     run(main())
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
 def test_delete_while_talking(tmp_path: Path, backend: str) -> None:
     async def main() -> None:
         with Sipp("agent_answer") as agent, Sipp("trunk_answer") as trunk:
             async with running(
-                tmp_path, backend=backend, agent_port=agent.port, trunk_port=trunk.port
+                tmp_path,
+                backend=backend,
+                agent_port=agent.port,
+                trunk_port=trunk.port,
             ) as env:
                 ref = (await env.place()).json()["call_ref"]
                 await env.wait_state(ref, {"talking"})
@@ -283,11 +313,14 @@ def test_delete_while_talking(tmp_path: Path, backend: str) -> None:
     run(main())
 
 
-def test_internal_call_rings_the_other_extension_not_the_trunk(tmp_path: Path) -> None:
+def test_internal_call_rings_the_other_extension_not_the_trunk(
+    tmp_path: Path, backend: str
+) -> None:
     async def main() -> None:
         with Sipp("agent_answer") as agent, Sipp("trunk_answer_hangup") as other:
             async with running(
                 tmp_path,
+                backend=backend,
                 agent_port=agent.port,
                 trunk_port=None,
                 extension_1002_port=other.port,
@@ -307,12 +340,15 @@ def test_internal_call_rings_the_other_extension_not_the_trunk(tmp_path: Path) -
     run(main())
 
 
-def test_external_agent_is_rung_through_the_trunk_with_the_caller_id(tmp_path: Path) -> None:
+def test_external_agent_is_rung_through_the_trunk_with_the_caller_id(
+    tmp_path: Path, backend: str
+) -> None:
     async def main() -> None:
         # The trunk's sipp plays the agent's mobile, ringing until cancelled.
         with Sipp("agent_no_answer") as mobile:
             async with running(
-                tmp_path, agent_port=None, trunk_port=mobile.port,
+                tmp_path,
+                backend=backend, agent_port=None, trunk_port=mobile.port,
                 acme='call_types = ["external"]',
             ) as env:  # fmt: skip
                 response = await env.place(agent="0831234567")
