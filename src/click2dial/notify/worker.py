@@ -126,7 +126,7 @@ class Notifier:
     async def start(self) -> None:
         """Rebuild the groups' blocks from the outbox and run the worker."""
         try:
-            await self._restore_blocks()
+            await self.recover()
         except Exception:
             log.exception("notifications: could not read the outbox at start")
         self._dispatcher = asyncio.get_running_loop().create_task(
@@ -370,9 +370,11 @@ class Notifier:
             )
         return link
 
-    async def _restore_blocks(self) -> None:
-        """Hold back a group whose oldest row waits for a retry (or is still
-        claimed by a worker that died): its younger rows must not overtake it."""
+    async def recover(self) -> None:
+        """Rebuild what the worker keeps in memory from the outbox (``start``
+        does this): hold back a group whose oldest row waits for a retry, or
+        is still claimed by a worker that died, so its younger rows do not
+        overtake it."""
         now = self.clock()
         for name in self.integrators:
             seen: set[str] = set()
