@@ -21,12 +21,26 @@ from hypothesis import strategies as st
 
 from click2dial.sip.errors import SipParseError
 from click2dial.sip.headers import (
+    CANONICAL,
     _parse_address_general,  # the fast paths must agree with it
+    _parse_cseq_general,
     _parse_via_general,
     parse_address,
+    parse_cseq,
     parse_via,
 )
-from click2dial.sip.message import Request, Response, StreamFramer, parse_message
+from click2dial.sip.message import (
+    _WIRE_RAW,
+    _WIRE_SPECIAL,
+    Request,
+    Response,
+    StreamFramer,
+    _classify,
+    _parse_start_line,
+    _parse_start_line_general,
+    parse_message,
+)
+from click2dial.sip.uri import parse_params
 
 from .test_rfc4475 import RFC5118_VALID, SEMANTIC_ACCEPTED, VALID
 
@@ -336,3 +350,75 @@ def test_fast_via_path_matches_the_general_parser(
 ) -> None:
     text = f"SIP/2.0/{transport} {host}{port}{params}"
     assert _outcome(parse_via, text) == _outcome(_parse_via_general, text)
+
+
+@_examples(300)
+@given(
+    st.sampled_from(["INVITE", "ACK", "OPTIONS", "invite", "X-Y", "SIP/2.0"]),
+    _name_addr().map(lambda text: text[text.index("<") + 1 : text.index(">")]),
+    st.sampled_from(["SIP/2.0", "sip/2.0", "SIP/2.1", "SIP/2.0 "]),
+)
+def test_fast_request_line_path_matches_the_general_parser(
+    method: str, uri: str, version: str
+) -> None:
+    for uri_text in (uri, uri + "?a=b", uri.replace("@", ":pw@", 1), uri + "%4"):
+        line = f"{method} {uri_text} {version}"
+        assert _outcome(lambda t: _parse_start_line(t, False), line) == _outcome(
+            lambda t: _parse_start_line_general(t, False), line
+        )
+
+
+@_examples(200)
+@given(
+    st.sampled_from(["SIP/2.0", "sip/2.0", "SIP/2.1"]),
+    st.sampled_from(["200", "100", "099", "700", "2000", "20", "\u0661\u0660\u0660"]),
+    st.text(st.sampled_from(["O", "K", " ", "\t", "é", "\x01", "\x7f"]), max_size=6),
+    st.sampled_from([" ", "", "  "]),
+)
+def test_fast_status_line_path_matches_the_general_parser(
+    version: str, code: str, reason: str, space: str
+) -> None:
+    line = f"{version} {code}{space}{reason}"
+    # parse_message sets ``controls`` whenever the header section has any.
+    controls = any((c < " " and c != "\t") or c == "\x7f" for c in line)
+    assert _outcome(lambda t: _parse_start_line(t, controls), line) == _outcome(
+        lambda t: _parse_start_line_general(t, controls), line
+    )
+
+
+@_examples(300)
+@given(
+    st.sampled_from(
+        ["0", "1", "314159", "2147483647", "2147483648", "99999999999", "", "\u0661", "-1"]
+    ),
+    st.sampled_from([" ", "  ", "\t", ""]),
+    st.sampled_from(["INVITE", "ACK", "invite", "FOO", "INVITE ", "IN VITE", ""]),
+)
+def test_fast_cseq_path_matches_the_general_parser(number: str, space: str, method: str) -> None:
+    text = f"{number}{space}{method}"
+    assert _outcome(parse_cseq, text) == _outcome(_parse_cseq_general, text)
+
+
+@_examples(300)
+@given(_PARAMS.map(lambda p: p.replace("`", "").replace("%", "")))
+def test_single_parameter_fast_path_matches_the_general_split(text: str) -> None:
+    general: dict[str, str | None] = {}
+    for part in text.split(";"):
+        if part:
+            name, eq, value = part.partition("=")
+            lname = name.lower()
+            if eq:
+                general[lname] = (
+                    value.lower() if lname in ("transport", "user", "method") else value
+                )
+            else:
+                general[lname] = None
+    assert parse_params(text) == general
+
+
+def test_header_names_by_exact_spelling_agree_with_the_slow_lookup() -> None:
+    assert {name.lower() for name in (*_WIRE_RAW, *_WIRE_SPECIAL)} == set(CANONICAL)
+    for name, entry in _WIRE_RAW.items():
+        assert _classify(name) == (None, entry)
+    for name, code in _WIRE_SPECIAL.items():
+        assert _classify(name) == (code, None)

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from .errors import SipParseError
 from .headers import (
     CANONICAL,
+    FAST_SIP_URI,
     LIST_HEADERS,
     TOKEN_RE,
     Address,
@@ -36,18 +37,21 @@ from .headers import (
     parse_via,
     split_list,
 )
-from .uri import Uri, parse_uri
+from .uri import Uri, parse_params, parse_uri
 
 MAX_MESSAGE_SIZE = 65535
 MAX_HEADER_SIZE = 16384
 MAX_HEADERS = 128
-_DIGITS = re.compile(r"[0-9]{1,10}")
 _DATE = re.compile(
     r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), [0-9]{2} "
     r"(?:Jan|Feb|Mar|Apr|May|Jun|Jul|Aug|Sep|Oct|Nov|Dec) [0-9]{4} "
     r"[0-9]{2}:[0-9]{2}:[0-9]{2} GMT"
 )
 _STREAM_CL = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$")
+# Fast paths for the start lines nearly every message has; anything else
+# (odd URIs, lower-case version, controls...) takes the general path.
+_FAST_REQUEST_LINE = re.compile(rf"([A-Z]++) {FAST_SIP_URI} SIP/2\.0")
+_FAST_STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ([^\x00-\x08\x0a-\x1f\x7f]*+)")
 _FOLD = re.compile(r"[ \t]*\r\n[ \t]+")
 # Control characters other than HT.  A header section normally holds them only
 # as its CRLF line ends, so counting what translate() deletes against the CRLF
@@ -86,6 +90,24 @@ for _lower, _canon in CANONICAL.items():
     else:
         _RAW[_lower] = (_canon.lower(), _canon)
 del _lower, _canon
+
+
+def _spellings(name: str) -> set[str]:
+    return {name, name.lower(), name.upper(), name.capitalize()}
+
+
+# The same tables keyed by exact spellings seen on the wire (canonical, lower
+# and upper case, compact forms), so that most header names are looked up
+# without lower-casing them.  A name not found here takes the slow path.
+_WIRE_SPECIAL: dict[str, int] = {}
+_WIRE_RAW: dict[str, tuple[str, str]] = {}
+for _lower, _canon in CANONICAL.items():
+    for _spelling in _spellings(_canon) | _spellings(_lower):
+        if _lower in _SPECIAL:
+            _WIRE_SPECIAL[_spelling] = _SPECIAL[_lower]
+        else:
+            _WIRE_RAW[_spelling] = _RAW[_lower]
+del _lower, _canon, _spelling
 
 REASONS: dict[int, str] = {
     100: "Trying", 180: "Ringing", 181: "Call Is Being Forwarded", 182: "Queued",
@@ -331,7 +353,9 @@ class Response(Message):
 
 
 def _parse_int(value: str, name: str, limit: int) -> int:
-    if not _DIGITS.fullmatch(value):
+    # isdigit() alone also accepts non-ASCII digits; with isascii() it is
+    # [0-9]+, cheaper than a regex.
+    if not (value.isdigit() and value.isascii() and len(value) <= 10):
         raise SipParseError(f"{name} is not a number: {value[:40]!r}")
     number = int(value)
     if number > limit:
@@ -364,6 +388,24 @@ def _parse_start_line(first: str, controls: bool) -> tuple[str, Uri] | tuple[int
     """(method, Request-URI) or (status, reason).  The start line is checked
     before the headers so that an unknown SIP version yields 505 (RFC 3261
     §21.5.7) whatever else is wrong with the message."""
+    m = _FAST_REQUEST_LINE.fullmatch(first)
+    if m is not None:
+        method, scheme, user, host, port, params = m.groups()
+        port_num = None
+        if port is not None:
+            port_num = int(port)
+            if port_num > 65535:
+                raise SipParseError(f"URI port out of range: {first[:80]!r}")
+        return method, Uri(
+            scheme, host, user, None, port_num, parse_params(params) if params else {}
+        )
+    m = _FAST_STATUS_LINE.fullmatch(first)
+    if m is not None:
+        return int(m.group(1)), m.group(2)
+    return _parse_start_line_general(first, controls)
+
+
+def _parse_start_line_general(first: str, controls: bool) -> tuple[str, Uri] | tuple[int, str]:
     if controls and _CTL.search(first) is not None:
         raise SipParseError(f"control character in start line: {first[:80]!r}")
     if first[:4].upper() == "SIP/":
@@ -439,11 +481,8 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     contact: list[Address] = []
     items: list[tuple[str, str, str]] = []
     append = items.append
-    special = _SPECIAL.get
-    known = _RAW.get
-    # U+212A KELVIN SIGN lower-cases to "k" (Supported): when the header
-    # section is not pure ASCII, known names go the slow way to be checked.
-    ascii_only = raw.isascii()
+    wire_raw = _WIRE_RAW.get
+    wire_special = _WIRE_SPECIAL.get
     for line in lines:
         name, colon, value = line.partition(":")
         if not colon:
@@ -451,16 +490,16 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         value = value.strip(" \t")
         if controls:
             _check_controls(value)
-        lower = name.lower()
-        code = special(lower)
+        entry = wire_raw(name)
+        if entry is not None:
+            append((entry[0], entry[1], value))
+            continue
+        code = wire_special(name)
         if code is None:
-            entry = known(lower)
-            if entry is not None and ascii_only:
-                append((*entry, value))
-                continue
+            # Slow path: LWS before the colon, unusual case, extension header.
             code, entry = _classify(name)
             if entry is not None:
-                append((*entry, value))
+                append((entry[0], entry[1], value))
                 continue
         if code == _VIA:
             via.extend(parse_via(value))

@@ -64,6 +64,13 @@ def valid_ip_literal(host: str) -> bool:
 
 def parse_params(text: str) -> dict[str, str | None]:
     """Split ``;a=b;c`` (already validated) into a dict with lower-cased names."""
+    if text[:1] == ";" and text.find(";", 1) < 0:  # the usual single parameter
+        name, eq, value = text[1:].partition("=")
+        lname = name.lower()
+        if eq:
+            return {lname: value.lower() if lname in _TOKEN_VALUED else value}
+        if lname:
+            return {lname: None}
     params: dict[str, str | None] = {}
     for part in text.split(";"):
         if not part:
