@@ -20,6 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from click2dial.config import IntegratorConfig
+from click2dial.metrics import render
 from click2dial.notify import CDR_LIST, MARKER_PREFIX, DeliveryError, Notifier, verify_signature
 from click2dial.notify.redis_target import RedisLink
 from click2dial.store import CallRecord, Notification, Store, open_store
@@ -104,6 +105,9 @@ def test_cdrs_reach_the_integrators_database_once_each_in_commit_order(
         assert redis_server.client(0).dbsize() == 0  # nobody else's database
         assert notifier.counters.delivered[("acme", "redis")] == 25
         assert notifier.counters.failed[("acme", "redis")] == 0
+        text = render(notifier.metric_families())
+        labels = '{integrator="acme",target="redis"}'
+        assert f"click2dial_notifications_delivered_total{labels} 25\n" in text
 
     run(main())
 

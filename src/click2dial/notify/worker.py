@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 Group = tuple[str, str]
 """``(integrator, target)``: rows that must reach their target in order."""
+MetricFamily = tuple[str, str, str, list[tuple[dict[str, str], float]]]
 
 _ERROR_LIMIT: Final = 500
 _MIN_WAIT: Final = 0.01
@@ -113,9 +114,9 @@ class Notifier:
         self._max_held = 10 * batch
         self._groups: dict[Group, _GroupState] = {}
         self._held: set[str] = set()
-        # Rows an integrator asked to have again: pushed even over a marker
-        # this process could not delete.
-        self._forced: set[str] = set()
+        # (integrator, id) of rows an integrator asked to have again: pushed
+        # even over a marker this process could not delete.
+        self._forced: set[tuple[str, str]] = set()
         self._links: dict[str, RedisLink] = {}
         self._webhooks = WebhookSender(timeout=http_timeout)
         self._wake = asyncio.Event()
@@ -132,6 +133,22 @@ class Notifier:
         self._dispatcher = asyncio.get_running_loop().create_task(
             self._dispatch(), name="click2dial-notifier"
         )
+
+    async def recover(self) -> None:
+        """Rebuild what the worker keeps in memory from the outbox (``start``
+        does this): hold back a group whose oldest row waits for a retry, or
+        is still claimed by a worker that died, so its younger rows do not
+        overtake it."""
+        now = self.clock()
+        for name in self.integrators:
+            seen: set[str] = set()
+            for row in await self.store.undelivered(name, self.batch):
+                if row.target in seen:
+                    continue
+                seen.add(row.target)
+                if row.next_attempt_at > now:
+                    state = self._groups.setdefault((name, row.target), _GroupState())
+                    self._block(state, row.id, row.next_attempt_at)
 
     async def close(self) -> None:
         """Stop delivering.  Rows being delivered stay claimed until their
@@ -156,6 +173,23 @@ class Notifier:
         """New rows were committed: claim them now rather than at the next poll."""
         self._wake.set()
 
+    def metric_families(self) -> list[MetricFamily]:
+        """The counters, in the form :func:`click2dial.metrics.render` takes."""
+
+        def samples(counter: Counter[Group]) -> list[tuple[dict[str, str], float]]:
+            return [
+                ({"integrator": integrator, "target": target}, float(count))
+                for (integrator, target), count in sorted(counter.items())
+            ]
+
+        return [
+            ("click2dial_notifications_delivered_total", "counter",
+             "Notifications handed to their target by this node.",
+             samples(self.counters.delivered)),
+            ("click2dial_notification_failures_total", "counter",
+             "Failed delivery attempts on this node.", samples(self.counters.failed)),
+        ]  # fmt: skip
+
     # ----------------------------------------------------------- the API side
     async def undelivered(self, integrator: str, limit: int = 100) -> list[Notification]:
         """The integrator's rows not delivered yet, oldest first."""
@@ -164,7 +198,8 @@ class Notifier:
     async def redeliver(self, integrator: str, id: str) -> bool:
         """Send a row (delivered or not) again, at once; False if the
         integrator has no such row."""
-        self._forced.add(id)
+        forced = (integrator, id)
+        self._forced.add(forced)
         config = self.integrators.get(integrator)
         if config is not None and config.redis:
             # The marker is deleted before the row comes due, so that another
@@ -177,10 +212,10 @@ class Notifier:
         try:
             found = await self.store.redeliver(integrator, id, now=self.clock())
         except Exception:
-            self._forced.discard(id)
+            self._forced.discard(forced)
             raise
         if not found:
-            self._forced.discard(id)
+            self._forced.discard(forced)
             return False
         self.wake()
         return True
@@ -355,8 +390,9 @@ class Notifier:
         if row.target == "redis":
             if not integrator.redis:
                 raise DeliveryError(f"integrator {row.integrator} has no redis configured")
-            await self._link(integrator.redis).deliver(row, force=row.id in self._forced)
-            self._forced.discard(row.id)
+            forced = (row.integrator, row.id)
+            await self._link(integrator.redis).deliver(row, force=forced in self._forced)
+            self._forced.discard(forced)
         elif row.target == "webhook":
             await self._webhooks.deliver(row, integrator, self.clock())
         else:
@@ -369,19 +405,3 @@ class Notifier:
                 url, timeout=self.http_timeout, marker_ttl=self.marker_ttl
             )
         return link
-
-    async def recover(self) -> None:
-        """Rebuild what the worker keeps in memory from the outbox (``start``
-        does this): hold back a group whose oldest row waits for a retry, or
-        is still claimed by a worker that died, so its younger rows do not
-        overtake it."""
-        now = self.clock()
-        for name in self.integrators:
-            seen: set[str] = set()
-            for row in await self.store.undelivered(name, self.batch):
-                if row.target in seen:
-                    continue
-                seen.add(row.target)
-                if row.next_attempt_at > now:
-                    state = self._groups.setdefault((name, row.target), _GroupState())
-                    self._block(state, row.id, row.next_attempt_at)
