@@ -22,12 +22,14 @@ from hypothesis import strategies as st
 from click2dial.sip.errors import SipParseError
 from click2dial.sip.headers import (
     CANONICAL,
+    Address,
     _parse_address_general,  # the fast paths must agree with it
     _parse_cseq_general,
     _parse_via_general,
     parse_address,
     parse_cseq,
     parse_via,
+    quote,
 )
 from click2dial.sip.message import (
     _WIRE_RAW,
@@ -40,7 +42,7 @@ from click2dial.sip.message import (
     _parse_start_line_general,
     parse_message,
 )
-from click2dial.sip.uri import parse_params
+from click2dial.sip.uri import Uri, parse_params
 
 from .test_rfc4475 import RFC5118_VALID, SEMANTIC_ACCEPTED, VALID
 
@@ -422,3 +424,10 @@ def test_header_names_by_exact_spelling_agree_with_the_slow_lookup() -> None:
         assert _classify(name) == (None, entry)
     for name, code in _WIRE_SPECIAL.items():
         assert _classify(name) == (code, None)
+
+
+@_examples(300)
+@given(st.text(st.sampled_from([*'aZ09 "\\\r\n\t', "\x00", "\x7f", "\xe9", "\u0661", "\u212a"])))
+def test_display_name_fast_path_matches_quote(display: str) -> None:
+    uri = Uri("sip", "example.com", "alice")
+    assert str(Address(uri, display)) == f"{quote(display)} <sip:alice@example.com>"

@@ -171,7 +171,11 @@ def _split_params(text: str) -> dict[str, str | None]:
 
 
 def format_params(params: dict[str, str | None]) -> str:
-    return "".join([f";{k}" if v is None else f";{k}={v}" for k, v in params.items()])
+    # Concatenation beats a comprehension and join for the usual one or two.
+    out = ""
+    for k, v in params.items():
+        out += f";{k}" if v is None else f";{k}={v}"
+    return out
 
 
 def unquote(value: str) -> str:
@@ -273,8 +277,14 @@ class Address:
 
     def __str__(self) -> str:
         # An empty display name is written as "" so that it parses back as "".
+        # uri.__str__() rather than f"{uri}": a direct call skips format().
         display = self.display_name
-        out = f"<{self.uri}>" if display is None else f"{quote(display)} <{self.uri}>"
+        if display is None:
+            out = f"<{self.uri.__str__()}>"
+        elif display.isalnum():  # nothing to escape: skip quote()'s checks
+            out = f'"{display}" <{self.uri.__str__()}>'
+        else:
+            out = f"{quote(display)} <{self.uri.__str__()}>"
         return out + format_params(self.params) if self.params else out
 
 

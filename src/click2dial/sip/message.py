@@ -240,15 +240,29 @@ class Message:
         # One f-string for the head: building a list of lines and joining it
         # costs a third more on the serialise hot path.
         cseq = self.cseq
-        vias = "".join([f"Via: {v}\r\n" for v in self.via])
-        contact = (
-            "Contact: " + ", ".join([str(c) for c in self.contact]) + "\r\n" if self.contact else ""
-        )
-        others = "".join([f"{name}: {value}\r\n" for _, name, value in self.headers._items])
+        # x.__str__() rather than f"{x}" for the parsed objects: a direct
+        # call skips format() and its trip through C.
+        via = self.via
+        if len(via) == 1:
+            vias = f"Via: {via[0].__str__()}\r\n"
+        else:
+            vias = "".join([f"Via: {v}\r\n" for v in via])
+        contact = self.contact
+        if not contact:
+            contacts = ""
+        elif len(contact) == 1:
+            contacts = f"Contact: {contact[0].__str__()}\r\n"
+        else:
+            contacts = "Contact: " + ", ".join([str(c) for c in contact]) + "\r\n"
+        # Concatenation beats a comprehension and join here too.
+        others = ""
+        for _, name, value in self.headers._items:
+            others += f"{name}: {value}\r\n"
         head = (
             f"{self._start_line()}\r\n{vias}{self._max_forwards_line()}"
-            f"From: {self.from_}\r\nTo: {self.to}\r\nCall-ID: {self.call_id}\r\n"
-            f"CSeq: {cseq.seq} {cseq.method}\r\n{contact}{others}"
+            f"From: {self.from_.__str__()}\r\nTo: {self.to.__str__()}\r\n"
+            f"Call-ID: {self.call_id}\r\n"
+            f"CSeq: {cseq.seq} {cseq.method}\r\n{contacts}{others}"
             f"Content-Length: {len(self.body)}\r\n\r\n"
         ).encode()
         return head + self.body if self.body else head
@@ -288,7 +302,7 @@ class Request(Message):
         self.max_forwards = max_forwards
 
     def _start_line(self) -> str:
-        return f"{self.method} {self.uri} SIP/2.0"
+        return f"{self.method} {self.uri.__str__()} SIP/2.0"
 
     def _max_forwards_line(self) -> str:
         mf = self.max_forwards

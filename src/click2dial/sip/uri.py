@@ -141,7 +141,9 @@ class Uri:
         if self.port is not None:
             out += f":{self.port}"
         if self.params:
-            out += "".join([f";{k}" if v is None else f";{k}={v}" for k, v in self.params.items()])
+            # Concatenation beats a comprehension and join for one or two.
+            for k, v in self.params.items():
+                out += f";{k}" if v is None else f";{k}={v}"
         if self.headers:
             out += "?" + self.headers
         return out
