@@ -210,17 +210,66 @@ def test_each_call_gives_exactly_one_complete_cdr_in_the_integrators_own_databas
 
 # ------------------------------------------------- 2. agent before callee
 
-SUBSCRIBER: Final = """
-import sys, time, redis
-client = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), db=int(sys.argv[2]))
-pubsub = client.pubsub()
-pubsub.subscribe(sys.argv[3])
-for message in pubsub.listen():
-    if message["type"] == "subscribe":
-        print("subscribed", flush=True)
-    elif message["type"] == "message":
-        print(repr(time.time()), message["data"].decode(), flush=True)
-        break
+# A subscriber in a process of its own that reports when the message reached
+# its socket: the kernel's arrival stamp (SO_TIMESTAMP), not the time the
+# process got to run, which a busy machine can delay by milliseconds.
+SUBSCRIBER: Final = r"""
+import socket, struct, sys
+
+SO_TIMESTAMP = 29  # Linux
+
+
+def command(*parts):
+    encoded = [part.encode() for part in parts]
+    return b"*%d\r\n" % len(encoded) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(part), part) for part in encoded
+    )
+
+
+def parse(buffer):
+    # One RESP array of bulk strings and integers, or None while incomplete.
+    end = buffer.find(b"\r\n")
+    if end < 0:
+        return None
+    count, position, items = int(buffer[1:end]), end + 2, []
+    for _ in range(count):
+        end = buffer.find(b"\r\n", position)
+        if end < 0:
+            return None
+        if buffer[position:position + 1] == b":":
+            items.append(buffer[position + 1:end])
+            position = end + 2
+            continue
+        size, start = int(buffer[position + 1:end]), end + 2
+        if len(buffer) < start + size + 2:
+            return None
+        items.append(buffer[start:start + size])
+        position = start + size + 2
+    return items, position
+
+
+sock = socket.create_connection(("127.0.0.1", int(sys.argv[1])))
+sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMP, 1)
+sock.sendall(command("SUBSCRIBE", sys.argv[2]))
+buffer, stamp = b"", None
+while True:
+    data, ancillary, _, _ = sock.recvmsg(65536, socket.CMSG_SPACE(16))
+    if not data:
+        sys.exit("redis closed the connection")
+    if not buffer:
+        for level, kind, payload in ancillary:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMP:
+                seconds, micros = struct.unpack("qq", payload[:16])
+                stamp = seconds + micros / 1e6
+    buffer += data
+    while (parsed := parse(buffer)) is not None:
+        items, used = parsed
+        buffer = buffer[used:]
+        if items[0] == b"subscribe":
+            print("subscribed", flush=True)
+        elif items[0] == b"message":
+            print(repr(stamp), items[2].decode(), flush=True)
+            sys.exit(0)
 """
 # sipp's -trace_msg: a dashed line with the local time, then the message.
 _TRACE_ENTRY: Final = re.compile(
@@ -247,7 +296,7 @@ def test_the_agent_document_reaches_a_subscriber_before_the_callee_is_dialled(
             Sipp("trunk_answer_hangup") as trunk,
         ):
             subscriber = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", SUBSCRIBER, str(redis_server.port), "3",
+                sys.executable, "-c", SUBSCRIBER, str(redis_server.port),
                 "enigma:notifications:agents:1001",
                 stdout=asyncio.subprocess.PIPE,
             )  # fmt: skip
