@@ -301,6 +301,42 @@ def test_back_off_doubles_with_jitter_up_to_the_cap_and_nothing_overtakes(
     run(main())
 
 
+class SlowStore(SQLiteStore):
+    """Each failure write takes a second of the fake clock, longer than the
+    back-off it records."""
+
+    clock: FakeClock
+
+    async def mark_failed(self, id: str, error: str, next_attempt_at: float) -> bool:
+        done = await super().mark_failed(id, error, next_attempt_at)
+        self.clock.now += 1.0
+        return done
+
+
+def test_rows_wait_for_the_failed_one_even_when_its_back_off_ends_first(tmp_path: Path) -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        async with HttpReceiver([500]) as hook, SlowStore(str(tmp_path / "slow.db")) as store:
+            store.clock = clock
+            acme = IntegratorConfig(name="acme", webhook_url=hook.url, webhook_secret=SECRET)
+            rows = [cdr_row("acme", n, "webhook") for n in range(4)]
+            await store.enqueue(rows)
+            async with notifier_for(store, {"acme": acme}, clock=clock,
+                                    backoff_base=0.1) as notifier:  # fmt: skip
+                await notifier.deliver_due()
+                # The receiver answers 200 from its second request on, and the
+                # first row's retry time passed while the others were put back.
+                assert len(hook.requests) == 1
+                clock.now += 1.0
+                await notifier.deliver_due()
+                await notifier.deliver_due()
+            sent = [r.headers["x-click2dial-notification-id"] for r in hook.requests]
+            assert sent == [rows[0].id] + [row.id for row in rows]
+            assert await store.undelivered("acme") == []
+
+    run(main())
+
+
 def test_a_restarted_worker_keeps_new_rows_behind_one_in_back_off(tmp_path: Path) -> None:
     async def main() -> None:
         clock = FakeClock()

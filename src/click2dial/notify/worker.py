@@ -11,7 +11,7 @@ Theory of operation
   outbox order: a Redis consumer ``BRPOP``-s the oldest CDR first, so the
   ``LPUSH`` order must be the commit order.  Groups run side by side, so a
   webhook that never answers delays nobody else.
-* A failed row blocks its group: it is retried at
+* A failed row blocks its group until it is delivered: it is retried at
   ``now + min(backoff_max, backoff_base * 2**n) * uniform(0.5, 1.0)`` and
   every later row of the group is put back (``mark_failed``, "not
   attempted") to fall due at that same moment, behind it, so nothing
@@ -340,17 +340,21 @@ class Notifier:
                 # Most likely the store: the row stays claimed and comes back
                 # when its lease ends; hold the group so nothing overtakes it.
                 log.exception("notifications: row %s", row.id)
-                self._block(state, row.id, self.clock() + self._backoff(state, row))
+                # It comes due again when the lease it was claimed with ends.
+                retry_at = self.clock() + self._backoff(state, row)
+                self._block(state, row.id, max(retry_at, row.next_attempt_at))
             finally:
                 self._held.discard(row.id)
 
     async def _process(self, key: Group, state: _GroupState, row: Notification) -> None:
         now = self.clock()
-        if state.blocked_by not in (None, row.id) and state.blocked_until > now:
+        if self._held_back(state, row, now):
+            # Due with (or just after) the blocking row, so a claim returns it
+            # behind that row, which is older.
             await self.store.mark_failed(
                 row.id,
                 f"not attempted: waiting behind {state.blocked_by}",
-                state.blocked_until,
+                max(state.blocked_until, now),
             )
             return
         try:
@@ -372,6 +376,22 @@ class Notifier:
         state.blocked_until = 0.0
         self.counters.delivered[key] += 1
         await self.store.mark_delivered(row.id, self.clock())
+
+    def _held_back(self, state: _GroupState, row: Notification, now: float) -> bool:
+        """Whether ``row`` must wait for the group's failed row.
+
+        Until that row is delivered, not merely until its retry time: putting
+        the others back takes a store write each, and a short back-off can
+        run out before they are all done.  A blocking row that never comes
+        back to this worker (another node took it) stops blocking one lease
+        after its retry time.
+        """
+        if state.blocked_by is None or state.blocked_by == row.id:
+            return False
+        if now > state.blocked_until + self.lease:
+            state.blocked_by = None
+            return False
+        return True
 
     def _backoff(self, state: _GroupState, row: Notification) -> float:
         exponent = min(state.streak, row.attempts)
