@@ -127,6 +127,7 @@ class Click2Dial:
             ua=self.ua,
             notifications_for=self.notifications_for,
             on_call_ended=self._call_ended,
+            media_host=self.ua.address("udp")[0],
         )
         self.service = CallService(
             store=self.store,

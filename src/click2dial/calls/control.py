@@ -44,10 +44,12 @@ from ..sip.auth import DigestClient
 from ..sip.endpoint import uri_target
 from ..sip.errors import SipError
 from ..sip.headers import Address
+from ..sip.sdp import SessionDescription, parse_sdp
 from ..sip.uri import Uri
 from ..store import CallRecord, Notification, Store
 from .media import LegSession
 from .outcome import Outcome
+from .ringback import PCMA, PCMU, Ringback
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +114,7 @@ class LiveCall:
     task: asyncio.Task[None] | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
     pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    ringback: Ringback | None = None
 
 
 def new_call_ref() -> str:
@@ -131,6 +134,7 @@ class CallController:
         on_call_ended: Callable[[CallRecord], Awaitable[None]] | None = None,
         notifications_for: Callable[[CallRecord, Outcome, float], list[Notification]] | None = None,
         clock: Callable[[], float] = time.time,
+        media_host: str = "127.0.0.1",
     ) -> None:
         self.settings = settings
         self.store = store
@@ -139,6 +143,7 @@ class CallController:
         self.on_call_ended = on_call_ended
         self.notifications_for = notifications_for or (lambda record, outcome, now: [])
         self.clock = clock
+        self.media_host = media_host
         self.live: dict[str, LiveCall] = {}
 
     # ------------------------------------------------------------- commands
@@ -183,7 +188,28 @@ class CallController:
             await self._drop_legs(live)
         await self._finish(live, outcome)
 
+    async def _open_ringback(self, offer: SessionDescription) -> Ringback | None:
+        """A ringback player for the agent's first audio stream, if it takes
+        G.711 (PCMU preferred); None otherwise (the agent then waits on an
+        inactive stream)."""
+        for media in offer.media[:1]:
+            if media.media != "audio" or media.port == 0 or media.proto != "RTP/AVP":
+                return None
+            names = {fmt: enc.split("/")[0].upper() for fmt, enc in media.rtpmap().items()}
+            for pt, name in ((PCMU, "PCMU"), (PCMA, "PCMA")):
+                if str(pt) in media.fmts and names.get(str(pt), name) == name:
+                    ringback = Ringback(self.media_host, pt)
+                    await ringback.open()
+                    return ringback
+        return None
+
+    async def _stop_ringback(self, live: LiveCall) -> None:
+        if live.ringback is not None:
+            ringback, live.ringback = live.ringback, None
+            await ringback.stop()
+
     async def _finish(self, live: LiveCall, outcome: Outcome) -> None:
+        await self._stop_ringback(live)
         record = live.record
         ref = record.call_ref
         ended_at = self.clock()
@@ -312,7 +338,13 @@ class CallController:
             return Outcome.from_sip(488, "Agent sent no SDP offer", "agent")
         agent_offer = answered.sdp
         try:
-            agent.ack(to_agent.placeholder_answer(agent_offer))
+            offer = parse_sdp(agent_offer)
+            live.ringback = await self._open_ringback(offer)
+            if live.ringback is not None:
+                agent.ack(to_agent.ringback_answer(offer, live.ringback))
+                live.ringback.play(*offer.connection(0))
+            else:
+                agent.ack(to_agent.placeholder_answer(agent_offer))
             callee_offer = to_callee.relay(agent_offer)
         except SipError:
             await self._drop_legs(live)
@@ -348,7 +380,7 @@ class CallController:
                            callee_leg="dialing")  # fmt: skip
         deadline = loop.time() + callee_ring
         callee_alerted = False
-        media = _MediaSync(agent, to_agent)
+        media = _MediaSync(agent, to_agent, lambda: self._stop_ringback(live))
         try:
             while True:
                 source, event = await self._next(live, deadline)
@@ -401,11 +433,15 @@ class CallController:
 
 class _MediaSync:
     """Keeps the agent's session pointed at the callee's latest media with
-    re-INVITEs, one at a time, skipping intermediate versions."""
+    re-INVITEs, one at a time, skipping intermediate versions; the local
+    ringback stops as the first one goes out."""
 
-    def __init__(self, agent: Call, session: LegSession) -> None:
+    def __init__(
+        self, agent: Call, session: LegSession, before_first: Callable[[], Awaitable[None]]
+    ) -> None:
         self.agent = agent
         self.session = session
+        self.before_first = before_first
         self.wanted: bytes | None = None
         self.applied: bytes | None = None
         self.task: asyncio.Task[None] | None = None
@@ -418,6 +454,7 @@ class _MediaSync:
     async def _apply(self) -> None:
         while self.wanted is not None and self.wanted != self.applied:
             target = self.wanted
+            await self.before_first()
             try:
                 body = self.session.relay(target)
                 status, _ = await self.agent.reinvite(body)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import secrets
 
 from ..sip.sdp import Origin, SessionDescription, answer_for, parse_sdp
+from .ringback import Ringback
 
 
 class LegSession:
@@ -44,6 +45,15 @@ class LegSession:
     def relay(self, raw: bytes) -> bytes:
         """Present the other leg's SDP (raises ``SdpError`` if malformed)."""
         return self.present(parse_sdp(raw))
+
+    def ringback_answer(self, offer: SessionDescription, ringback: Ringback) -> bytes:
+        """Our answer while we play ringback: one G.711 codec, our RTP port,
+        and sendonly — we talk, the phone listens."""
+        encoding = "PCMU/8000" if ringback.payload_type == 0 else "PCMA/8000"
+        answer = answer_for(
+            offer, self.address, ringback.port, codecs=[(ringback.payload_type, encoding)]
+        )
+        return self.present(answer.with_direction("sendonly"))
 
     def placeholder_answer(self, offer: bytes) -> bytes:
         """An inactive answer that completes the agent's late-offer exchange
