@@ -62,7 +62,31 @@ class Env:
             await asyncio.sleep(0.05)
 
     async def wait_ended(self, call_ref: str, timeout: float = 20) -> dict[str, Any]:
-        return await self.wait_state(call_ref, {"ended"}, timeout)
+        """Wait for the call's end, then for its SIP legs to be gone from the
+        user agent too: no leg is left alive after a call ends."""
+        call = await self.wait_state(call_ref, {"ended"}, timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while self.legs_of(call_ref) or call_ref in self.controller_live():
+            if loop.time() > deadline:
+                raise AssertionError(f"legs of {call_ref} still alive: {self.legs_of(call_ref)}")
+            await asyncio.sleep(0.02)
+        return call
+
+    def controller_live(self) -> set[str]:
+        controller = self.service.controller
+        return set(controller.live) if controller is not None else set()
+
+    def legs_of(self, call_ref: str) -> list[Any]:
+        ua = self.service.ua
+        if ua is None:
+            return []
+        return [
+            call
+            for call in ua.calls
+            if call.request is not None
+            and call.request.headers.get("X-Teleforge-Call-Ref") == call_ref
+        ]
 
 
 async def pg_schema_url() -> str:
