@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -333,6 +333,64 @@ def test_rows_wait_for_the_failed_one_even_when_its_back_off_ends_first(tmp_path
             sent = [r.headers["x-click2dial-notification-id"] for r in hook.requests]
             assert sent == [rows[0].id] + [row.id for row in rows]
             assert await store.undelivered("acme") == []
+
+    run(main())
+
+
+class RacingStore(SQLiteStore):
+    """Lets a test act at the moment the worker has put a row back: the
+    running dispatcher can claim new rows while the group still puts back
+    older ones."""
+
+    race: Callable[[], Awaitable[None]] | None = None
+    claimed: set[str]
+
+    async def mark_failed(self, id: str, error: str, next_attempt_at: float) -> bool:
+        done = await super().mark_failed(id, error, next_attempt_at)
+        if self.race is not None and error.startswith("not attempted"):
+            race, self.race = self.race, None
+            await race()
+        return done
+
+    async def due_notifications(self, now: float, limit: int = 100, *,
+                                lease: float = 30.0) -> list[Notification]:  # fmt: skip
+        rows = await super().due_notifications(now, limit, lease=lease)
+        self.claimed.update(row.id for row in rows)
+        return rows
+
+
+def test_a_new_row_claimed_with_the_retried_one_waits_for_the_rows_put_back(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        clock = FakeClock()
+        async with HttpReceiver([500]) as hook, RacingStore(str(tmp_path / "r.db")) as store:
+            store.claimed = set()
+            acme = IntegratorConfig(name="acme", webhook_url=hook.url, webhook_secret=SECRET)
+            rows = [cdr_row("acme", n, "webhook") for n in range(4)]
+            late = cdr_row("acme", 9, "webhook")
+            await store.enqueue(rows)
+            async with notifier_for(store, {"acme": acme}, clock=clock, poll_interval=0.05,
+                                    backoff_base=0.1) as notifier:  # fmt: skip
+
+                async def race() -> None:
+                    # The first row failed and its second row is back in the
+                    # outbox; its retry time comes, and a new row with it.
+                    (first, *_) = await store.undelivered("acme")
+                    clock.now = first.next_attempt_at
+                    await store.enqueue([late])
+                    notifier.wake()
+                    await wait_until(lambda: late.id in store.claimed, what="the new row's claim")
+
+                store.race = race
+                await notifier.start()
+
+                async def drained() -> bool:
+                    return await store.undelivered("acme") == []
+
+                await wait_until(drained, what="the outbox to drain")
+            sent = [r.headers["x-click2dial-notification-id"] for r in hook.requests]
+            assert sent == [rows[0].id] + [row.id for row in rows] + [late.id]
 
     run(main())
 

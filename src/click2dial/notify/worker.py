@@ -11,18 +11,19 @@ Theory of operation
   outbox order: a Redis consumer ``BRPOP``-s the oldest CDR first, so the
   ``LPUSH`` order must be the commit order.  Groups run side by side, so a
   webhook that never answers delays nobody else.
-* A failed row blocks its group until it is delivered: it is retried at
-  ``now + min(backoff_max, backoff_base * 2**n) * uniform(0.5, 1.0)`` and
-  every later row of the group is put back (``mark_failed``, "not
+* A failed row holds its group back until it is delivered: it is retried
+  at ``now + min(backoff_max, backoff_base * 2**n) * uniform(0.5, 1.0)`` and
+  every younger row of the group is put back (``mark_failed``, "not
   attempted") to fall due at that same moment, behind it, so nothing
-  overtakes it.  ``n`` is the number of consecutive failed attempts at the
-  group (bounded by the row's own ``attempts``, which also counts the rounds
-  it spent held back).  Rows are never given up on.
+  overtakes it (see :class:`_GroupState`).  ``n`` is the number of
+  consecutive failed attempts at the group (bounded by the row's own
+  ``attempts``, which also counts the rounds it spent held back).  Rows are
+  never given up on.
 * Nothing here raises into call handling, and the worker outlives any
   exception: it logs it and goes on.
 
-Across a restart the in-memory state is rebuilt from the outbox: a group
-whose oldest undelivered row is not due yet stays blocked until it is.  Order
+Across a restart the in-memory state is rebuilt from the outbox: rows not
+due yet (in back-off) hold back the younger ones as before.  Order
 holds per worker; several nodes draining one outbox may interleave.
 """
 
@@ -30,16 +31,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import random
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
 from ..config import IntegratorConfig
 from ..store import CallRecord, Notification, Store
+from ..store.base import MAX_PAGE
 from .documents import DeliveryError, agent_notifications
 from .redis_target import MARKER_TTL, RedisLink
 from .webhook_target import WebhookSender
@@ -66,12 +70,48 @@ class NotifierCounters:
 
 @dataclass
 class _GroupState:
-    queue: deque[Notification] = field(default_factory=deque)
+    """One group's rows as this worker knows them.
+
+    Every row gets an ordinal when first seen (claims and the outbox listing
+    return rows oldest first, so ordinals follow commit order) and keeps it
+    until delivered.  Rows in hand are processed by ordinal; a row put back
+    in the outbox (failed, or held back) is *waiting* until a claim returns
+    it, and no younger row is attempted while an older one is waiting.
+    """
+
+    pending: list[tuple[int, str]] = field(default_factory=list)
+    """Heap of (ordinal, id) of the rows in hand."""
+    rows: dict[str, Notification] = field(default_factory=dict)
+    order: dict[str, int] = field(default_factory=dict)
+    waiting: dict[str, float] = field(default_factory=dict)
+    """id → when the outbox makes it due again."""
+    waiting_heap: list[tuple[int, str]] = field(default_factory=list)
+    """(ordinal, id) of waiting rows; entries of rows no longer waiting are
+    dropped when they reach the top."""
     task: asyncio.Task[None] | None = None
     streak: int = 0
     """Consecutive failed attempts; 0 after a success."""
-    blocked_by: str | None = None
-    blocked_until: float = 0.0
+
+    def wait_for(self, id: str, due: float) -> None:
+        self.waiting[id] = due
+        heapq.heappush(self.waiting_heap, (self.order[id], id))
+
+    def oldest_waiting(self, now: float, grace: float) -> tuple[str, float] | None:
+        """The oldest row put back, with its due time.  One that has not come
+        back ``grace`` seconds after it was due was taken by another worker
+        (or no longer exists): it is forgotten."""
+        while self.waiting_heap:
+            ordinal, id = self.waiting_heap[0]
+            due = self.waiting.get(id)
+            if due is None or self.order.get(id) != ordinal:
+                heapq.heappop(self.waiting_heap)
+            elif due + grace < now:
+                heapq.heappop(self.waiting_heap)
+                del self.waiting[id]
+                self.order.pop(id, None)
+            else:
+                return id, due
+        return None
 
 
 class Notifier:
@@ -114,6 +154,7 @@ class Notifier:
         self._max_held = 10 * batch
         self._groups: dict[Group, _GroupState] = {}
         self._held: set[str] = set()
+        self._ordinals = itertools.count()
         # (integrator, id) of rows an integrator asked to have again: pushed
         # even over a marker this process could not delete.
         self._forced: set[tuple[str, str]] = set()
@@ -136,19 +177,17 @@ class Notifier:
 
     async def recover(self) -> None:
         """Rebuild what the worker keeps in memory from the outbox (``start``
-        does this): hold back a group whose oldest row waits for a retry, or
-        is still claimed by a worker that died, so its younger rows do not
-        overtake it."""
+        does this): the order of the undelivered rows, and which of them are
+        not due yet (in back-off, or claimed by a worker that died), so that
+        younger rows do not overtake them."""
         now = self.clock()
         for name in self.integrators:
-            seen: set[str] = set()
-            for row in await self.store.undelivered(name, self.batch):
-                if row.target in seen:
-                    continue
-                seen.add(row.target)
-                if row.next_attempt_at > now:
-                    state = self._groups.setdefault((name, row.target), _GroupState())
-                    self._block(state, row.id, row.next_attempt_at)
+            for row in await self.store.undelivered(name, MAX_PAGE):
+                state = self._groups.setdefault((name, row.target), _GroupState())
+                if row.id not in state.order:
+                    state.order[row.id] = next(self._ordinals)
+                if row.next_attempt_at > now and row.id not in state.rows:
+                    state.wait_for(row.id, row.next_attempt_at)
 
     async def close(self) -> None:
         """Stop delivering.  Rows being delivered stay claimed until their
@@ -306,8 +345,9 @@ class Notifier:
         now = self.clock()
         wait = self.poll_interval
         for state in self._groups.values():
-            if state.blocked_by is not None and state.blocked_until > now:
-                wait = min(wait, state.blocked_until - now)
+            oldest = state.oldest_waiting(now, self.lease)
+            if oldest is not None and oldest[1] > now:
+                wait = min(wait, oldest[1] - now)
         return max(_MIN_WAIT, wait)
 
     async def _claim(self) -> None:
@@ -321,41 +361,50 @@ class Notifier:
 
     def _accept(self, row: Notification) -> None:
         if row.id in self._held:
-            return  # queued already: the claim only renewed its lease
+            return  # in hand already: the claim only renewed its lease
         self._held.add(row.id)
         key = (row.integrator, row.target)
         state = self._groups.setdefault(key, _GroupState())
-        state.queue.append(row)
+        state.waiting.pop(row.id, None)
+        ordinal = state.order.setdefault(row.id, next(self._ordinals))
+        state.rows[row.id] = row
+        heapq.heappush(state.pending, (ordinal, row.id))
         if state.task is None or state.task.done():
             state.task = asyncio.get_running_loop().create_task(
                 self._run_group(key, state), name=f"click2dial-notify-{key[0]}-{key[1]}"
             )
 
     async def _run_group(self, key: Group, state: _GroupState) -> None:
-        while state.queue:
-            row = state.queue.popleft()
+        while state.pending:
+            ordinal, id = heapq.heappop(state.pending)
+            row = state.rows.pop(id)
             try:
-                await self._process(key, state, row)
+                await self._process(key, state, row, ordinal)
             except Exception:
                 # Most likely the store: the row stays claimed and comes back
-                # when its lease ends; hold the group so nothing overtakes it.
+                # when the lease it was claimed with ends; until then nothing
+                # younger may overtake it.
                 log.exception("notifications: row %s", row.id)
-                # It comes due again when the lease it was claimed with ends.
-                retry_at = self.clock() + self._backoff(state, row)
-                self._block(state, row.id, max(retry_at, row.next_attempt_at))
+                state.order[row.id] = ordinal
+                state.wait_for(row.id, row.next_attempt_at)
             finally:
-                self._held.discard(row.id)
+                if row.id not in state.rows:
+                    self._held.discard(row.id)
 
-    async def _process(self, key: Group, state: _GroupState, row: Notification) -> None:
+    async def _process(
+        self, key: Group, state: _GroupState, row: Notification, ordinal: int
+    ) -> None:
+        # A row put back is let go of before the write that makes it due, so
+        # that a claim returning it while the group goes on is not ignored.
         now = self.clock()
-        if self._held_back(state, row, now):
-            # Due with (or just after) the blocking row, so a claim returns it
-            # behind that row, which is older.
-            await self.store.mark_failed(
-                row.id,
-                f"not attempted: waiting behind {state.blocked_by}",
-                max(state.blocked_until, now),
-            )
+        oldest = state.oldest_waiting(now, self.lease)
+        if oldest is not None and state.order[oldest[0]] < ordinal:
+            # Due with the row it waits for (even if that time has passed),
+            # so a claim returns the two together, oldest first.
+            blocker, due = oldest
+            state.wait_for(row.id, due)
+            self._held.discard(row.id)
+            await self.store.mark_failed(row.id, f"not attempted: waiting behind {blocker}", due)
             return
         try:
             await self._deliver(row)
@@ -365,43 +414,22 @@ class Notifier:
             error = str(exc) or type(exc).__name__
             retry_at = self.clock() + self._backoff(state, row)
             state.streak += 1
-            self._block(state, row.id, retry_at)
+            state.wait_for(row.id, retry_at)
+            self._held.discard(row.id)
             self.counters.failed[key] += 1
             log.info("notifications: %s to %s/%s failed (%s); retry in %.1f s",
                      row.id, key[0], key[1], error, retry_at - now)  # fmt: skip
             await self.store.mark_failed(row.id, error[:_ERROR_LIMIT], retry_at)
             return
         state.streak = 0
-        state.blocked_by = None
-        state.blocked_until = 0.0
+        state.order.pop(row.id, None)
         self.counters.delivered[key] += 1
         await self.store.mark_delivered(row.id, self.clock())
-
-    def _held_back(self, state: _GroupState, row: Notification, now: float) -> bool:
-        """Whether ``row`` must wait for the group's failed row.
-
-        Until that row is delivered, not merely until its retry time: putting
-        the others back takes a store write each, and a short back-off can
-        run out before they are all done.  A blocking row that never comes
-        back to this worker (another node took it) stops blocking one lease
-        after its retry time.
-        """
-        if state.blocked_by is None or state.blocked_by == row.id:
-            return False
-        if now > state.blocked_until + self.lease:
-            state.blocked_by = None
-            return False
-        return True
 
     def _backoff(self, state: _GroupState, row: Notification) -> float:
         exponent = min(state.streak, row.attempts)
         delay = min(self.backoff_max, self.backoff_base * 2.0**exponent)
         return delay * self.rng.uniform(0.5, 1.0)
-
-    @staticmethod
-    def _block(state: _GroupState, id: str, until: float) -> None:
-        state.blocked_by = id
-        state.blocked_until = until
 
     async def _deliver(self, row: Notification) -> None:
         integrator = self.integrators.get(row.integrator)
