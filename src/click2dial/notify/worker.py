@@ -105,6 +105,8 @@ class _GroupState:
             due = self.waiting.get(id)
             if due is None or self.order.get(id) != ordinal:
                 heapq.heappop(self.waiting_heap)
+                if id not in self.order:
+                    self.waiting.pop(id, None)
             elif due + grace < now:
                 heapq.heappop(self.waiting_heap)
                 del self.waiting[id]
@@ -423,6 +425,7 @@ class Notifier:
             return
         state.streak = 0
         state.order.pop(row.id, None)
+        state.waiting.pop(row.id, None)
         self.counters.delivered[key] += 1
         await self.store.mark_delivered(row.id, self.clock())
 
