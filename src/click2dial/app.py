@@ -24,6 +24,7 @@ from .calls.outcome import Outcome
 from .calls.service import CallService
 from .config import Config, IntegratorConfig
 from .metrics import Metrics, render
+from .notify import Notifier
 from .sip.aio import Listen, UserAgent, UserAgentConfig
 from .sip.transaction import TimerConfig
 from .sip.uri import parse_uri
@@ -61,6 +62,7 @@ class Click2Dial:
     service: CallService | None = None
     listeners: list[Listener] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
+    notifier: Notifier | None = None
     _stopping: bool = False
 
     @property
@@ -96,6 +98,7 @@ class Click2Dial:
         cfg = self.config
         self.store = open_store(cfg.server.database)
         await self.store.open()
+        self.notifier = self.make_notifier()
         listen = [
             Listen.parse(item) for item in cfg.sip.listen if item.split(":", 1)[0] in ("udp", "tcp")
         ]
@@ -127,6 +130,7 @@ class Click2Dial:
             ua=self.ua,
             notifications_for=self.notifications_for,
             on_call_ended=self._call_ended,
+            on_agent_connected=self.notifier.agent_connected,
             media_host=self.ua.address("udp")[0],
         )
         self.service = CallService(
@@ -137,6 +141,8 @@ class Click2Dial:
             on_placed=self.metrics.call_placed,
         )
         await self.recover()
+        await self.notifier.start()
+        self.notifier.wake()  # deliver what recover() and earlier runs left
         await self._start_http()
 
     async def recover(self) -> int:
@@ -176,6 +182,7 @@ class Click2Dial:
                 Authenticator(listener.integrators),
                 ready=self.ready,
                 metrics=self.render_metrics,
+                notifier=self.notifier,
             )
             sock = socket.socket(socket.AF_INET6 if ":" in listener.host else socket.AF_INET)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -199,8 +206,15 @@ class Click2Dial:
     def ready(self) -> bool:
         return self.ua is not None and self.store is not None and not self._stopping
 
+    def make_notifier(self) -> Notifier:
+        """The outbox worker (a hook: tests shorten its back-off)."""
+        assert self.store is not None
+        return Notifier(self.store, self.config.integrators)
+
     async def _call_ended(self, record: CallRecord) -> None:
         self.metrics.call_ended(record.integrator, record.end_reason or "failed")
+        if self.notifier is not None:
+            self.notifier.wake()  # its CDR was committed with the end: send it now
 
     async def render_metrics(self) -> str:
         assert self.store is not None
@@ -233,6 +247,7 @@ class Click2Dial:
                  [({}, float(endpoint.transaction_count if endpoint else 0))]),
                 ("click2dial_sip_dialogs", "gauge", "Known SIP dialogs.",
                  [({}, float(len(endpoint.dialogs) if endpoint else 0))]),
+                *(self.notifier.metric_families() if self.notifier else []),
             ]
         )  # fmt: skip
 
@@ -253,6 +268,8 @@ class Click2Dial:
                     await listener.task
         if self.controller is not None:
             await self.controller.close()
+        if self.notifier is not None:
+            await self.notifier.close()
         if self.ua is not None:
             await self.ua.close()
         if self.store is not None:

@@ -26,6 +26,7 @@ from starlette.routing import Route
 from ..calls.rules import FieldError
 from ..calls.service import CallError, CallService
 from ..config import IntegratorConfig
+from ..notify import Notifier, notification_json
 from ..store import CallRecord, InvalidCursorError
 from .auth import Authenticator
 from .openapi import openapi_document
@@ -114,6 +115,7 @@ def build_app(
     *,
     ready: Callable[[], bool] = lambda: True,
     metrics: Callable[[], Awaitable[str]] | None = None,
+    notifier: Notifier | None = None,
 ) -> Starlette:
     """The ASGI app.  ``authenticator`` decides which integrators this
     listener serves (all of them on the shared port, one on its own port)."""
@@ -236,6 +238,23 @@ def build_app(
             )
         return JSONResponse({"calls": [render_call(c) for c in calls], "next_cursor": cursor})
 
+    async def list_notifications(request: Request, integrator: IntegratorConfig) -> Response:
+        state = request.query_params.get("state", "undelivered")
+        if state != "undelivered":
+            return error_response(
+                422,
+                "bad query parameters",
+                [FieldError("state", "enum", state, "only 'undelivered' is supported")],
+            )
+        rows = await notifier.undelivered(integrator.name) if notifier else []
+        return JSONResponse({"notifications": [notification_json(r) for r in rows]})
+
+    async def redeliver(request: Request, integrator: IntegratorConfig) -> Response:
+        ident = request.path_params["id"]
+        if notifier is None or not await notifier.redeliver(integrator.name, ident):
+            return error_response(404, "no such notification")
+        return JSONResponse({"id": ident, "status": "queued"}, status_code=202)
+
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
@@ -257,6 +276,8 @@ def build_app(
         Route("/click2dial/calls/{call_ref}", authed(get_call), methods=["GET"]),
         Route("/click2dial/calls/{call_ref}", authed(delete_call), methods=["DELETE"]),
         Route("/call.php", authed(legacy_call, deprecated=True), methods=["GET"]),
+        Route("/click2dial/notifications", authed(list_notifications), methods=["GET"]),
+        Route("/click2dial/notifications/{id}/redeliver", authed(redeliver), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),

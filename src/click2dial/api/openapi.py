@@ -424,8 +424,9 @@ def _cdr_schema() -> dict[str, Any]:
         "oldest first); by webhook it is the signed POST body (HMAC-SHA256 of the body "
         "with the integrator's secret). Delivery is durable: the CDR is stored before it is "
         "sent, so an outage of the target loses nothing.",
-        "required": ["type", "payload"],
+        "required": ["id", "type", "payload"],
         "properties": {
+            "id": {"type": "string", "description": "Unique per notification: deduplicate on it."},
             "type": {"type": "string", "const": "cdr"},
             "payload": {"type": "object", "required": required, "properties": payload},
         },
@@ -437,8 +438,9 @@ def _agent_notification_schema() -> dict[str, Any]:
         "type": "object",
         "description": "Published when the agent answers, before the callee is connected: "
         "PUBLISH on enigma:notifications:agents:<agent> (SPEC §5).",
-        "required": ["type", "payload"],
+        "required": ["id", "type", "payload"],
         "properties": {
+            "id": {"type": "string", "description": "Unique per notification: deduplicate on it."},
             "type": {"type": "string", "const": "call"},
             "payload": {
                 "type": "object",
@@ -677,6 +679,81 @@ def _paths() -> dict[str, Any]:
                 ],
                 "responses": _legacy_responses(),
             }
+        },
+        "/click2dial/notifications": {
+            "get": {
+                "operationId": "listUndeliveredNotifications",
+                "summary": "The integrator's notifications not delivered yet",
+                "description": "Oldest first. Each entry names its target (redis or "
+                "webhook), the attempts so far, the last error and when the next attempt is "
+                "due. Delivery is retried with back-off and never given up.",
+                "tags": ["notifications"],
+                "parameters": [
+                    _query(
+                        "state",
+                        "Only 'undelivered' (the default).",
+                        {"type": "string", "enum": ["undelivered"]},
+                    )
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The undelivered notifications.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["notifications"],
+                                    "properties": {
+                                        "notifications": {
+                                            "type": "array",
+                                            "items": {"type": "object"},
+                                        }
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "422": _error("state is not 'undelivered'."),
+                },
+            }
+        },
+        "/click2dial/notifications/{id}/redeliver": {
+            "parameters": [
+                {
+                    "name": "id",
+                    "in": "path",
+                    "required": True,
+                    "description": "The notification's id (the id in the document).",
+                    "schema": {"type": "string"},
+                }
+            ],
+            "post": {
+                "operationId": "redeliverNotification",
+                "summary": "Send a notification again (delivered or not)",
+                "description": "The document keeps its id, so a consumer that deduplicates "
+                "on it sees the copy as a repeat.",
+                "tags": ["notifications"],
+                "responses": {
+                    "202": {
+                        "description": "Queued for delivery.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["id", "status"],
+                                    "properties": {
+                                        "id": {"type": "string"},
+                                        "status": {"type": "string", "const": "queued"},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "404": not_found,
+                },
+            },
         },
         "/healthz": {
             "get": {
