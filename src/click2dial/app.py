@@ -99,9 +99,13 @@ class Click2Dial:
         self.store = open_store(cfg.server.database)
         await self.store.open()
         self.notifier = self.make_notifier()
-        listen = [
-            Listen.parse(item) for item in cfg.sip.listen if item.split(":", 1)[0] in ("udp", "tcp")
-        ]
+        listen: list[Listen] = []
+        for item in cfg.sip.listen:
+            if item.split(":", 1)[0] in ("udp", "tcp"):
+                listen.append(Listen.parse(item))
+            else:
+                # TLS and WebSocket (browser agents) come with the WebRTC work.
+                log.warning("SIP listener %s is not served yet by this version", item)
         self.ua = UserAgent(
             UserAgentConfig(
                 listen,
