@@ -364,3 +364,25 @@ def test_external_agent_is_rung_through_the_trunk_with_the_caller_id(
             assert "sip:27110000001@" in at_mobile.pai
 
     run(main())
+
+
+def test_max_call_duration_hangs_up_both_legs(tmp_path: Path, backend: str) -> None:
+    async def main() -> None:
+        with Sipp("agent_answer") as agent, Sipp("trunk_answer") as trunk:
+            async with running(
+                tmp_path,
+                backend=backend,
+                agent_port=agent.port,
+                trunk_port=trunk.port,
+                acme="max_call_duration = 1",
+            ) as env:
+                ref = (await env.place()).json()["call_ref"]
+                talking = await env.wait_state(ref, {"talking"})
+                ended = await env.wait_ended(ref)
+                await sipp_ok(agent, trunk)  # both got a BYE from Click2Dial
+            assert ended["end_reason"] == "hungup" and ended["end_code"] == 16
+            assert ended["hangup_side"] == "system"
+            answered = talking["legs"]["callee"]["answered_at"]
+            assert 0.9 <= ended["ended_at"] - answered < 3
+
+    run(main())

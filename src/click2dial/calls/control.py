@@ -53,6 +53,10 @@ from .ringback import PCMA, PCMU, Ringback
 
 log = logging.getLogger(__name__)
 
+#: Who, besides the two phones, can end a call: an integrator's DELETE or
+#: Click2Dial itself (shutdown, maximum duration).
+HANGUP_SIDES = frozenset({"api", "system"})
+
 AUTO_ANSWER_HEADERS: dict[str, Callable[[str], tuple[str, str]]] = {
     "answer-mode": lambda host: ("Answer-Mode", "Auto"),
     "call-info": lambda host: ("Call-Info", f"<sip:{host}>;answer-after=0"),
@@ -158,19 +162,20 @@ class CallController:
         self.live[record.call_ref] = live
         live.task = asyncio.get_running_loop().create_task(self._run(live, integrator))
 
-    async def hangup(self, call_ref: str, timeout: float = 10.0) -> bool:
-        """End a live call of this node (cancel or BYE); False if not live here."""
+    async def hangup(self, call_ref: str, timeout: float = 10.0, *, side: str = "api") -> bool:
+        """End a live call of this node (cancel or BYE); False if not live here.
+        ``side`` is who asked: ``"api"`` (an integrator) or ``"system"``."""
         live = self.live.get(call_ref)
         if live is None:
             return False
-        live.queue.put_nowait(("api", None))
+        live.queue.put_nowait((side, None))
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.done.wait(), timeout)
         return True
 
     async def close(self) -> None:
         """Hang up everything (orderly shutdown)."""
-        await asyncio.gather(*(self.hangup(ref) for ref in list(self.live)))
+        await asyncio.gather(*(self.hangup(ref, side="system") for ref in list(self.live)))
 
     # ------------------------------------------------------------ the task
     async def _run(self, live: LiveCall, integrator: IntegratorConfig) -> None:
@@ -316,9 +321,9 @@ class CallController:
         answered: Answered | None = None
         while answered is None:
             source, event = await self._next(live, deadline)
-            if source == "api":
+            if source in HANGUP_SIDES:
                 agent.cancel()
-                return Outcome.hangup("api")
+                return Outcome.hangup(source)
             if source == "timeout":
                 agent.cancel()
                 return Outcome.no_answer("agent", alerted)
@@ -384,11 +389,11 @@ class CallController:
         try:
             while True:
                 source, event = await self._next(live, deadline)
-                if source in {"api", "timeout"}:
+                if source in HANGUP_SIDES or source == "timeout":
                     callee.cancel()
                     await agent.bye()
-                    if source == "api":
-                        return Outcome.hangup("api")
+                    if source in HANGUP_SIDES:
+                        return Outcome.hangup(source)
                     return Outcome.no_answer("callee", callee_alerted)
                 if source == "agent":
                     if isinstance(event, Ended):
@@ -424,9 +429,10 @@ class CallController:
                 if source == "callee" and isinstance(event, Ended):
                     await agent.bye()
                     return Outcome.hangup("callee")
-                if source in ("api", "timeout"):
+                if source in HANGUP_SIDES or source == "timeout":
+                    # Past max_call_duration Click2Dial itself hangs up.
                     await asyncio.gather(agent.bye(), callee.bye())
-                    return Outcome.hangup("api" if source == "api" else "system")
+                    return Outcome.hangup("system" if source == "timeout" else source)
         finally:
             await media.close()
 
