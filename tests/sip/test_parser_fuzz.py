@@ -431,3 +431,123 @@ def test_header_names_by_exact_spelling_agree_with_the_slow_lookup() -> None:
 def test_display_name_fast_path_matches_quote(display: str) -> None:
     uri = Uri("sip", "example.com", "alice")
     assert str(Address(uri, display)) == f"{quote(display)} <sip:alice@example.com>"
+
+
+# --- lazy objects agree with eagerly built ones ----------------------------------
+
+_LAZY_PARAMS = st.lists(
+    st.tuples(
+        st.sampled_from(["tag", "lr", "a", "b1", "TAG", "x-y"]),
+        st.one_of(st.none(), st.sampled_from(["1", "AbC", "udp", "UDP", "z9hG4bK7", "a:b"])),
+    ),
+    max_size=3,
+).map(lambda ps: "".join(f";{n}" if v is None else f";{n}={v}" for n, v in ps))
+
+
+@st.composite
+def _lazy_name_addr(draw: st.DrawFn) -> str:
+    """name-addrs mostly of the shape the lazy path takes, with near misses."""
+    display = draw(st.sampled_from(["", '"Alice" ', '""  ', '"A B" ', '"é"', "Bob ", '"a\tb" ']))
+    user = draw(st.sampled_from(["", "alice@", "+1555@", "A.b@"]))
+    port = draw(st.sampled_from(["", ":5060", ":0", ":05060", ":65535", ":65536", ":99999"]))
+    uri_params = draw(
+        st.sampled_from(["", ";user=phone", ";transport=UDP", ";lr;lr", ";Lr", ";maddr=X"])
+    )
+    return f"{display}<sip:{user}{draw(_HOSTS)}{port}{uri_params}>{draw(_LAZY_PARAMS)}"
+
+
+def _mutations() -> st.SearchStrategy[str]:
+    return st.sampled_from(["none", "tag", "user", "port", "display", "uri", "params", "copy"])
+
+
+def _mutate_address(address: Address, how: str) -> Address:
+    if how == "tag":
+        address.params["tag"] = "new"
+    elif how == "user":
+        address.uri.user = "bob"
+    elif how == "port":
+        address.uri.port = 5070
+    elif how == "display":
+        address.display_name = 'Q "x"'
+    elif how == "uri":
+        address.uri = Uri("sips", "example.org")
+    elif how == "params":
+        address.params = {"expires": "60"}
+    elif how == "copy":
+        address = address.copy()
+        address.params["tag"] = "copied"
+    return address
+
+
+@_examples(400)
+@given(_lazy_name_addr(), _mutations())
+def test_lazy_address_equals_the_eager_one(text: str, how: str) -> None:
+    lazy = _outcome(parse_address, text)
+    eager = _outcome(_parse_address_general, text)
+    if eager is SipParseError:
+        assert lazy is SipParseError
+        return
+    assert isinstance(lazy, Address) and isinstance(eager, Address)
+    # Serialising an untouched lazy object must not depend on its source text.
+    assert str(lazy) == str(eager)
+    fresh = parse_address(text)
+    assert fresh == eager and repr(fresh) == repr(eager)
+    mutated = _mutate_address(parse_address(text), how)
+    expected = _mutate_address(_parse_address_general(text), how)
+    assert str(mutated) == str(expected)
+    assert mutated == expected
+
+
+@_examples(400)
+@given(
+    st.sampled_from(["UDP", "TCP", "TLS", "udp"]),
+    _HOSTS,
+    st.sampled_from(["", ":5060", ":0", ":05060", ":65535", ":65536"]),
+    _LAZY_PARAMS,
+    st.sampled_from(["none", "received", "rport", "host", "port", "transport", "params"]),
+)
+def test_lazy_via_equals_the_eager_one(
+    transport: str, host: str, port: str, params: str, how: str
+) -> None:
+    text = f"SIP/2.0/{transport} {host}{port}{params}"
+    lazy = _outcome(parse_via, text)
+    eager = _outcome(_parse_via_general, text)
+    if eager is SipParseError:
+        assert lazy is SipParseError
+        return
+    assert isinstance(lazy, list) and isinstance(eager, list)
+    assert [str(v) for v in lazy] == [str(v) for v in eager]
+    assert parse_via(text) == eager
+    assert repr(parse_via(text)) == repr(eager)
+    mutated = [parse_via(text)[0], _parse_via_general(text)[0]]
+    for via in mutated:
+        if how == "received":
+            via.params["received"] = "192.0.2.9"
+        elif how == "rport":
+            via.params["rport"] = "5061"
+        elif how == "host":
+            via.host = "h2"
+        elif how == "port":
+            via.port = None
+        elif how == "transport":
+            via.transport = "TCP"
+        elif how == "params":
+            via.params = {}
+    assert str(mutated[0]) == str(mutated[1])
+    assert mutated[0] == mutated[1]
+
+
+def test_mutating_a_lazily_parsed_message_serialises_the_mutation() -> None:
+    msg = parse_message(TYPICAL_INVITE)
+    assert isinstance(msg, Request)
+    msg.via[0].params["received"] = "198.51.100.1"
+    msg.to.params["tag"] = "totag"
+    msg.from_.uri.user = "agent43"
+    msg.contact[0].uri.port = 5070
+    wire = msg.to_bytes()
+    again = parse_message(wire)
+    assert again.via[0].params["received"] == "198.51.100.1"
+    assert again.to.tag == "totag"
+    assert again.from_.uri.user == "agent43"
+    assert again.contact[0].uri.port == 5070
+    assert b";received=198.51.100.1" in wire and b"agent43@" in wire

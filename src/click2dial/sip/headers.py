@@ -10,7 +10,7 @@ nothing else.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .errors import SipParseError
 from .uri import HOST_PATTERN, Uri, parse_params, parse_uri, valid_ip_literal
@@ -91,6 +91,28 @@ _FAST_VIA = re.compile(rf"SIP/2\.0/([A-Z]++) {_FAST_HOST_PORT}{_FAST_HPARAMS}")
 _FAST_NAME_ADDR = re.compile(
     r'(?:"([^"\\]*+)"[ \t]*+|(' + _TOKEN_CHARS[:-1] + r" \t]*+))"
     rf"<{FAST_SIP_URI}>{_FAST_HPARAMS}"
+)
+# Lazy paths: the canonical subset of the fast shapes, i.e. the text a parsed
+# object of that shape serialises back to exactly (lower-case parameter names,
+# a port without leading zeros, one space before a quoted display name,
+# lower-case URI parameters, no control characters).  The whole value is
+# validated by the match, at parse time; the objects are built from the match
+# only when first touched, and an untouched object serialises as its source
+# text (after checking for duplicate parameter names, which a dict would
+# merge).  Anything else takes the eager paths above.
+_CANON_PORT = (
+    r"(?::(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}"
+    r"|[1-9][0-9]{0,3}|0)(?![0-9]))?"
+)
+_CANON_HOST_PORT = r"([A-Za-z0-9][A-Za-z0-9\-.]*+)(?<!-)" + _CANON_PORT
+_CANON_HPARAMS = r"((?:;[a-z0-9\-.!%*_+`'~]++(?:=[A-Za-z0-9\-.!%*_+`'~:]++)?+)*+)"
+CANON_SIP_URI = (
+    r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,/]++)@)?" + _CANON_HOST_PORT
+    + r"((?:;[a-z0-9\-_.!~*'()/:&+$]++(?:=[a-z0-9\-_.!~*'()/:&+$]++)?+)*+)"
+)  # fmt: skip
+_LAZY_VIA = re.compile(rf"SIP/2\.0/([A-Z]++) {_CANON_HOST_PORT}{_CANON_HPARAMS}")
+_LAZY_NAME_ADDR = re.compile(
+    r'(?:"([^"\\\x00-\x08\x0a-\x1f\x7f]*+)" )?' + rf"<{CANON_SIP_URI}>{_CANON_HPARAMS}"
 )
 _QUOTED_PAIR = re.compile(r"\\(.)", re.DOTALL)
 # Characters quote() must escape: the quote and backslash themselves, and the
@@ -196,14 +218,100 @@ def quote(value: str) -> str:
     return '"' + _NEEDS_ESCAPE.sub(r"\\\g<0>", value) + '"'
 
 
-@dataclass(slots=True)
-class Via:
-    """One Via entry.  ``params`` holds branch, received, rport, maddr..."""
+def _distinct_names(*sections: str) -> bool:
+    """Whether no ``;``-led parameter section (already validated, names in
+    lower case) names a parameter twice."""
+    for text in sections:
+        if text.find(";", 1) >= 0:
+            names = [part.partition("=")[0] for part in text[1:].split(";")]
+            if len(set(names)) != len(names):
+                return False
+    return True
 
-    transport: str
-    host: str
-    port: int | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
+
+_new = object.__new__
+
+
+class Via:
+    """One Via entry.  ``params`` holds branch, received, rport, maddr...
+
+    A Via parsed by the lazy path holds only its validated match (``_m``) until
+    a field is first read or written; it then builds its fields and is an
+    ordinary mutable object.  Until then it serialises as its source text.
+    """
+
+    __slots__ = ("_host", "_m", "_params", "_port", "_transport")
+
+    def __init__(
+        self,
+        transport: str,
+        host: str,
+        port: int | None = None,
+        params: dict[str, str | None] | None = None,
+    ) -> None:
+        self._m: re.Match[str] | None = None
+        self._transport = transport
+        self._host = host
+        self._port = port
+        self._params: dict[str, str | None] = {} if params is None else params
+
+    def _load(self) -> None:
+        m = self._m
+        assert m is not None
+        transport, host, port, params = m.groups()
+        self._transport = transport
+        self._host = host
+        self._port = int(port) if port is not None else None
+        self._params = _split_params(params) if params else {}
+        self._m = None
+
+    @property
+    def transport(self) -> str:
+        if self._m is not None:
+            self._load()
+        return self._transport
+
+    @transport.setter
+    def transport(self, value: str) -> None:
+        if self._m is not None:
+            self._load()
+        self._transport = value
+
+    @property
+    def host(self) -> str:
+        if self._m is not None:
+            self._load()
+        return self._host
+
+    @host.setter
+    def host(self, value: str) -> None:
+        if self._m is not None:
+            self._load()
+        self._host = value
+
+    @property
+    def port(self) -> int | None:
+        if self._m is not None:
+            self._load()
+        return self._port
+
+    @port.setter
+    def port(self, value: int | None) -> None:
+        if self._m is not None:
+            self._load()
+        self._port = value
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        if self._m is not None:
+            self._load()
+        return self._params
+
+    @params.setter
+    def params(self, value: dict[str, str | None]) -> None:
+        if self._m is not None:
+            self._load()
+        self._params = value
 
     @property
     def branch(self) -> str | None:
@@ -213,11 +321,35 @@ class Via:
     def sent_by(self) -> tuple[str, int | None]:
         return (self.host.lower(), self.port)
 
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Via:
+            return NotImplemented
+        assert isinstance(other, Via)
+        return (self.transport, self.host, self.port, self.params) == (
+            other.transport,
+            other.host,
+            other.port,
+            other.params,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass was
+
+    def __repr__(self) -> str:
+        return (
+            f"Via(transport={self.transport!r}, host={self.host!r}, port={self.port!r}, "
+            f"params={self.params!r})"
+        )
+
     def __str__(self) -> str:
-        hp = self.host if self.port is None else f"{self.host}:{self.port}"
-        if not self.params:
-            return f"SIP/2.0/{self.transport} {hp}"
-        return f"SIP/2.0/{self.transport} {hp}{format_params(self.params)}"
+        m = self._m
+        if m is not None:
+            if _distinct_names(m.group(4)):
+                return m.string
+            self._load()
+        hp = self._host if self._port is None else f"{self._host}:{self._port}"
+        if not self._params:
+            return f"SIP/2.0/{self._transport} {hp}"
+        return f"SIP/2.0/{self._transport} {hp}{format_params(self._params)}"
 
 
 def _parse_via_item(item: str) -> Via:
@@ -243,6 +375,11 @@ def _parse_via_item(item: str) -> Via:
 def parse_via(value: str) -> list[Via]:
     """Parse a Via header value (one or more comma-separated entries)."""
     if "," not in value:
+        m = _LAZY_VIA.fullmatch(value)
+        if m is not None:
+            via = _new(Via)
+            via._m = m
+            return [via]
         m = _FAST_VIA.fullmatch(value)
         if m is not None:
             transport, host, port, params = m.groups()
@@ -259,37 +396,133 @@ def _parse_via_general(value: str) -> list[Via]:
     return [_parse_via_item(item) for item in split_list(value)]
 
 
-@dataclass(slots=True)
 class Address:
     """A name-addr or addr-spec with header parameters (From, To, Contact,
-    Route, Record-Route, P-Asserted-Identity...)."""
+    Route, Record-Route, P-Asserted-Identity...).
 
-    uri: Uri
-    display_name: str | None = None
-    params: dict[str, str | None] = field(default_factory=dict)
+    Lazy like :class:`Via`: one parsed by the lazy path keeps its validated
+    match until a field is first read or written.
+    """
+
+    __slots__ = ("_display_name", "_m", "_params", "_uri")
+
+    def __init__(
+        self,
+        uri: Uri,
+        display_name: str | None = None,
+        params: dict[str, str | None] | None = None,
+    ) -> None:
+        self._m: re.Match[str] | None = None
+        self._uri = uri
+        self._display_name = display_name
+        self._params: dict[str, str | None] = {} if params is None else params
+
+    def _load(self) -> None:
+        m = self._m
+        assert m is not None
+        display, scheme, user, host, port, uri_params, params = m.groups()
+        self._uri = Uri(
+            scheme,
+            host,
+            user,
+            None,
+            int(port) if port is not None else None,
+            parse_params(uri_params) if uri_params else {},
+        )
+        self._display_name = display
+        self._params = _split_params(params) if params else {}
+        self._m = None
+
+    @property
+    def uri(self) -> Uri:
+        if self._m is not None:
+            self._load()
+        return self._uri
+
+    @uri.setter
+    def uri(self, value: Uri) -> None:
+        if self._m is not None:
+            self._load()
+        self._uri = value
+
+    @property
+    def display_name(self) -> str | None:
+        if self._m is not None:
+            self._load()
+        return self._display_name
+
+    @display_name.setter
+    def display_name(self, value: str | None) -> None:
+        if self._m is not None:
+            self._load()
+        self._display_name = value
+
+    @property
+    def params(self) -> dict[str, str | None]:
+        if self._m is not None:
+            self._load()
+        return self._params
+
+    @params.setter
+    def params(self, value: dict[str, str | None]) -> None:
+        if self._m is not None:
+            self._load()
+        self._params = value
 
     @property
     def tag(self) -> str | None:
         return self.params.get("tag")
 
     def copy(self) -> Address:
-        return Address(self.uri.copy(), self.display_name, dict(self.params))
+        if self._m is not None:  # an independent lazy copy of the same text
+            other = _new(Address)
+            other._m = self._m
+            return other
+        return Address(self._uri.copy(), self._display_name, dict(self._params))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not Address:
+            return NotImplemented
+        assert isinstance(other, Address)
+        return (self.uri, self.display_name, self.params) == (
+            other.uri,
+            other.display_name,
+            other.params,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like the dataclass was
+
+    def __repr__(self) -> str:
+        return (
+            f"Address(uri={self.uri!r}, display_name={self.display_name!r}, params={self.params!r})"
+        )
 
     def __str__(self) -> str:
+        m = self._m
+        if m is not None:
+            text = m.string
+            if text.count(";") < 2 or _distinct_names(*m.group(6, 7)):
+                return text
+            self._load()
         # An empty display name is written as "" so that it parses back as "".
         # uri.__str__() rather than f"{uri}": a direct call skips format().
-        display = self.display_name
+        display = self._display_name
         if display is None:
-            out = f"<{self.uri.__str__()}>"
+            out = f"<{self._uri.__str__()}>"
         elif display.isalnum():  # nothing to escape: skip quote()'s checks
-            out = f'"{display}" <{self.uri.__str__()}>'
+            out = f'"{display}" <{self._uri.__str__()}>'
         else:
-            out = f"{quote(display)} <{self.uri.__str__()}>"
-        return out + format_params(self.params) if self.params else out
+            out = f"{quote(display)} <{self._uri.__str__()}>"
+        return out + format_params(self._params) if self._params else out
 
 
 def parse_address(value: str) -> Address:
     """Parse one name-addr / addr-spec with its parameters."""
+    m = _LAZY_NAME_ADDR.fullmatch(value)
+    if m is not None:
+        address = _new(Address)
+        address._m = m
+        return address
     m = _FAST_NAME_ADDR.fullmatch(value)
     if m is not None:
         quoted, tokens, scheme, user, host, port, uri_params, params = m.groups()
