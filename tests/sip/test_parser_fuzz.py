@@ -540,6 +540,10 @@ def test_lazy_via_equals_the_eager_one(
 def test_mutating_a_lazily_parsed_message_serialises_the_mutation() -> None:
     msg = parse_message(TYPICAL_INVITE)
     assert isinstance(msg, Request)
+    # The typical message takes every lazy path.
+    assert msg._uri_m is not None and msg.via[0]._m is not None
+    assert msg.from_._m is not None and msg.to._m is not None and msg.contact[0]._m is not None
+    assert parse_message(msg.to_bytes()).to_bytes() == msg.to_bytes()
     msg.via[0].params["received"] = "198.51.100.1"
     msg.to.params["tag"] = "totag"
     msg.from_.uri.user = "agent43"
@@ -551,3 +555,40 @@ def test_mutating_a_lazily_parsed_message_serialises_the_mutation() -> None:
     assert again.from_.uri.user == "agent43"
     assert again.contact[0].uri.port == 5070
     assert b";received=198.51.100.1" in wire and b"agent43@" in wire
+
+
+@_examples(300)
+@given(
+    st.sampled_from(["INVITE", "OPTIONS", "invite"]),
+    _lazy_name_addr().map(lambda text: text[text.index("<") + 1 : text.index(">")]),
+    st.sampled_from(["none", "user", "port", "params", "replace"]),
+)
+def test_lazy_request_uri_equals_the_eager_one(method: str, uri: str, how: str) -> None:
+    line = f"{method} {uri} SIP/2.0"
+    data = (
+        f"{line}\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\n"
+        f"To: <sip:c@d>\r\nCall-ID: x\r\nCSeq: 1 {method}\r\n\r\n"
+    ).encode()
+    eager = _outcome(lambda t: _parse_start_line_general(t, False), line)
+    msg = _parse_or_none(data)
+    if eager is SipParseError:
+        assert msg is None
+        return
+    assert isinstance(eager, tuple) and isinstance(msg, Request)
+    eager_uri = eager[1]
+    assert isinstance(eager_uri, Uri)
+    # Untouched: the start line is what the eager URI serialises to.
+    assert msg.to_bytes().split(b"\r\n", 1)[0] == f"{method} {eager_uri} SIP/2.0".encode()
+    msg = parse_message(data)
+    assert isinstance(msg, Request)
+    for target in (msg.uri, eager_uri):
+        if how == "user":
+            target.user = "bob"
+        elif how == "port":
+            target.port = 5070
+        elif how == "params":
+            target.params["lr"] = None
+    if how == "replace":
+        msg.uri = eager_uri = Uri("sip", "example.org")
+    assert msg.uri == eager_uri
+    assert msg.to_bytes().split(b"\r\n", 1)[0] == f"{method} {eager_uri} SIP/2.0".encode()

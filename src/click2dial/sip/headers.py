@@ -218,15 +218,11 @@ def quote(value: str) -> str:
     return '"' + _NEEDS_ESCAPE.sub(r"\\\g<0>", value) + '"'
 
 
-def _distinct_names(*sections: str) -> bool:
-    """Whether no ``;``-led parameter section (already validated, names in
-    lower case) names a parameter twice."""
-    for text in sections:
-        if text.find(";", 1) >= 0:
-            names = [part.partition("=")[0] for part in text[1:].split(";")]
-            if len(set(names)) != len(names):
-                return False
-    return True
+# A parameter name given twice in a ``;``-led list (names already lower-case).
+# Searched over a whole lazy header value it may also pair names of different
+# sections (or a ';' in a display name): that only sends the object down the
+# eager path, which is always correct.
+_DUP_PARAM = re.compile(r";([^;=]++)(?:=[^;]*+)?+(?:;[^;]*+)*?;\1(?![A-Za-z0-9\-_.!~*'()/:&+$%`])")
 
 
 _new = object.__new__
@@ -343,8 +339,9 @@ class Via:
     def __str__(self) -> str:
         m = self._m
         if m is not None:
-            if _distinct_names(m.group(4)):
-                return m.string
+            text = m.string
+            if text.count(";") < 2 or _DUP_PARAM.search(text) is None:
+                return text
             self._load()
         hp = self._host if self._port is None else f"{self._host}:{self._port}"
         if not self._params:
@@ -501,7 +498,7 @@ class Address:
         m = self._m
         if m is not None:
             text = m.string
-            if text.count(";") < 2 or _distinct_names(*m.group(6, 7)):
+            if text.count(";") < 2 or _DUP_PARAM.search(text) is None:
                 return text
             self._load()
         # An empty display name is written as "" so that it parses back as "".

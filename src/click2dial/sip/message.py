@@ -6,7 +6,11 @@ Theory of operation
 The headers that transactions and dialogs need on every message (Via, From,
 To, Call-ID, CSeq, Max-Forwards, Contact) are parsed eagerly and held as typed
 attributes; they are the source of truth and are written back first when the
-message is serialised.  Every other header stays a string in
+message is serialised.  Values of the canonical shape (see headers.py) are
+fully validated here but become objects lazily: Via, Address and the
+Request-URI keep their regex match until first touched, and serialise as their
+source text until then (which for that shape is exactly what the built object
+would serialise to).  Every other header stays a string in
 :class:`Headers`, in order, under its canonical name, and is parsed only by
 whoever needs it.  This keeps a parse+serialise round trip cheap while still
 rejecting every malformed message the core could trip on later.
@@ -24,9 +28,13 @@ from collections.abc import Iterator
 
 from .errors import SipParseError
 from .headers import (
+    _COMMON_METHODS,
+    _DUP_PARAM,
+    CANON_SIP_URI,
     CANONICAL,
     FAST_SIP_URI,
     LIST_HEADERS,
+    MAX_CSEQ,
     TOKEN_RE,
     Address,
     CSeq,
@@ -51,6 +59,10 @@ _STREAM_CL = re.compile(rb"(?im)^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \
 # Fast paths for the start lines nearly every message has; anything else
 # (odd URIs, lower-case version, controls...) takes the general path.
 _FAST_REQUEST_LINE = re.compile(rf"([A-Z]++) {FAST_SIP_URI} SIP/2\.0")
+# The canonical subset (see headers.py), whose Request-URI is built lazily.
+_LAZY_REQUEST_LINE = re.compile(rf"([A-Z]++) ({CANON_SIP_URI}) SIP/2\.0")
+_new = object.__new__
+_set_attr = object.__setattr__  # CSeq is frozen
 _FAST_STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ([^\x00-\x08\x0a-\x1f\x7f]*+)")
 _FOLD = re.compile(r"[ \t]*\r\n[ \t]+")
 # Control characters other than HT.  A header section normally holds them only
@@ -272,7 +284,10 @@ class Message:
 
 
 class Request(Message):
-    __slots__ = ("max_forwards", "method", "uri")
+    # ``uri`` is a property: a Request-URI of the canonical shape is kept as
+    # its validated match (``_uri_m``) until first read, and serialised from
+    # its source text until then.
+    __slots__ = ("_uri", "_uri_m", "max_forwards", "method")
 
     def __init__(
         self,
@@ -298,11 +313,43 @@ class Request(Message):
         self.body = body
         self.contact = contact if contact is not None else []
         self.method = method
-        self.uri = uri
+        self._uri = uri
+        self._uri_m: re.Match[str] | None = None
         self.max_forwards = max_forwards
 
+    def _load_uri(self) -> None:
+        m = self._uri_m
+        assert m is not None
+        _, _, scheme, user, host, port, params = m.groups()
+        self._uri = Uri(
+            scheme,
+            host,
+            user,
+            None,
+            int(port) if port is not None else None,
+            parse_params(params) if params else {},
+        )
+        self._uri_m = None
+
+    @property
+    def uri(self) -> Uri:
+        if self._uri_m is not None:
+            self._load_uri()
+        return self._uri
+
+    @uri.setter
+    def uri(self, value: Uri) -> None:
+        self._uri_m = None
+        self._uri = value
+
     def _start_line(self) -> str:
-        return f"{self.method} {self.uri.__str__()} SIP/2.0"
+        m = self._uri_m
+        if m is not None:
+            text = m.group(2)
+            if text.count(";") < 2 or _DUP_PARAM.search(text) is None:
+                return f"{self.method} {text} SIP/2.0"
+            self._load_uri()
+        return f"{self.method} {self._uri.__str__()} SIP/2.0"
 
     def _max_forwards_line(self) -> str:
         mf = self.max_forwards
@@ -476,7 +523,11 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     except UnicodeDecodeError as exc:
         raise SipParseError("header section is not UTF-8") from exc
     first, _, rest = head.partition("\r\n")
-    start_line = _parse_start_line(first, controls)
+    uri_m = _LAZY_REQUEST_LINE.fullmatch(first)
+    if uri_m is not None:
+        start_line: tuple[str, Uri | None] | tuple[int, str] = (uri_m.group(1), None)
+    else:
+        start_line = _parse_start_line(first, controls)
 
     if rest[:1] in (" ", "\t"):
         raise SipParseError("continuation line before the first header")
@@ -534,13 +585,35 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         elif code == _CSEQ:
             if cseq is not None:
                 raise SipParseError("more than one CSeq")
-            cseq = parse_cseq(value)
+            # parse_cseq's fast path, inlined.
+            number, _, cseq_method = value.partition(" ")
+            if (
+                cseq_method in _COMMON_METHODS
+                and number.isdigit()
+                and number.isascii()
+                and len(number) <= 10
+                and (seq := int(number)) <= MAX_CSEQ
+            ):
+                cseq = _new(CSeq)
+                _set_attr(cseq, "seq", seq)
+                _set_attr(cseq, "method", cseq_method)
+            else:
+                cseq = parse_cseq(value)
         elif code == _MAX_FORWARDS:
             if max_forwards is not None:
                 raise SipParseError("more than one Max-Forwards")
-            max_forwards = _parse_int(value, "Max-Forwards", 255)
+            # _parse_int's common case inlined: one to three ASCII digits.
+            if 0 < len(value) < 4 and value.isdigit() and value.isascii():
+                max_forwards = int(value)
+                if max_forwards > 255:
+                    raise SipParseError(f"Max-Forwards out of range: {value!r}")
+            else:
+                max_forwards = _parse_int(value, "Max-Forwards", 255)
         elif code == _CONTENT_LENGTH:
-            length = _parse_int(value, "Content-Length", MAX_MESSAGE_SIZE)
+            if 0 < len(value) < 5 and value.isdigit() and value.isascii():
+                length = int(value)  # below MAX_MESSAGE_SIZE
+            else:
+                length = _parse_int(value, "Content-Length", MAX_MESSAGE_SIZE)
             if content_length is not None and content_length != length:
                 raise SipParseError("conflicting Content-Length values")
             content_length = length
@@ -572,14 +645,30 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     if stream and len(body) != len(rest_bytes):
         raise SipParseError("stream message longer than its Content-Length")
 
-    headers = Headers(items)
+    headers = _new(Headers)
+    headers._items = items
     if isinstance(start_line[0], int):
         status, reason = start_line
         return Response(status, reason, via, from_, to, call_id, cseq, headers, body, contact)
     method, uri = start_line
     if cseq.method != method:
         raise SipParseError(f"CSeq method {cseq.method!r} does not match {method!r}")
-    return Request(method, uri, via, from_, to, call_id, cseq, headers, body, contact, max_forwards)
+    # Request.__init__ inlined: the slots are set directly.
+    request = _new(Request)
+    request.via = via
+    request.from_ = from_
+    request.to = to
+    request.call_id = call_id
+    request.cseq = cseq
+    request.headers = headers
+    request.body = body
+    request.contact = contact
+    request.method = method
+    request._uri_m = uri_m
+    if uri is not None:
+        request._uri = uri
+    request.max_forwards = max_forwards
+    return request
 
 
 class StreamFramer:
