@@ -14,8 +14,10 @@ Example counts are set explicitly so the whole file runs in a few seconds.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -592,3 +594,44 @@ def test_lazy_request_uri_equals_the_eager_one(method: str, uri: str, how: str) 
         msg.uri = eager_uri = Uri("sip", "example.org")
     assert msg.uri == eager_uri
     assert msg.to_bytes().split(b"\r\n", 1)[0] == f"{method} {eager_uri} SIP/2.0".encode()
+
+
+def _unfold_reference(data: bytes) -> bytes:
+    """The header section unfolded as parse_message did before it detected
+    folding lazily: every LWS run around a CRLF followed by SP/HT is one space."""
+    end = data.find(b"\r\n\r\n")
+    first, _, rest = data[:end].partition(b"\r\n")
+    return first + b"\r\n" + re.sub(rb"[ \t]*\r\n[ \t]+", b" ", rest) + data[end:]
+
+
+@_examples(300)
+@given(st.sampled_from(SEEDS), st.data())
+def test_folded_messages_parse_as_their_unfolded_form(seed: bytes, data: st.DataObject) -> None:
+    end = seed.find(b"\r\n\r\n")
+    head = bytearray(seed[:end])
+    first_end = head.find(b"\r\n")
+    # Fold at a few spaces after the start line (they may fall inside quoted
+    # strings or the start of a header: both must behave as the reference).
+    spaces = [i for i in range(first_end + 2, len(head)) if head[i] == 0x20]
+    if not spaces:
+        return
+    for pos in sorted(set(data.draw(st.lists(st.sampled_from(spaces), max_size=3))), reverse=True):
+        head[pos : pos + 1] = data.draw(st.sampled_from([b"\r\n ", b"\r\n\t", b" \r\n  "]))
+    folded = bytes(head) + seed[end:]
+    reference = _unfold_reference(folded)
+    got = _parse_or_none(folded)
+    expected = _parse_or_none(reference)
+    if expected is None:
+        assert got is None
+    else:
+        assert got is not None and _snapshot(got) == _snapshot(expected)
+
+
+def test_folding_counts_logical_header_lines() -> None:
+    extra = "".join(f"X-H{i}: a\r\n b\r\n" for i in range(100))
+    data = TYPICAL_INVITE.replace(b"Allow:", extra.encode() + b"Allow:", 1)
+    msg = parse_message(data)  # 200 physical lines, 112 headers
+    assert msg.headers.get("X-H99") == "a b"
+    with_too_many = TYPICAL_INVITE.replace(b"Allow:", extra.replace("\r\n b", " b").encode() * 2)
+    with pytest.raises(SipParseError, match="too many headers"):
+        parse_message(with_too_many)

@@ -100,9 +100,10 @@ _FAST_NAME_ADDR = re.compile(
 # only when first touched, and an untouched object serialises as its source
 # text (after checking for duplicate parameter names, which a dict would
 # merge).  Anything else takes the eager paths above.
+# 0-65535 without leading zeros, the usual one to four digits tried first.
 _CANON_PORT = (
-    r"(?::(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}"
-    r"|[1-9][0-9]{0,3}|0)(?![0-9]))?"
+    r"(?::([1-9][0-9]{0,3}+(?![0-9])|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}"
+    r"|655[0-2][0-9]|6553[0-5]|0)(?![0-9]))?"
 )
 _CANON_HOST_PORT = r"([A-Za-z0-9][A-Za-z0-9\-.]*+)(?<!-)" + _CANON_PORT
 _CANON_HPARAMS = r"((?:;[a-z0-9\-.!%*_+`'~]++(?:=[A-Za-z0-9\-.!%*_+`'~:]++)?+)*+)"

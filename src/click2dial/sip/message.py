@@ -30,6 +30,8 @@ from .errors import SipParseError
 from .headers import (
     _COMMON_METHODS,
     _DUP_PARAM,
+    _LAZY_NAME_ADDR,
+    _LAZY_VIA,
     CANON_SIP_URI,
     CANONICAL,
     FAST_SIP_URI,
@@ -64,7 +66,7 @@ _LAZY_REQUEST_LINE = re.compile(rf"([A-Z]++) ({CANON_SIP_URI}) SIP/2\.0")
 _new = object.__new__
 _set_attr = object.__setattr__  # CSeq is frozen
 _FAST_STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) ([^\x00-\x08\x0a-\x1f\x7f]*+)")
-_FOLD = re.compile(r"[ \t]*\r\n[ \t]+")
+_FOLD = re.compile(rb"[ \t]*\r\n[ \t]+")
 # Control characters other than HT.  A header section normally holds them only
 # as its CRLF line ends, so counting what translate() deletes against the CRLF
 # count is a cheap test that sends only odd messages down the slow path.
@@ -496,6 +498,15 @@ def _parse_start_line_general(first: str, controls: bool) -> tuple[str, Uri] | t
     return method, uri
 
 
+def _parse_unfolded(data: bytes, start: int, end: int, stream: bool) -> Request | Response:
+    """parse_message of ``data`` with the folded lines of its header section
+    (``data[start:end]``) unfolded: the folds, with the LWS around them, become
+    one space.  The start line cannot be folded (parse_message has rejected a
+    continuation line right after it), so only header lines change."""
+    unfolded = data[:start] + _FOLD.sub(b" ", data[start:end]) + data[end:]
+    return parse_message(unfolded, stream=stream)
+
+
 def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     """Parse one SIP message.
 
@@ -514,27 +525,27 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     if end - start > MAX_HEADER_SIZE:
         raise SipParseError("header section too large", 494)
     raw = data[start:end]
-    crlfs = raw.count(b"\r\n")
-    controls = len(raw) - len(raw.translate(None, _CTL_BYTES)) != 2 * crlfs
-    if controls and (raw.count(b"\r") != crlfs or raw.count(b"\n") != crlfs):
-        raise SipParseError("bare CR or LF in header section")
     try:
         head = raw.decode()
     except UnicodeDecodeError as exc:
         raise SipParseError("header section is not UTF-8") from exc
-    first, _, rest = head.partition("\r\n")
+    lines = head.split("\r\n")
+    crlfs = len(lines) - 1
+    controls = len(raw) - len(raw.translate(None, _CTL_BYTES)) != 2 * crlfs
+    if controls and (raw.count(b"\r") != crlfs or raw.count(b"\n") != crlfs):
+        raise SipParseError("bare CR or LF in header section")
+    first = lines.pop(0)
     uri_m = _LAZY_REQUEST_LINE.fullmatch(first)
     if uri_m is not None:
         start_line: tuple[str, Uri | None] | tuple[int, str] = (uri_m.group(1), None)
     else:
         start_line = _parse_start_line(first, controls)
 
-    if rest[:1] in (" ", "\t"):
+    if lines and lines[0][:1] in (" ", "\t"):
         raise SipParseError("continuation line before the first header")
-    if "\r\n " in rest or "\r\n\t" in rest:
-        rest = _FOLD.sub(" ", rest)
-    lines = rest.split("\r\n") if rest else []
     if len(lines) > MAX_HEADERS:
+        if "\r\n " in head or "\r\n\t" in head:
+            return _parse_unfolded(data, start, end, stream)
         raise SipParseError("too many headers", 494)
 
     via: list[Via] = []
@@ -548,87 +559,119 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
     append = items.append
     wire_raw = _WIRE_RAW.get
     wire_special = _WIRE_SPECIAL.get
-    for line in lines:
-        name, colon, value = line.partition(":")
-        if not colon:
-            raise SipParseError(f"header line without colon: {line[:80]!r}")
-        value = value.strip(" \t")
+    try:
         if controls:
-            _check_controls(value)
-        entry = wire_raw(name)
-        if entry is not None:
-            append((entry[0], entry[1], value))
-            continue
-        code = wire_special(name)
-        if code is None:
-            # Slow path: LWS before the colon, unusual case, extension header.
-            code, entry = _classify(name)
+            for line in lines:
+                _check_controls(line.partition(":")[2])
+        lazy_via = _LAZY_VIA.fullmatch
+        lazy_address = _LAZY_NAME_ADDR.fullmatch
+        for line in lines:
+            name, colon, value = line.partition(":")
+            if not colon:
+                raise SipParseError(f"header line without colon: {line[:80]!r}")
+            value = value.strip(" \t")
+            entry = wire_raw(name)
             if entry is not None:
                 append((entry[0], entry[1], value))
                 continue
-        if code == _VIA:
-            via.extend(parse_via(value))
-        elif code == _FROM:
-            if from_ is not None:
-                raise SipParseError("more than one From")
-            from_ = parse_address(value)
-        elif code == _TO:
-            if to is not None:
-                raise SipParseError("more than one To")
-            to = parse_address(value)
-        elif code == _CALL_ID:
-            if call_id is not None:
-                raise SipParseError("more than one Call-ID")
-            if not value or " " in value or "\t" in value:
-                raise SipParseError(f"malformed Call-ID: {value[:80]!r}")
-            call_id = value
-        elif code == _CSEQ:
-            if cseq is not None:
-                raise SipParseError("more than one CSeq")
-            # parse_cseq's fast path, inlined.
-            number, _, cseq_method = value.partition(" ")
-            if (
-                cseq_method in _COMMON_METHODS
-                and number.isdigit()
-                and number.isascii()
-                and len(number) <= 10
-                and (seq := int(number)) <= MAX_CSEQ
-            ):
-                cseq = _new(CSeq)
-                _set_attr(cseq, "seq", seq)
-                _set_attr(cseq, "method", cseq_method)
+            code = wire_special(name)
+            if code is None:
+                # Slow path: LWS before the colon, unusual case, extension header.
+                code, entry = _classify(name)
+                if entry is not None:
+                    append((entry[0], entry[1], value))
+                    continue
+            # The lazy paths of parse_via and parse_address are inlined.
+            if code == _VIA:
+                if "," not in value and (m := lazy_via(value)) is not None:
+                    one_via = _new(Via)
+                    one_via._m = m
+                    via.append(one_via)
+                else:
+                    via.extend(parse_via(value))
+            elif code == _FROM:
+                if from_ is not None:
+                    raise SipParseError("more than one From")
+                m = lazy_address(value)
+                if m is not None:
+                    from_ = _new(Address)
+                    from_._m = m
+                else:
+                    from_ = parse_address(value)
+            elif code == _TO:
+                if to is not None:
+                    raise SipParseError("more than one To")
+                m = lazy_address(value)
+                if m is not None:
+                    to = _new(Address)
+                    to._m = m
+                else:
+                    to = parse_address(value)
+            elif code == _CALL_ID:
+                if call_id is not None:
+                    raise SipParseError("more than one Call-ID")
+                if not value or " " in value or "\t" in value:
+                    raise SipParseError(f"malformed Call-ID: {value[:80]!r}")
+                call_id = value
+            elif code == _CSEQ:
+                if cseq is not None:
+                    raise SipParseError("more than one CSeq")
+                # parse_cseq's fast path, inlined.
+                number, _, cseq_method = value.partition(" ")
+                if (
+                    cseq_method in _COMMON_METHODS
+                    and number.isdigit()
+                    and number.isascii()
+                    and len(number) <= 10
+                    and (seq := int(number)) <= MAX_CSEQ
+                ):
+                    cseq = _new(CSeq)
+                    _set_attr(cseq, "seq", seq)
+                    _set_attr(cseq, "method", cseq_method)
+                else:
+                    cseq = parse_cseq(value)
+            elif code == _MAX_FORWARDS:
+                if max_forwards is not None:
+                    raise SipParseError("more than one Max-Forwards")
+                # _parse_int's common case inlined: one to three ASCII digits.
+                if 0 < len(value) < 4 and value.isdigit() and value.isascii():
+                    max_forwards = int(value)
+                    if max_forwards > 255:
+                        raise SipParseError(f"Max-Forwards out of range: {value!r}")
+                else:
+                    max_forwards = _parse_int(value, "Max-Forwards", 255)
+            elif code == _CONTENT_LENGTH:
+                if 0 < len(value) < 5 and value.isdigit() and value.isascii():
+                    length = int(value)  # below MAX_MESSAGE_SIZE
+                else:
+                    length = _parse_int(value, "Content-Length", MAX_MESSAGE_SIZE)
+                if content_length is not None and content_length != length:
+                    raise SipParseError("conflicting Content-Length values")
+                content_length = length
+            elif code == _CONTACT:
+                if value == "*":  # REGISTER removing every binding (RFC 3261 §10.2.2)
+                    append(("contact", "Contact", value))
+                elif "," not in value and (m := lazy_address(value)) is not None:
+                    one_contact = _new(Address)
+                    one_contact._m = m
+                    contact.append(one_contact)
+                else:
+                    contact.extend(parse_address_list(value))
+            elif code == _EXPIRES:
+                _parse_int(value, "Expires", 2**32 - 1)
+                append(("expires", "Expires", value))
             else:
-                cseq = parse_cseq(value)
-        elif code == _MAX_FORWARDS:
-            if max_forwards is not None:
-                raise SipParseError("more than one Max-Forwards")
-            # _parse_int's common case inlined: one to three ASCII digits.
-            if 0 < len(value) < 4 and value.isdigit() and value.isascii():
-                max_forwards = int(value)
-                if max_forwards > 255:
-                    raise SipParseError(f"Max-Forwards out of range: {value!r}")
-            else:
-                max_forwards = _parse_int(value, "Max-Forwards", 255)
-        elif code == _CONTENT_LENGTH:
-            if 0 < len(value) < 5 and value.isdigit() and value.isascii():
-                length = int(value)  # below MAX_MESSAGE_SIZE
-            else:
-                length = _parse_int(value, "Content-Length", MAX_MESSAGE_SIZE)
-            if content_length is not None and content_length != length:
-                raise SipParseError("conflicting Content-Length values")
-            content_length = length
-        elif code == _CONTACT:
-            if value == "*":  # REGISTER removing every binding (RFC 3261 §10.2.2)
-                append(("contact", "Contact", value))
-            else:
-                contact.extend(parse_address_list(value))
-        elif code == _EXPIRES:
-            _parse_int(value, "Expires", 2**32 - 1)
-            append(("expires", "Expires", value))
-        else:
-            if not _DATE.fullmatch(value):
-                raise SipParseError(f"malformed Date: {value[:80]!r}")
-            append(("date", "Date", value))
+                if not _DATE.fullmatch(value):
+                    raise SipParseError(f"malformed Date: {value[:80]!r}")
+                append(("date", "Date", value))
+    except SipParseError:
+        # Folded lines (obsolete, RFC 3261 §7.3.1) are rare: rather than
+        # looking for them in every message, the first pass fails on them
+        # (a continuation line has no colon or a name starting with LWS), and
+        # only then is the message parsed again unfolded.
+        if "\r\n " in head or "\r\n\t" in head:
+            return _parse_unfolded(data, start, end, stream)
+        raise
 
     if not via:
         raise SipParseError("missing Via")
