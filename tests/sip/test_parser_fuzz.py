@@ -635,3 +635,45 @@ def test_folding_counts_logical_header_lines() -> None:
     with_too_many = TYPICAL_INVITE.replace(b"Allow:", extra.replace("\r\n b", " b").encode() * 2)
     with pytest.raises(SipParseError, match="too many headers"):
         parse_message(with_too_many)
+
+
+@_examples(300)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["Allow", "allow", "SUPPORTED", "k", "X-Custom", "Subject", "s"]),
+            st.sampled_from([":", ": ", " : ", ":  ", ": \t", "\t:", "", ": :"]),
+            st.sampled_from(["a", "a: b", " a ", "", "x:y", "a\t"]),
+        ),
+        min_size=1,
+        max_size=4,
+    )
+)
+def test_header_line_split_matches_the_first_colon_rule(
+    fields: list[tuple[str, str, str]],
+) -> None:
+    """A header line is split at its first colon and the value stripped of
+    SP/HT, whatever separator the fast split tries first."""
+    lines = "".join(f"{name}{sep}{value}\r\n" for name, sep, value in fields)
+    data = TYPICAL_INVITE.replace(b"Allow:", lines.encode() + b"Allow:", 1)
+    msg = _parse_or_none(data)
+    expected: list[tuple[str, str]] | None = []
+    for name, sep, value in fields:
+        line = f"{name}{sep}{value}"
+        wire_name, colon, wire_value = line.partition(":")
+        if not colon or wire_name.rstrip(" \t") != wire_name.rstrip(" \t").strip():
+            expected = None
+            break
+        canon = CANONICAL.get(wire_name.rstrip(" \t").lower(), wire_name.rstrip(" \t"))
+        assert expected is not None
+        expected.append((canon, wire_value.strip(" \t")))
+    if expected is None:
+        assert msg is None
+        return
+    assert msg is not None
+    assert [h for h in msg.headers if h[0] not in ("Allow", "Supported", "Content-Type")] == [
+        h for h in expected if h[0] not in ("Allow", "Supported", "Content-Type")
+    ]
+    assert [h for h in msg.headers if h[0] == "Allow"][:-1] == [
+        h for h in expected if h[0] == "Allow"
+    ]

@@ -566,17 +566,22 @@ def parse_message(data: bytes, *, stream: bool = False) -> Request | Response:
         lazy_via = _LAZY_VIA.fullmatch
         lazy_address = _LAZY_NAME_ADDR.fullmatch
         for line in lines:
-            name, colon, value = line.partition(":")
-            if not colon:
-                raise SipParseError(f"header line without colon: {line[:80]!r}")
+            # Split at ": ", the usual separator, so that the value seldom
+            # needs stripping (strip() then returns it without a copy).  No
+            # known name contains ':', so a name found below ends at the first
+            # colon, as the grammar wants; anything else is re-split at ':'.
+            name, colon, value = line.partition(": ")
             value = value.strip(" \t")
-            entry = wire_raw(name)
-            if entry is not None:
+            if colon and (entry := wire_raw(name)) is not None:
                 append((entry[0], entry[1], value))
                 continue
-            code = wire_special(name)
-            if code is None:
-                # Slow path: LWS before the colon, unusual case, extension header.
+            if not colon or (code := wire_special(name)) is None:
+                # Slow path: no space after the colon, LWS before it, unusual
+                # case, extension header.
+                name, colon, value = line.partition(":")
+                if not colon:
+                    raise SipParseError(f"header line without colon: {line[:80]!r}")
+                value = value.strip(" \t")
                 code, entry = _classify(name)
                 if entry is not None:
                     append((entry[0], entry[1], value))
