@@ -193,6 +193,20 @@ def _split_params(text: str) -> dict[str, str | None]:
     return params
 
 
+def _split_canonical_params(text: str) -> dict[str, str | None]:
+    """``;a=b;c`` matched by a lazy-path regex: names (and URI parameter
+    values) are already lower-case, so this is parse_params/_split_params
+    without the lower-casing."""
+    if text.find(";", 1) < 0:  # the usual single parameter
+        name, eq, value = text[1:].partition("=")
+        return {name: value if eq else None}
+    params: dict[str, str | None] = {}
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        params[name] = value if eq else None
+    return params
+
+
 def format_params(params: dict[str, str | None]) -> str:
     # Concatenation beats a comprehension and join for the usual one or two.
     out = ""
@@ -259,7 +273,7 @@ class Via:
         self._transport = transport
         self._host = host
         self._port = int(port) if port is not None else None
-        self._params = _split_params(params) if params else {}
+        self._params = _split_canonical_params(params) if params else {}
         self._m = None
 
     @property
@@ -425,10 +439,10 @@ class Address:
             user,
             None,
             int(port) if port is not None else None,
-            parse_params(uri_params) if uri_params else {},
+            _split_canonical_params(uri_params) if uri_params else {},
         )
         self._display_name = display
-        self._params = _split_params(params) if params else {}
+        self._params = _split_canonical_params(params) if params else {}
         self._m = None
 
     @property

@@ -41,6 +41,7 @@ from .headers import (
     Address,
     CSeq,
     Via,
+    _split_canonical_params,
     parse_address,
     parse_address_list,
     parse_cseq,
@@ -329,7 +330,7 @@ class Request(Message):
             user,
             None,
             int(port) if port is not None else None,
-            parse_params(params) if params else {},
+            _split_canonical_params(params) if params else {},
         )
         self._uri_m = None
 
