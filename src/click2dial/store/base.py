@@ -26,6 +26,7 @@ from types import TracebackType
 from typing import Any, Final, Self, TypedDict
 
 from click2dial.store.model import (
+    END_REASONS,
     ENDED,
     STATES,
     UPDATABLE_CALL_FIELDS,
@@ -88,6 +89,18 @@ def decode_cursor(cursor: str) -> tuple[float, str]:
 def check_limit(limit: int) -> None:
     if not 1 <= limit <= MAX_PAGE:
         raise ValueError(f"limit must be between 1 and {MAX_PAGE}, got {limit}")
+
+
+def check_notifications(notifications: Sequence[Notification]) -> None:
+    """Refuse a misspelt kind or target before anything is written."""
+    for n in notifications:
+        n.validate()
+
+
+def check_finish(end_reason: str, notifications: Sequence[Notification]) -> None:
+    if end_reason not in END_REASONS:
+        raise ValueError(f"unknown end_reason {end_reason!r}")
+    check_notifications(notifications)
 
 
 def check_update(fields: dict[str, Any]) -> None:

@@ -33,7 +33,9 @@ from click2dial.store.base import (
     OutboxStats,
     Store,
     StoreError,
+    check_finish,
     check_limit,
+    check_notifications,
     check_update,
     decode_cursor,
     encode_cursor,
@@ -41,7 +43,6 @@ from click2dial.store.base import (
 from click2dial.store.migrations import apply_postgres
 from click2dial.store.model import (
     CALL_COLUMNS,
-    END_REASONS,
     NOTIFICATION_COLUMNS,
     CallRecord,
     Notification,
@@ -303,10 +304,7 @@ class PostgresStore(Store):
         hangup_side: str | None,
         notifications: Sequence[Notification] = (),
     ) -> CallRecord | None:
-        if end_reason not in END_REASONS:
-            raise ValueError(f"unknown end_reason {end_reason!r}")
-        for n in notifications:
-            n.validate()
+        check_finish(end_reason, notifications)
         async with self._p.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(
                 "UPDATE calls SET state = 'ended', ended_at = $2, end_reason = $3,"
@@ -347,8 +345,7 @@ class PostgresStore(Store):
 
     @_db_errors
     async def enqueue(self, notifications: Sequence[Notification]) -> None:
-        for n in notifications:
-            n.validate()
+        check_notifications(notifications)
         if notifications:
             async with self._p.acquire() as conn, conn.transaction():
                 await _insert_notifications(conn, notifications)

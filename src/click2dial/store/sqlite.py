@@ -36,7 +36,9 @@ from click2dial.store.base import (
     OutboxStats,
     Store,
     StoreError,
+    check_finish,
     check_limit,
+    check_notifications,
     check_update,
     decode_cursor,
     encode_cursor,
@@ -44,7 +46,6 @@ from click2dial.store.base import (
 from click2dial.store.migrations import apply_sqlite
 from click2dial.store.model import (
     CALL_COLUMNS,
-    END_REASONS,
     NOTIFICATION_COLUMNS,
     CallRecord,
     Notification,
@@ -302,10 +303,7 @@ class SQLiteStore(Store):
         hangup_side: str | None,
         notifications: Sequence[Notification] = (),
     ) -> CallRecord | None:
-        if end_reason not in END_REASONS:
-            raise ValueError(f"unknown end_reason {end_reason!r}")
-        for n in notifications:
-            n.validate()
+        check_finish(end_reason, notifications)
         end = (ended_at, end_reason, end_code, sip_status, sip_reason, hangup_side)
         rows = [_notification_row(n) for n in notifications]
         return await self._run(self._finish_call, call_ref, end, rows)
@@ -345,8 +343,7 @@ class SQLiteStore(Store):
     # -- outbox ------------------------------------------------------------------
 
     async def enqueue(self, notifications: Sequence[Notification]) -> None:
-        for n in notifications:
-            n.validate()
+        check_notifications(notifications)
         await self._run(self._enqueue, [_notification_row(n) for n in notifications])
 
     def _enqueue(self, rows: list[tuple[Any, ...]]) -> None:
