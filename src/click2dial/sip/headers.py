@@ -193,6 +193,21 @@ def _split_params(text: str) -> dict[str, str | None]:
     return params
 
 
+def canonical_uri(
+    scheme: str, user: str | None, host: str, port: str | None, params: str | None
+) -> Uri:
+    """A Uri from the groups of a validated canonical-form match (the lazy
+    Request-URI and name-addr paths share it)."""
+    return Uri(
+        scheme,
+        host,
+        user,
+        None,
+        int(port) if port is not None else None,
+        _split_canonical_params(params) if params else {},
+    )
+
+
 def _split_canonical_params(text: str) -> dict[str, str | None]:
     """``;a=b;c`` matched by a lazy-path regex: names (and URI parameter
     values) are already lower-case, so this is parse_params/_split_params
@@ -436,14 +451,7 @@ class Address:
         m = self._m
         assert m is not None
         display, scheme, user, host, port, uri_params, params = m.groups()
-        self._uri = Uri(
-            scheme,
-            host,
-            user,
-            None,
-            int(port) if port is not None else None,
-            _split_canonical_params(uri_params) if uri_params else {},
-        )
+        self._uri = canonical_uri(scheme, user, host, port, uri_params)
         self._display_name = display
         self._params = _split_canonical_params(params) if params else {}
         self._m = None

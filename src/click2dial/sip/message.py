@@ -41,7 +41,7 @@ from .headers import (
     Address,
     CSeq,
     Via,
-    _split_canonical_params,
+    canonical_uri,
     parse_address,
     parse_address_list,
     parse_cseq,
@@ -324,14 +324,7 @@ class Request(Message):
         m = self._uri_m
         assert m is not None
         _, _, scheme, user, host, port, params = m.groups()
-        self._uri = Uri(
-            scheme,
-            host,
-            user,
-            None,
-            int(port) if port is not None else None,
-            _split_canonical_params(params) if params else {},
-        )
+        self._uri = canonical_uri(scheme, user, host, port, params)
         self._uri_m = None
 
     @property
