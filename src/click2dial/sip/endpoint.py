@@ -457,11 +457,20 @@ class Endpoint:
             self._send_ack(dialog, invite.request.cseq.seq, b"", None)
         self._events.append(ev.InviteAnswered(invite, dialog, response))
 
-    def ack(self, dialog: Dialog, body: bytes = b"", content_type: str = "application/sdp") -> None:
-        """ACK the 2xx of a late-offer INVITE, carrying the SDP answer."""
-        if dialog.ack is not None and dialog.ack[2] == self._last_invite_cseq(dialog):
+    def ack(
+        self,
+        dialog: Dialog,
+        body: bytes = b"",
+        content_type: str = "application/sdp",
+        *,
+        cseq: int | None = None,
+    ) -> None:
+        """ACK the 2xx of a late-offer INVITE, carrying the SDP answer.
+        ``cseq`` names that INVITE when other requests followed it."""
+        seq = self._last_invite_cseq(dialog) if cseq is None else cseq
+        if dialog.ack is not None and dialog.ack[2] == seq:
             return
-        self._send_ack(dialog, self._last_invite_cseq(dialog), body, content_type)
+        self._send_ack(dialog, seq, body, content_type)
 
     def _last_invite_cseq(self, dialog: Dialog) -> int:
         pending = dialog.client_invite

@@ -97,10 +97,20 @@ class Call:
         self.remote_sdp: bytes | None = None
         self.ended: asyncio.Future[Ended] = ua.loop.create_future()
         self.on_request: RequestHandler | None = None
+        # A driver that wants the call's events as they happen, in order and
+        # with no task in between, sets these two instead of reading
+        # ``events`` and setting ``on_request``: ``on_event`` gets every
+        # event, ``on_peer_request`` every in-dialog request, which it must
+        # answer (now or later) with :meth:`UserAgent.respond`.
+        self.on_event: Callable[[CallEvent], None] | None = None
+        self.on_peer_request: Callable[[Request, ServerTransaction], None] | None = None
 
     # ------------------------------------------------------------- events
     def _push(self, event: CallEvent) -> None:
-        self.events.put_nowait(event)
+        if self.on_event is not None:
+            self.on_event(event)
+        else:
+            self.events.put_nowait(event)
         if isinstance(event, Ended) and not self.ended.done():
             self.ended.set_result(event)
 
@@ -123,14 +133,51 @@ class Call:
         if self.invite is not None:
             self.ua._run(lambda e: e.cancel(self.invite))  # type: ignore[arg-type]
 
-    def ack(self, sdp: bytes | None = None) -> None:
-        """ACK a late-offer 2xx; ``sdp`` is the answer to the offer in it."""
+    def ack(self, sdp: bytes | None = None, cseq: int | None = None) -> None:
+        """ACK a late-offer 2xx; ``sdp`` is the answer to the offer in it.
+        ``cseq`` names the re-INVITE whose 2xx this is (default: the last)."""
         if self.dialog is None:
             raise SipError("no answered dialog to ACK")
         if sdp is not None:
             self.local_sdp = sdp
         dialog = self.dialog
-        self.ua._run(lambda e: e.ack(dialog, sdp or b""))
+        self.ua._run(lambda e: e.ack(dialog, sdp or b"", cseq=cseq))
+
+    def send(
+        self,
+        method: str,
+        body: bytes = b"",
+        on_done: Callable[[int, Response | None], None] | None = None,
+        content_type: str = "application/sdp",
+    ) -> None:
+        """Send an in-dialog request now; ``on_done(status, response)`` gets
+        its final outcome (408 for a time-out), called from the event
+        dispatch itself, so that it is ordered with the call's events."""
+        if self.dialog is None:
+            raise SipError("the call has no dialog")
+        dialog = self.dialog
+        if method in ("INVITE", "UPDATE") and body:
+            self.local_sdp = body
+        handle: ClientRequest = self.ua._run(
+            lambda e: e.request_in_dialog(dialog, method, body=body, content_type=content_type)
+        )
+        handle.user_data = on_done
+
+    def bye_now(self) -> None:
+        """Hang up at once (BYE, CANCEL or reject as :meth:`bye`), without
+        waiting for the BYE's answer."""
+        if self.ended.done():
+            return
+        if self.direction == "out" and not self.established:
+            self.cancel()
+            return
+        if self.direction == "in" and not self.established:
+            self.reject(480)
+            return
+        dialog = self.dialog
+        assert dialog is not None
+        self.ua._run(lambda e: e.bye(dialog))
+        self._push(Ended("local", "bye"))
 
     async def _in_dialog(
         self, method: str, body: bytes = b"", content_type: str = "application/sdp"
@@ -426,8 +473,11 @@ class UserAgent:
                 call._push(Ended("remote", "failed"))
         elif isinstance(event, ev.RequestCompleted):
             future = event.request.user_data
-            if isinstance(future, asyncio.Future) and not future.done():
-                future.set_result((event.status, event.response))
+            if isinstance(future, asyncio.Future):
+                if not future.done():
+                    future.set_result((event.status, event.response))
+            elif callable(future):
+                future(event.status, event.response)
         elif isinstance(event, ev.DialogEnded):
             call = event.dialog.user_data
             if isinstance(call, Call):
@@ -451,7 +501,9 @@ class UserAgent:
         if dialog is not None:
             call = dialog.user_data
             if isinstance(call, Call):
-                if call.on_request is not None:
+                if call.on_peer_request is not None:
+                    call.on_peer_request(request, tx)
+                elif call.on_request is not None:
                     self._spawn(self._guard(call.on_request(call, request, tx), tx))
                 else:
                     self._default_in_dialog(call, request, tx)
