@@ -50,6 +50,7 @@ from .calls.rules import (
 )
 from .sip.errors import SipParseError
 from .sip.uri import parse_uri
+from .vocabulary import CallType
 
 __all__ = [
     "AUTO_ANSWER_MODES",
@@ -78,7 +79,6 @@ EMBEDDED_SOURCE: Final = "<embedded defaults>"
 AutoAnswer = Literal["none", "answer-mode", "call-info", "alert-info"]
 ExtensionsMode = Literal["registrar", "pbx"]
 Transport = Literal["udp", "tcp", "tls", "ws", "wss"]
-CallTypeName = Literal["outbound", "external", "internal"]
 
 AUTO_ANSWER_MODES: Final[tuple[AutoAnswer, ...]] = (
     "none",
@@ -86,7 +86,7 @@ AUTO_ANSWER_MODES: Final[tuple[AutoAnswer, ...]] = (
     "call-info",
     "alert-info",
 )
-CALL_TYPES: Final[tuple[CallTypeName, ...]] = ("outbound", "external", "internal")
+CALL_TYPES: Final[tuple[CallType, ...]] = tuple(CallType)
 TRANSPORTS: Final[tuple[Transport, ...]] = ("udp", "tcp", "tls", "ws", "wss")
 
 DEFAULT_HTTP_HOST: Final = "127.0.0.1"
@@ -95,7 +95,7 @@ DEFAULT_DATABASE: Final = "sqlite:///click2dial.db"
 DEFAULT_SIP_LISTEN: Final = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:8088")
 DEFAULT_PUBLIC_HOST: Final = "127.0.0.1"
 DEFAULT_TRUNK_URI: Final = "sip:127.0.0.1:5080"
-DEFAULT_CALL_TYPES: Final[frozenset[CallTypeName]] = frozenset({"outbound", "external"})
+DEFAULT_CALL_TYPES: Final[frozenset[CallType]] = frozenset({CallType.OUTBOUND, CallType.EXTERNAL})
 DEFAULT_MAX_CPS: Final = 10.0
 DEFAULT_MAX_CONCURRENT: Final = 50
 DEFAULT_AGENT_RING_TIMEOUT: Final = 30
@@ -236,7 +236,7 @@ class IntegratorConfig:
     webhook_secret: str | None = field(default=None, repr=False)
     clid_pool: tuple[str, ...] = ()
     default_outbound_id: str | None = None
-    call_types: frozenset[CallTypeName] = DEFAULT_CALL_TYPES
+    call_types: frozenset[CallType] = DEFAULT_CALL_TYPES
     allowed_agents: tuple[str, ...] | None = None
     allowed_outbound_ids: tuple[str, ...] | None = None
     max_cps: float = DEFAULT_MAX_CPS
@@ -1074,18 +1074,18 @@ class _Reader:
             patterns.append(text)
         return tuple(patterns)
 
-    def call_types(self, t: _Table) -> frozenset[CallTypeName]:
+    def call_types(self, t: _Table) -> frozenset[CallType]:
         items = t.string_list("call_types")
         if items is None:
             return DEFAULT_CALL_TYPES
-        found: list[CallTypeName] = []
+        found: list[CallType] = []
         for key, text in items:
             if text not in CALL_TYPES:
                 self.problem(key, f"must be one of {', '.join(CALL_TYPES)}, got {_show(text)}")
             elif text in found:
                 self.problem(key, f"{text} is listed twice")
             else:
-                found.append(text)
+                found.append(CallType(text))
         if not items:
             t.problem("call_types", "is empty: this integrator could place no call")
         return frozenset(found) if found else DEFAULT_CALL_TYPES
