@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from click2dial.calls.policy import may_use_outbound_id
 from click2dial.config import (
     ENV_VAR,
     AgentConfig,
@@ -200,38 +201,6 @@ def test_secrets_stay_out_of_repr() -> None:
     text = repr(config)
     for secret in ("s3cret", "k-acme-0123456789abcdef", "whsec-0123456789abcdef"):
         assert secret not in text
-
-
-# --- permissions helpers -------------------------------------------------------
-
-
-def test_may_use_agent() -> None:
-    anyone = IntegratorConfig(name="a")
-    assert anyone.may_use_agent("1001") and anyone.may_use_agent("0821234567")
-    some = IntegratorConfig(name="a", allowed_agents=("1001", "20*", "2782*"))
-    assert some.may_use_agent("1001")
-    assert not some.may_use_agent("1002")
-    assert some.may_use_agent("200") and some.may_use_agent("2099")
-    assert some.may_use_agent("27821234567")
-    assert not some.may_use_agent("27831234567")
-    assert IntegratorConfig(name="a", allowed_agents=("*",)).may_use_agent("0821234567")
-
-
-def test_may_use_outbound_id() -> None:
-    anything = IntegratorConfig(name="a")
-    assert anything.may_use_outbound_id("27110000001")
-    assert not anything.may_use_outbound_id("random")  # no pool to draw from
-    pooled = IntegratorConfig(
-        name="a", clid_pool=("27110000001",), allowed_outbound_ids=("2712*", "0110000001")
-    )
-    assert pooled.may_use_outbound_id("random")
-    assert pooled.may_use_outbound_id("27110000001")  # in the pool
-    assert pooled.may_use_outbound_id("27120000005")  # by prefix
-    assert pooled.may_use_outbound_id("0110000001")
-    assert not pooled.may_use_outbound_id("27130000001")
-    only_pool = IntegratorConfig(name="a", clid_pool=("27110000001",), allowed_outbound_ids=())
-    assert only_pool.may_use_outbound_id("27110000001")
-    assert not only_pool.may_use_outbound_id("27110000002")
 
 
 def test_allowed_lists_parse() -> None:
@@ -732,7 +701,7 @@ def test_documented_example_is_valid(tmp_path: Path) -> None:
     example = example.replace("/etc/click2dial/tls/", "")
     config = parse_config(example, str(tmp_path / "c2d.toml"))
     assert set(config.integrators) == {"acme", "helpdesk"}
-    assert config.integrators["acme"].may_use_outbound_id("27110000099")
+    assert may_use_outbound_id(config.integrators["acme"], "27110000099")
 
 
 def test_every_key_is_documented() -> None:

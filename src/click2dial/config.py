@@ -20,7 +20,10 @@ Theory of operation:
 * Secrets (passwords, API keys, webhook secrets, passwords inside URLs) never
   appear in a message; a message says what is wrong with them instead.
 * Numbers in pools and agent lists are checked with :mod:`click2dial.calls.rules`,
-  so a caller ID means the same thing in a file and in a request.
+  so a caller ID means the same thing in a file and in a request; the prefix
+  patterns of ``allowed_agents`` and ``allowed_outbound_ids`` are those of
+  :mod:`click2dial.calls.policy`, which also decides what the lists allow.
+  The settings themselves carry no policy.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from types import MappingProxyType
 from typing import Final, Literal, TypeVar, cast
 from urllib.parse import SplitResult, urlsplit
 
+from .calls.policy import NumberKind, is_prefix_pattern, may_use_outbound_id, prefix_can_match
 from .calls.rules import (
     AGENT_FORMS,
     OUTBOUND_NUMBER_FORMS,
@@ -50,6 +54,7 @@ from .calls.rules import (
 )
 from .sip.errors import SipParseError
 from .sip.uri import parse_uri
+from .vocabulary import CallType
 
 __all__ = [
     "AUTO_ANSWER_MODES",
@@ -78,7 +83,6 @@ EMBEDDED_SOURCE: Final = "<embedded defaults>"
 AutoAnswer = Literal["none", "answer-mode", "call-info", "alert-info"]
 ExtensionsMode = Literal["registrar", "pbx"]
 Transport = Literal["udp", "tcp", "tls", "ws", "wss"]
-CallTypeName = Literal["outbound", "external", "internal"]
 
 AUTO_ANSWER_MODES: Final[tuple[AutoAnswer, ...]] = (
     "none",
@@ -86,7 +90,7 @@ AUTO_ANSWER_MODES: Final[tuple[AutoAnswer, ...]] = (
     "call-info",
     "alert-info",
 )
-CALL_TYPES: Final[tuple[CallTypeName, ...]] = ("outbound", "external", "internal")
+CALL_TYPES: Final[tuple[CallType, ...]] = tuple(CallType)
 TRANSPORTS: Final[tuple[Transport, ...]] = ("udp", "tcp", "tls", "ws", "wss")
 
 DEFAULT_HTTP_HOST: Final = "127.0.0.1"
@@ -95,7 +99,7 @@ DEFAULT_DATABASE: Final = "sqlite:///click2dial.db"
 DEFAULT_SIP_LISTEN: Final = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:8088")
 DEFAULT_PUBLIC_HOST: Final = "127.0.0.1"
 DEFAULT_TRUNK_URI: Final = "sip:127.0.0.1:5080"
-DEFAULT_CALL_TYPES: Final[frozenset[CallTypeName]] = frozenset({"outbound", "external"})
+DEFAULT_CALL_TYPES: Final[frozenset[CallType]] = frozenset({CallType.OUTBOUND, CallType.EXTERNAL})
 DEFAULT_MAX_CPS: Final = 10.0
 DEFAULT_MAX_CONCURRENT: Final = 50
 DEFAULT_AGENT_RING_TIMEOUT: Final = 30
@@ -115,7 +119,6 @@ _NODE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # RFC 6750 b64token: what may follow "Authorization: Bearer ".
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_PREFIX_PATTERN = re.compile(r"[0-9]*\*")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 _WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})
 
@@ -212,20 +215,11 @@ class AgentConfig:
     contact: str | None = None
 
 
-def _pattern_allows(patterns: Iterable[str], number: str) -> bool:
-    for pattern in patterns:
-        if pattern.endswith("*"):
-            if number.startswith(pattern[:-1]):
-                return True
-        elif number == pattern:
-            return True
-    return False
-
-
 @dataclass(frozen=True)
 class IntegratorConfig:
     """``[integrators.<name>]``: one integrator's credentials, listener,
-    notification targets, caller IDs, permissions and limits."""
+    notification targets, caller IDs, permissions and limits.  What the
+    permissions allow is decided by :mod:`click2dial.calls.policy`."""
 
     name: str
     api_keys: tuple[str, ...] = field(default=(), repr=False)
@@ -236,7 +230,7 @@ class IntegratorConfig:
     webhook_secret: str | None = field(default=None, repr=False)
     clid_pool: tuple[str, ...] = ()
     default_outbound_id: str | None = None
-    call_types: frozenset[CallTypeName] = DEFAULT_CALL_TYPES
+    call_types: frozenset[CallType] = DEFAULT_CALL_TYPES
     allowed_agents: tuple[str, ...] | None = None
     allowed_outbound_ids: tuple[str, ...] | None = None
     max_cps: float = DEFAULT_MAX_CPS
@@ -252,24 +246,6 @@ class IntegratorConfig:
             return None
         path = urlsplit(self.redis).path.strip("/")
         return int(path) if path else 0
-
-    def may_use_agent(self, agent: str) -> bool:
-        """Whether this integrator may ring ``agent`` (an extension or number
-        that already passed the agent rule).  No ``allowed_agents``: any."""
-        return self.allowed_agents is None or _pattern_allows(self.allowed_agents, agent)
-
-    def may_use_outbound_id(self, number: str) -> bool:
-        """Whether this integrator may present ``number`` as caller ID.
-
-        ``"random"`` is allowed when the pool has numbers.  A number is
-        allowed when ``allowed_outbound_ids`` is absent, lists it (exactly or
-        by prefix), or the integrator's own ``clid_pool`` holds it.
-        """
-        if number == "random":
-            return bool(self.clid_pool)
-        if self.allowed_outbound_ids is None or number in self.clid_pool:
-            return True
-        return _pattern_allows(self.allowed_outbound_ids, number)
 
 
 @dataclass(frozen=True)
@@ -1020,8 +996,8 @@ class _Reader:
             callee_ring_timeout=callee_ring,
             max_call_duration=max_duration,
         )
-        if default_outbound_id is not None and not integrator.may_use_outbound_id(
-            default_outbound_id
+        if default_outbound_id is not None and not may_use_outbound_id(
+            integrator, default_outbound_id
         ):
             t.problem(
                 "default_outbound_id",
@@ -1045,7 +1021,7 @@ class _Reader:
         return tuple(numbers)
 
     def patterns(
-        self, t: _Table, name: str, accept: Callable[[str], bool], forms: str, kind: str
+        self, t: _Table, name: str, accept: Callable[[str], bool], forms: str, kind: NumberKind
     ) -> tuple[str, ...] | None:
         items = t.string_list(name, numbers=True)
         if items is None:
@@ -1053,12 +1029,12 @@ class _Reader:
         patterns: list[str] = []
         for key, text in items:
             if text.endswith("*"):
-                if not _PREFIX_PATTERN.fullmatch(text):
+                if not is_prefix_pattern(text):
                     self.problem(
                         key, f'a prefix pattern is digits then "*", like "2711*"; got {_show(text)}'
                     )
                     continue
-                if not _prefix_can_match(text[:-1], kind):
+                if not prefix_can_match(text[:-1], kind):
                     self.problem(key, f"no number of the accepted forms ({forms}) starts {text}")
                     continue
             elif not accept(text):
@@ -1074,18 +1050,18 @@ class _Reader:
             patterns.append(text)
         return tuple(patterns)
 
-    def call_types(self, t: _Table) -> frozenset[CallTypeName]:
+    def call_types(self, t: _Table) -> frozenset[CallType]:
         items = t.string_list("call_types")
         if items is None:
             return DEFAULT_CALL_TYPES
-        found: list[CallTypeName] = []
+        found: list[CallType] = []
         for key, text in items:
             if text not in CALL_TYPES:
                 self.problem(key, f"must be one of {', '.join(CALL_TYPES)}, got {_show(text)}")
             elif text in found:
                 self.problem(key, f"{text} is listed twice")
             else:
-                found.append(text)
+                found.append(CallType(text))
         if not items:
             t.problem("call_types", "is empty: this integrator could place no call")
         return frozenset(found) if found else DEFAULT_CALL_TYPES
@@ -1152,19 +1128,6 @@ _INTEGRATOR_KEYS: Final = (
     "callee_ring_timeout",
     "max_call_duration",
 )
-
-# (leading digits, shortest, longest) of each accepted form, for prefix checks.
-_FORMS: Final[Mapping[str, tuple[tuple[str, int, int], ...]]] = {
-    "agent": (("", 3, 4), ("0", 10, 10), ("27", 11, 11), ("00", 13, 16)),
-    "outbound": (("0", 10, 10), ("27", 11, 11)),
-}
-
-
-def _prefix_can_match(prefix: str, kind: str) -> bool:
-    return any(
-        len(prefix) <= longest and prefix[: len(lead)] == lead[: len(prefix)]
-        for lead, _shortest, longest in _FORMS[kind]
-    )
 
 
 def _zero_hint(text: str, accept: Callable[[str], bool]) -> str:

@@ -22,6 +22,7 @@ from .calls.cdr import cdr_from_record
 from .config import parse_config
 from .sip.aio import Call, Listen, UserAgent, UserAgentConfig
 from .sip.sdp import build_offer
+from .vocabulary import CallState
 
 TALK_SECONDS = 2.0
 
@@ -136,7 +137,7 @@ clid_pool = ["27110000001"]
                 if call["status"] != last:
                     last = call["status"]
                     print(f"  call is {last}")
-                if last == "ended":
+                if last == CallState.ENDED:
                     break
                 await asyncio.sleep(0.1)
             assert service.store is not None

@@ -7,7 +7,11 @@ rules themselves live in :mod:`click2dial.api.app` and
 :mod:`click2dial.calls.rules`.  The request patterns are built from the rules
 module's regular expressions, and ``tests/api/test_openapi.py`` checks the
 paths and the call representation against the app itself, so the document
-cannot quietly drift from the code.
+cannot quietly drift from the code.  Every ``enum`` (status, leg state,
+end_reason, hangup_side, call_type, source) is generated from the enums of
+:mod:`click2dial.vocabulary`, in their order; this module only adds what each
+word means, and refuses at import to describe a word the vocabulary lacks
+or to leave one of its words undescribed.
 
 JSON Schema's ``pattern`` matches anywhere in a string, while the rules use
 ``re.fullmatch``: every pattern here is the rules' expression anchored as
@@ -17,9 +21,11 @@ JSON Schema's ``pattern`` matches anywhere in a string, while the rules use
 from __future__ import annotations
 
 import functools
-from typing import Any, Final
+from enum import StrEnum
+from typing import Any, Final, TypeVar
 
 from .. import __version__
+from ..calls.cdr import CALL_DIR, REF
 from ..calls.rules import (
     AGENT_FORMS,
     AGENT_PATTERN,
@@ -32,6 +38,7 @@ from ..calls.rules import (
     OUTBOUND_ID_PATTERN,
     validate_call_request,
 )
+from ..vocabulary import CallSource, CallState, CallType, EndReason, HangupSide, LegState
 
 __all__ = [
     "CALL_STATUSES",
@@ -41,26 +48,45 @@ __all__ = [
     "openapi_document",
 ]
 
+E = TypeVar("E", bound=StrEnum)
+
+
+def _described(vocabulary: type[E], meanings: dict[E, str]) -> dict[str, str]:
+    """``meanings`` keyed and ordered by ``vocabulary``; exactly one meaning
+    per word, so that a word added to the vocabulary cannot go undocumented."""
+    missing = [word.value for word in vocabulary if word not in meanings]
+    if missing:
+        raise RuntimeError(f"{vocabulary.__name__}: no meaning for {missing}")
+    return {word.value: meanings[word] for word in vocabulary}
+
+
 #: ``status`` of a call, in the order a call goes through them.
-CALL_STATUSES: Final[dict[str, str]] = {
-    "agent_ringing": "Click2Dial is ringing the agent's phone.",
-    "agent_answered": "The agent answered; the callee is about to be dialled.",
-    "callee_ringing": "The callee is being dialled; the agent hears ringing.",
-    "talking": "The callee answered: agent and callee are connected.",
-    "ended": "The call is over: end_reason and end_code say how, and the CDR is issued.",
-}
+CALL_STATUSES: Final[dict[str, str]] = _described(
+    CallState,
+    {
+        CallState.AGENT_RINGING: "Click2Dial is ringing the agent's phone.",
+        CallState.AGENT_ANSWERED: "The agent answered; the callee is about to be dialled.",
+        CallState.CALLEE_RINGING: "The callee is being dialled; the agent hears ringing.",
+        CallState.TALKING: "The callee answered: agent and callee are connected.",
+        CallState.ENDED: "The call is over: end_reason and end_code say how, "
+        "and the CDR is issued.",
+    },
+)
 
 #: ``end_reason`` values (SPEC §5) with when they happen and their usual Q.850 cause.
-END_REASONS: Final[dict[str, str]] = {
-    "hungup": "Answered, normal clearing, side unknown (end_code 16).",
-    "agent_hungup": "Answered, the agent hung up (end_code 16).",
-    "callee_hungup": "Answered, the callee hung up (end_code 16).",
-    "busy": "The callee (or the agent) was busy (end_code 17).",
-    "reject": "Declined before answering (end_code 21, or 19, 22).",
-    "timeout": "Rang out without an answer (end_code 19, or 18, 102).",
-    "error": "The number or the route failed (end_code 1, 28, 34, 38, 41, 42, ...).",
-    "failed": "An internal error in Click2Dial (end_code 0 or 41).",
-}
+END_REASONS: Final[dict[str, str]] = _described(
+    EndReason,
+    {
+        EndReason.HUNGUP: "Answered, normal clearing, side unknown (end_code 16).",
+        EndReason.AGENT_HUNGUP: "Answered, the agent hung up (end_code 16).",
+        EndReason.CALLEE_HUNGUP: "Answered, the callee hung up (end_code 16).",
+        EndReason.BUSY: "The callee (or the agent) was busy (end_code 17).",
+        EndReason.REJECT: "Declined before answering (end_code 21, or 19, 22).",
+        EndReason.TIMEOUT: "Rang out without an answer (end_code 19, or 18, 102).",
+        EndReason.ERROR: "The number or the route failed (end_code 1, 28, 34, 38, 41, 42, ...).",
+        EndReason.FAILED: "An internal error in Click2Dial (end_code 0 or 41).",
+    },
+)
 
 #: Every ``rule`` an error object can name, with its meaning.  A client should
 #: still accept a name it does not know: new checks may add new names.
@@ -91,6 +117,15 @@ def anchored(regex: str) -> str:
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _words(vocabulary: type[StrEnum]) -> list[str]:
+    """The ``enum`` of a schema: the vocabulary's words, in its order."""
+    return [word.value for word in vocabulary]
+
+
+def _nullable_words(vocabulary: type[StrEnum]) -> list[str | None]:
+    return [*_words(vocabulary), None]
 
 
 def _bullets(values: dict[str, str]) -> str:
@@ -208,7 +243,9 @@ def _nullable(type_: str, description: str, **extra: Any) -> dict[str, Any]:
 
 def _leg_schema(who: str, states: str, dialed: bool) -> dict[str, Any]:
     properties: dict[str, Any] = {
-        "state": _nullable("string", f"The {who} leg's SIP progress: {states}."),
+        "state": _nullable(
+            "string", f"The {who} leg's SIP progress: {states}.", enum=_nullable_words(LegState)
+        ),
         "answered_at": _nullable("number", f"When the {who} answered (Unix seconds)."),
     }
     if dialed:
@@ -233,7 +270,7 @@ def _call_schema() -> dict[str, Any]:
         },
         "status": {
             "type": "string",
-            "enum": list(CALL_STATUSES),
+            "enum": _words(CallState),
             "description": "Where the call is:\n" + _bullets(CALL_STATUSES),
         },
         "agent": {"type": "string", "description": "The agent, as a string of digits."},
@@ -249,13 +286,13 @@ def _call_schema() -> dict[str, Any]:
         },
         "call_type": {
             "type": "string",
-            "enum": ["outbound", "external", "internal"],
+            "enum": _words(CallType),
             "description": "outbound: extension to external number; external: external "
             "number to external number; internal: extension to extension.",
         },
         "source": {
             "type": "string",
-            "enum": ["api", "webrtc"],
+            "enum": _words(CallSource),
             "description": "api: placed through this API; webrtc: placed by a browser softphone.",
         },
         "warnings": {
@@ -282,7 +319,7 @@ def _call_schema() -> dict[str, Any]:
         "ended_at": _nullable("number", "When the call ended (Unix seconds); null while live."),
         "end_reason": {
             "type": ["string", "null"],
-            "enum": [*END_REASONS, None],
+            "enum": _nullable_words(EndReason),
             "description": "How the call ended (null while live):\n" + _bullets(END_REASONS),
         },
         "end_code": _nullable(
@@ -295,7 +332,9 @@ def _call_schema() -> dict[str, Any]:
             "string", "The reason phrase of that response, or a note on an internal failure."
         ),
         "hangup_side": _nullable(
-            "string", "Who ended the call: agent, callee, api (DELETE) or system."
+            "string",
+            "Who ended the call: agent, callee, api (DELETE) or system.",
+            enum=_nullable_words(HangupSide),
         ),
     }
     return {
@@ -391,7 +430,7 @@ def _cdr_schema() -> dict[str, Any]:
         "dialed_at": {**seconds, "description": "When the call was placed (Unix seconds)."},
         "end_reason": {
             "type": "string",
-            "enum": list(END_REASONS),
+            "enum": _words(EndReason),
             "description": "How the call ended:\n" + _bullets(END_REASONS),
         },
         "end_code": {"type": ["integer", "null"], "description": "The Q.850 cause."},
@@ -404,18 +443,20 @@ def _cdr_schema() -> dict[str, Any]:
             "description": "Seconds from placing the call until the callee answered or the "
             "call ended.",
         },
-        "call_dir": {"type": "string", "const": "outbound", "description": "Always outbound."},
+        "call_dir": {"type": "string", "const": CALL_DIR, "description": "Always outbound."},
         "recording_url": _nullable("string", "A recording of the call, when there is one."),
-        "ref": {"type": "string", "const": "click-dial"},
+        "ref": {"type": "string", "const": REF},
         "clid": {"type": "string", "description": "The caller ID presented to the callee."},
-        "call_type": {"type": "string", "enum": ["outbound", "external", "internal"]},
+        "call_type": {"type": "string", "enum": _words(CallType)},
         "ring_time_extension": {**seconds, "description": "Seconds the agent's phone rang."},
         "ring_time_number": {**seconds, "description": "Seconds the callee's phone rang."},
     }
     required = list(payload)
     # Beyond SPEC §5, so not required: a consumer must not depend on them.
     payload["sip_status"] = _nullable("integer", "The SIP final response that ended the call.")
-    payload["hangup_side"] = _nullable("string", "agent, callee, api or system.")
+    payload["hangup_side"] = _nullable(
+        "string", "agent, callee, api or system.", enum=_nullable_words(HangupSide)
+    )
     return {
         "type": "object",
         "description": "The Call Data Record issued once at the end of every call, "
@@ -450,7 +491,7 @@ def _agent_notification_schema() -> dict[str, Any]:
                     "agent": {"type": "string"},
                     "contact_ref": {"type": "string"},
                     "number": {"type": "string", "description": "The callee."},
-                    "ref": {"type": "string", "const": "click-dial"},
+                    "ref": {"type": "string", "const": REF},
                 },
             },
         },

@@ -9,9 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..vocabulary import EndReason
 from .outcome import Outcome
 
 REF = "click-dial"
+"""The CDR's ``ref``: always this."""
+CALL_DIR = "outbound"
+"""The CDR's ``call_dir``: Click2Dial only places calls, so always outbound.
+A direction, not a :class:`~click2dial.vocabulary.CallType`."""
 
 
 def _seconds(start: float | None, end: float | None) -> int:
@@ -35,7 +40,7 @@ def cdr_payload(call: Any, outcome: Outcome, ended_at: float) -> dict[str, Any]:
         "end_code": outcome.end_code,
         "call_time": _seconds(call.callee_answered_at, ended_at),
         "hold_time": _seconds(call.created_at, callee_end),
-        "call_dir": "outbound",
+        "call_dir": CALL_DIR,
         "recording_url": None,
         "ref": REF,
         "clid": call.outbound_id,
@@ -63,7 +68,7 @@ def agent_payload(call: Any) -> dict[str, Any]:
 def cdr_from_record(call: Any) -> dict[str, Any]:
     """The CDR payload of a call that has ended, from its stored fields."""
     outcome = Outcome(
-        call.end_reason or "failed",
+        call.end_reason or EndReason.FAILED,
         call.end_code if call.end_code is not None else 0,
         call.sip_status,
         call.sip_reason,

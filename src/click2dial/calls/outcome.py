@@ -5,11 +5,17 @@ The end reason is derived from the cause, so the two can never disagree:
 16 normal clearing, 17 busy, 18/19/102 no answer, 21/22 rejected, anything
 else an error of the number or the route; ``failed`` (0 or 41) is kept for
 Click2Dial's own faults and is never derived from a peer's answer.
+
+This module owns that mapping; the words themselves
+(:class:`~click2dial.vocabulary.EndReason`,
+:class:`~click2dial.vocabulary.HangupSide`) are the vocabulary's.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from ..vocabulary import EndReason, HangupSide
 
 #: RFC 3398 §8.2.6.1: SIP final response → ISDN cause value.
 SIP_TO_Q850: dict[int, int] = {
@@ -40,27 +46,38 @@ def q850_for_status(status: int) -> int:
     return 127
 
 
-def reason_for_cause(cause: int) -> str:
+def reason_for_cause(cause: int) -> EndReason:
     if cause == NORMAL_CLEARING:
-        return "hungup"
+        return EndReason.HUNGUP
     if cause == USER_BUSY:
-        return "busy"
+        return EndReason.BUSY
     if cause in (NO_USER_RESPONDING, NO_ANSWER, 102):
-        return "timeout"
+        return EndReason.TIMEOUT
     if cause in (CALL_REJECTED, 22):
-        return "reject"
-    return "error"
+        return EndReason.REJECT
+    return EndReason.ERROR
+
+
+#: The end reason of a normal clearing, by who hung up; anyone else: ``hungup``.
+_HUNGUP_BY: dict[str, EndReason] = {
+    HangupSide.AGENT: EndReason.AGENT_HUNGUP,
+    HangupSide.CALLEE: EndReason.CALLEE_HUNGUP,
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """Everything the CDR says about how the call ended."""
+    """Everything the CDR says about how the call ended.
+
+    ``end_reason`` is an :class:`EndReason` and ``hangup_side`` a
+    :class:`HangupSide` when built here; they are typed ``str`` because an
+    outcome rebuilt from a stored row keeps whatever word the row holds."""
 
     end_reason: str
     end_code: int
     sip_status: int | None = None
     sip_reason: str | None = None
-    hangup_side: str | None = None  # "agent" | "callee" | "api" | "system"
+    hangup_side: str | None = None
 
     @classmethod
     def from_sip(cls, status: int, reason: str | None, side: str) -> Outcome:
@@ -69,7 +86,7 @@ class Outcome:
 
     @classmethod
     def hangup(cls, side: str) -> Outcome:
-        reason = {"agent": "agent_hungup", "callee": "callee_hungup"}.get(side, "hungup")
+        reason = _HUNGUP_BY.get(side, EndReason.HUNGUP)
         return cls(reason, NORMAL_CLEARING, None, None, side)
 
     @classmethod
@@ -77,8 +94,8 @@ class Outcome:
         """Our ring timer expired: 19 if the phone was ringing, 18 if it
         never even said so."""
         cause = NO_ANSWER if alerted else NO_USER_RESPONDING
-        return cls("timeout", cause, None, None, side)
+        return cls(EndReason.TIMEOUT, cause, None, None, side)
 
     @classmethod
     def failure(cls, detail: str) -> Outcome:
-        return cls("failed", TEMPORARY_FAILURE, None, detail, "system")
+        return cls(EndReason.FAILED, TEMPORARY_FAILURE, None, detail, HangupSide.SYSTEM)

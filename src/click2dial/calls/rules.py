@@ -39,7 +39,9 @@ import re
 import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Final, Literal
+from typing import Final
+
+from ..vocabulary import CallType
 
 __all__ = [
     "AGENT_FORMS",
@@ -95,8 +97,6 @@ AGENT_FORMS: Final = (
 OUTBOUND_NUMBER_FORMS: Final = "10 digits starting 0 or 11 digits starting 27"
 OUTBOUND_ID_FORMS: Final = '"random", 10 digits starting 0, or 11 digits starting 27'
 CONTACT_REF_FORMS: Final = "letters, digits and . - _ ~ :"
-
-CallType = Literal["outbound", "external", "internal"]
 
 _MISSING: Final = object()
 
@@ -430,8 +430,8 @@ def _check_contact_ref(
 
 def _call_type(agent: str, callee: str) -> CallType:
     if _EXTENSION.fullmatch(callee):
-        return "internal"
-    return "outbound" if _EXTENSION.fullmatch(agent) else "external"
+        return CallType.INTERNAL
+    return CallType.OUTBOUND if _EXTENSION.fullmatch(agent) else CallType.EXTERNAL
 
 
 def validate_call_request(

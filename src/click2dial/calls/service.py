@@ -18,6 +18,7 @@ from typing import Any
 from ..config import IntegratorConfig
 from ..store import AgentBusyError, CallRecord, Store
 from .control import CallController, new_call_ref
+from .policy import may_use_agent, may_use_outbound_id
 from .rules import CallRequest, FieldError, validate_call_request
 
 
@@ -180,7 +181,7 @@ class CallService:
                     f"{request.call_type} calls are not enabled for this integrator",
                 )
             )
-        if not integrator.may_use_agent(request.agent):
+        if not may_use_agent(integrator, request.agent):
             errors.append(
                 FieldError("agent", "not_allowed", request.agent, "this agent is not allowed")
             )
@@ -191,7 +192,7 @@ class CallService:
                         "outbound_id", "no_pool", "random", "no caller-ID pool is configured"
                     )
                 )
-        elif not integrator.may_use_outbound_id(request.outbound_id):
+        elif not may_use_outbound_id(integrator, request.outbound_id):
             errors.append(
                 FieldError(
                     "outbound_id",

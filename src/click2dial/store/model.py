@@ -1,11 +1,14 @@
 """The records the store keeps: a call (:class:`CallRecord`) and an outbox row
 (:class:`Notification`).
 
-These are plain data.  The vocabularies (states, end reasons, kinds, targets)
-live here so that the store can refuse a misspelt value on the way in, before
-it is written to disk and delivered to an integrator.  Rows read back are not
-re-validated: a newer node sharing the database may know a value this one does
-not, and reading must not break on it.
+These are plain data.  The store refuses a value outside its vocabulary on
+the way in, before it is written to disk and delivered to an integrator: the
+call words (types, sources, states, end reasons) are the enums
+of :mod:`click2dial.vocabulary`, and the sets below are computed from them;
+the outbox words (kinds, targets) are the store's own and are defined here.
+Rows read back are not re-validated: a newer node sharing the database may
+know a value this one does not, and reading must not break on it, which is
+also why the fields are typed ``str`` rather than as the enums.
 """
 
 from __future__ import annotations
@@ -15,23 +18,15 @@ import uuid
 from dataclasses import dataclass, field, fields
 from typing import Any, Final
 
-CALL_TYPES: Final = frozenset({"outbound", "external", "internal"})
-SOURCES: Final = frozenset({"api", "webrtc"})
-LIVE_STATES: Final = frozenset({"agent_ringing", "agent_answered", "callee_ringing", "talking"})
-ENDED: Final = "ended"
-STATES: Final = LIVE_STATES | {ENDED}
-END_REASONS: Final = frozenset(
-    {
-        "hungup",
-        "agent_hungup",
-        "callee_hungup",
-        "busy",
-        "reject",
-        "timeout",
-        "error",
-        "failed",
-    }
-)
+from click2dial.vocabulary import CallSource, CallState, CallType, EndReason
+
+# Plain strings (the enums' values), so that messages list the bare words.
+CALL_TYPES: Final = frozenset(t.value for t in CallType)
+SOURCES: Final = frozenset(s.value for s in CallSource)
+ENDED: Final = CallState.ENDED
+LIVE_STATES: Final = frozenset(s.value for s in CallState if s is not ENDED)
+STATES: Final = frozenset(s.value for s in CallState)
+END_REASONS: Final = frozenset(r.value for r in EndReason)
 NOTIFICATION_KINDS: Final = frozenset({"cdr", "agent"})
 NOTIFICATION_TARGETS: Final = frozenset({"redis", "webhook"})
 
@@ -58,8 +53,8 @@ class CallRecord:
     created_at: float
     node_id: str
     """The Click2Dial node that owns the call's SIP legs."""
-    source: str = "api"
-    state: str = "agent_ringing"
+    source: str = CallSource.API
+    state: str = CallState.AGENT_RINGING
     agent_answered_at: float | None = None
     callee_dialed_at: float | None = None
     callee_answered_at: float | None = None
