@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar
 
@@ -41,24 +41,10 @@ from click2dial.store.base import (
     encode_cursor,
 )
 from click2dial.store.migrations import apply_postgres
-from click2dial.store.model import (
-    CALL_COLUMNS,
-    NOTIFICATION_COLUMNS,
-    CallRecord,
-    Notification,
-)
+from click2dial.store.model import CallRecord, Notification
+from click2dial.store.sql import NOTIFICATION_LIST, POSTGRES, Statement, stats_from
 
-_CALL_LIST = ", ".join(CALL_COLUMNS)
-_CALL_SELECT = f"SELECT {_CALL_LIST} FROM calls"
-_CALL_INSERT = (
-    f"INSERT INTO calls ({_CALL_LIST}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(CALL_COLUMNS) + 1))})"
-)
-_NOTIFICATION_LIST = ", ".join(NOTIFICATION_COLUMNS)
-_NOTIFICATION_INSERT = (
-    f"INSERT INTO notifications ({_NOTIFICATION_LIST}) "
-    f"VALUES ({', '.join(f'${i}' for i in range(1, len(NOTIFICATION_COLUMNS) + 1))})"
-)
+SQL = POSTGRES
 _LIVE_AGENT_INDEX = "calls_live_agent"
 # A lost connection surfaces as InterfaceError or OSError, a server-side
 # failure as PostgresError; callers see one StoreError for all of them.
@@ -86,30 +72,19 @@ async def _init_connection(conn: Any) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
-def _call_from(row: Mapping[str, Any]) -> CallRecord:
-    return CallRecord(**{name: row[name] for name in CALL_COLUMNS})
-
-
-def _notification_from(row: Mapping[str, Any]) -> Notification:
-    return Notification(**{name: row[name] for name in NOTIFICATION_COLUMNS})
-
-
-def _notification_args(n: Notification) -> tuple[Any, ...]:
-    return tuple(getattr(n, name) for name in NOTIFICATION_COLUMNS)
-
-
 async def _find_by_key(conn: Any, integrator: str, key: str) -> CallRecord | None:
-    row = await conn.fetchrow(
-        f"{_CALL_SELECT} WHERE integrator = $1 AND idempotency_key = $2", integrator, key
-    )
-    return None if row is None else _call_from(row)
+    sql, args = SQL.call_by_key(integrator, key)
+    row = await conn.fetchrow(sql, *args)
+    return None if row is None else SQL.call_from(row)
 
 
 async def _insert_notifications(conn: Any, notifications: Sequence[Notification]) -> None:
     if not notifications:
         return
     try:
-        await conn.executemany(_NOTIFICATION_INSERT, [_notification_args(n) for n in notifications])
+        await conn.executemany(
+            SQL.notification_insert, [SQL.notification_params(n) for n in notifications]
+        )
     except asyncpg.UniqueViolationError as exc:
         # Raised inside the caller's transaction, which it rolls back.
         raise StoreError(f"cannot queue notifications: {exc}") from exc
@@ -184,14 +159,14 @@ class PostgresStore(Store):
     @_db_errors
     async def create_call(self, call: CallRecord) -> tuple[CallRecord, bool]:
         call.validate()
-        args = tuple(getattr(call, name) for name in CALL_COLUMNS)
+        args = SQL.call_params(call)
         async with self._p.acquire() as conn:
             # Retried only when the live call that blocked us ended before we
             # could name it: then the agent is free and the insert may pass.
             for _ in range(_CREATE_ATTEMPTS):
                 try:
                     inserted = await conn.fetchval(
-                        f"{_CALL_INSERT} ON CONFLICT (integrator, idempotency_key)"
+                        f"{SQL.call_insert} ON CONFLICT (integrator, idempotency_key)"
                         " DO NOTHING RETURNING call_ref",
                         *args,
                     )
@@ -204,12 +179,8 @@ class PostgresStore(Store):
                     existing = await self._by_key(conn, call)
                     if existing is not None:
                         return existing, False
-                    busy = await conn.fetchval(
-                        "SELECT call_ref FROM calls"
-                        " WHERE integrator = $1 AND agent = $2 AND state <> 'ended'",
-                        call.integrator,
-                        call.agent,
-                    )
+                    sql, busy_args = SQL.live_call_of_agent(call.integrator, call.agent)
+                    busy = await conn.fetchval(sql, *busy_args)
                     if busy is not None:
                         raise AgentBusyError(busy) from None
                     continue
@@ -226,32 +197,31 @@ class PostgresStore(Store):
             return None
         return await _find_by_key(conn, call.integrator, call.idempotency_key)
 
+    async def _call(self, stmt: Statement) -> CallRecord | None:
+        row = await self._p.fetchrow(stmt[0], *stmt[1])
+        return None if row is None else SQL.call_from(row)
+
+    async def _calls(self, stmt: Statement) -> list[CallRecord]:
+        return [SQL.call_from(row) for row in await self._p.fetch(stmt[0], *stmt[1])]
+
+    async def _changed(self, stmt: Statement) -> bool:
+        return _rowcount(await self._p.execute(stmt[0], *stmt[1])) == 1
+
     @_db_errors
     async def find_by_idempotency_key(self, integrator: str, key: str) -> CallRecord | None:
-        return await _find_by_key(self._p, integrator, key)
+        return await self._call(SQL.call_by_key(integrator, key))
 
     @_db_errors
     async def update_call(self, call_ref: str, /, **fields: Any) -> bool:
         check_update(fields)
         if not fields:
-            found = await self._p.fetchval(
-                "SELECT 1 FROM calls WHERE call_ref = $1 AND state <> 'ended'", call_ref
-            )
-            return found is not None
-        assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(fields, start=2))
-        status = await self._p.execute(
-            f"UPDATE calls SET {assignments} WHERE call_ref = $1 AND state <> 'ended'",
-            call_ref,
-            *fields.values(),
-        )
-        return _rowcount(status) == 1
+            sql, args = SQL.is_live(call_ref)
+            return await self._p.fetchval(sql, *args) is not None
+        return await self._changed(SQL.update_call(call_ref, fields))
 
     @_db_errors
     async def get_call(self, integrator: str, call_ref: str) -> CallRecord | None:
-        row = await self._p.fetchrow(
-            f"{_CALL_SELECT} WHERE call_ref = $1 AND integrator = $2", call_ref, integrator
-        )
-        return None if row is None else _call_from(row)
+        return await self._call(SQL.call_by_ref(call_ref, integrator))
 
     @_db_errors
     async def list_calls(
@@ -265,28 +235,16 @@ class PostgresStore(Store):
         cursor: str | None = None,
     ) -> tuple[list[CallRecord], str | None]:
         check_limit(limit)
-        params: list[Any] = [integrator]
-        where = ["integrator = $1"]
-
-        def param(value: Any) -> str:
-            params.append(value)
-            return f"${len(params)}"
-
-        if contact_ref is not None:
-            where.append(f"contact_ref = {param(contact_ref)}")
-        if agent is not None:
-            where.append(f"agent = {param(agent)}")
-        if since is not None:
-            where.append(f"created_at >= {param(since)}")
-        if cursor is not None:
-            at, ref = decode_cursor(cursor)
-            where.append(f"(created_at, call_ref) < ({param(at)}, {param(ref)})")
         # One row more than asked tells whether there is a next page.
-        sql = (
-            f"{_CALL_SELECT} WHERE {' AND '.join(where)}"
-            f" ORDER BY created_at DESC, call_ref DESC LIMIT {param(limit + 1)}"
+        stmt = SQL.list_calls(
+            integrator,
+            contact_ref=contact_ref,
+            agent=agent,
+            since=since,
+            before=None if cursor is None else decode_cursor(cursor),
+            limit=limit + 1,
         )
-        calls = [_call_from(row) for row in await self._p.fetch(sql, *params)]
+        calls = await self._calls(stmt)
         if len(calls) > limit:
             return calls[:limit], encode_cursor(calls[limit - 1])
         return calls, None
@@ -305,41 +263,23 @@ class PostgresStore(Store):
         notifications: Sequence[Notification] = (),
     ) -> CallRecord | None:
         check_finish(end_reason, notifications)
+        end = (ended_at, end_reason, end_code, sip_status, sip_reason, hangup_side)
+        sql, args = SQL.finish_call(call_ref, end, returning=True)
         async with self._p.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "UPDATE calls SET state = 'ended', ended_at = $2, end_reason = $3,"
-                " end_code = $4, sip_status = $5, sip_reason = $6, hangup_side = $7"
-                f" WHERE call_ref = $1 AND state <> 'ended' RETURNING {_CALL_LIST}",
-                call_ref,
-                ended_at,
-                end_reason,
-                end_code,
-                sip_status,
-                sip_reason,
-                hangup_side,
-            )
+            row = await conn.fetchrow(sql, *args)
             if row is None:
                 return None
             await _insert_notifications(conn, notifications)
-        return _call_from(row)
+        return SQL.call_from(row)
 
     @_db_errors
     async def live_calls(self, node_id: str | None = None) -> list[CallRecord]:
-        order = " ORDER BY created_at, call_ref"
-        if node_id is None:
-            rows = await self._p.fetch(f"{_CALL_SELECT} WHERE state <> 'ended'{order}")
-        else:
-            rows = await self._p.fetch(
-                f"{_CALL_SELECT} WHERE state <> 'ended' AND node_id = $1{order}", node_id
-            )
-        return [_call_from(row) for row in rows]
+        return await self._calls(SQL.live_calls(node_id))
 
     @_db_errors
     async def count_live(self, integrator: str) -> int:
-        count = await self._p.fetchval(
-            "SELECT COUNT(*) FROM calls WHERE integrator = $1 AND state <> 'ended'", integrator
-        )
-        return int(count)
+        sql, args = SQL.count_live(integrator)
+        return int(await self._p.fetchval(sql, *args))
 
     # -- outbox ------------------------------------------------------------------
 
@@ -362,75 +302,37 @@ class PostgresStore(Store):
             " SELECT seq FROM notifications"
             " WHERE delivered_at IS NULL AND next_attempt_at <= $1"
             " ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
-            f" RETURNING seq, {_NOTIFICATION_LIST}",
+            f" RETURNING seq, {NOTIFICATION_LIST}",
             now,
             now + lease,
             limit,
         )
-        return [_notification_from(row) for row in sorted(rows, key=lambda r: int(r["seq"]))]
+        return [SQL.notification_from(row) for row in sorted(rows, key=lambda r: int(r["seq"]))]
 
     @_db_errors
     async def mark_delivered(self, id: str, at: float) -> bool:
-        status = await self._p.execute(
-            "UPDATE notifications SET delivered_at = $2 WHERE id = $1 AND delivered_at IS NULL",
-            id,
-            at,
-        )
-        return _rowcount(status) == 1
+        return await self._changed(SQL.mark_delivered(id, at))
 
     @_db_errors
     async def mark_failed(self, id: str, error: str, next_attempt_at: float) -> bool:
-        status = await self._p.execute(
-            "UPDATE notifications SET attempts = attempts + 1, last_error = $2,"
-            " next_attempt_at = $3 WHERE id = $1 AND delivered_at IS NULL",
-            id,
-            error,
-            next_attempt_at,
-        )
-        return _rowcount(status) == 1
+        return await self._changed(SQL.mark_failed(id, error, next_attempt_at))
 
     @_db_errors
     async def redeliver(self, integrator: str, id: str, *, now: float | None = None) -> bool:
-        status = await self._p.execute(
-            "UPDATE notifications SET delivered_at = NULL, next_attempt_at = $3,"
-            " attempts = 0, last_error = NULL WHERE id = $1 AND integrator = $2",
-            id,
-            integrator,
-            time.time() if now is None else now,
+        return await self._changed(
+            SQL.redeliver(integrator, id, time.time() if now is None else now)
         )
-        return _rowcount(status) == 1
 
     @_db_errors
     async def undelivered(self, integrator: str, limit: int = 100) -> list[Notification]:
         check_limit(limit)
-        rows = await self._p.fetch(
-            f"SELECT {_NOTIFICATION_LIST} FROM notifications"
-            " WHERE integrator = $1 AND delivered_at IS NULL ORDER BY seq LIMIT $2",
-            integrator,
-            limit,
-        )
-        return [_notification_from(row) for row in rows]
+        sql, args = SQL.undelivered(integrator, limit)
+        return [SQL.notification_from(row) for row in await self._p.fetch(sql, *args)]
 
     @_db_errors
     async def outbox_stats(
         self, *, now: float | None = None, integrator: str | None = None
     ) -> OutboxStats:
-        sql = (
-            "SELECT"
-            " COUNT(*) FILTER (WHERE delivered_at IS NULL),"
-            " COUNT(*) FILTER (WHERE delivered_at IS NOT NULL),"
-            " COUNT(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0),"
-            " MIN(created_at) FILTER (WHERE delivered_at IS NULL)"
-            " FROM notifications"
-        )
-        args: tuple[Any, ...] = ()
-        if integrator is not None:
-            sql, args = sql + " WHERE integrator = $1", (integrator,)
-        pending, delivered, retries, oldest = await self._p.fetchrow(sql, *args)
-        now = time.time() if now is None else now
-        return OutboxStats(
-            pending=int(pending),
-            delivered=int(delivered),
-            retries=int(retries),
-            oldest_pending_age=0.0 if oldest is None else max(0.0, now - float(oldest)),
-        )
+        sql, args = SQL.outbox_stats(integrator)
+        row = await self._p.fetchrow(sql, *args)
+        return stats_from(row, time.time() if now is None else now)

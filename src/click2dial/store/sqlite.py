@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -44,52 +43,14 @@ from click2dial.store.base import (
     encode_cursor,
 )
 from click2dial.store.migrations import apply_sqlite
-from click2dial.store.model import (
-    CALL_COLUMNS,
-    NOTIFICATION_COLUMNS,
-    CallRecord,
-    Notification,
-)
+from click2dial.store.model import CallRecord, Notification
+from click2dial.store.sql import NOTIFICATION_LIST, SQLITE, Statement, stats_from
 
 T = TypeVar("T")
 
-_CALL_SELECT = f"SELECT {', '.join(CALL_COLUMNS)} FROM calls"
-_CALL_INSERT = (
-    f"INSERT INTO calls ({', '.join(CALL_COLUMNS)}) VALUES ({', '.join('?' for _ in CALL_COLUMNS)})"
-)
-_NOTIFICATION_SELECT = f"SELECT seq, {', '.join(NOTIFICATION_COLUMNS)} FROM notifications"
-_NOTIFICATION_INSERT = (
-    f"INSERT INTO notifications ({', '.join(NOTIFICATION_COLUMNS)}) "
-    f"VALUES ({', '.join('?' for _ in NOTIFICATION_COLUMNS)})"
-)
+SQL = SQLITE
+_NOTIFICATION_SELECT = f"SELECT seq, {NOTIFICATION_LIST} FROM notifications"
 _MIN_SQLITE = (3, 30, 0)  # row values (keyset pagination), aggregate FILTER (stats)
-
-
-def _call_row(call: CallRecord) -> tuple[Any, ...]:
-    return tuple(
-        json.dumps(call.warnings) if name == "warnings" else getattr(call, name)
-        for name in CALL_COLUMNS
-    )
-
-
-def _call_from(row: sqlite3.Row) -> CallRecord:
-    values = dict(zip(row.keys(), row, strict=True))
-    values["warnings"] = json.loads(values["warnings"])
-    return CallRecord(**values)
-
-
-def _notification_row(n: Notification) -> tuple[Any, ...]:
-    return tuple(
-        json.dumps(n.payload) if name == "payload" else getattr(n, name)
-        for name in NOTIFICATION_COLUMNS
-    )
-
-
-def _notification_from(row: sqlite3.Row) -> Notification:
-    values = dict(zip(row.keys(), row, strict=True))
-    del values["seq"]
-    values["payload"] = json.loads(values["payload"])
-    return Notification(**values)
 
 
 class SQLiteStore(Store):
@@ -190,6 +151,21 @@ class SQLiteStore(Store):
 
     # -- calls --------------------------------------------------------------------
 
+    def _one(self, stmt: Statement) -> sqlite3.Row | None:
+        row: sqlite3.Row | None = self._db.execute(*stmt).fetchone()
+        return row
+
+    def _calls(self, stmt: Statement) -> list[CallRecord]:
+        return [SQL.call_from(row) for row in self._db.execute(*stmt)]
+
+    def _call(self, stmt: Statement) -> CallRecord | None:
+        row = self._one(stmt)
+        return None if row is None else SQL.call_from(row)
+
+    def _changed(self, stmt: Statement) -> bool:
+        with self._write() as conn:
+            return conn.execute(*stmt).rowcount == 1
+
     async def create_call(self, call: CallRecord) -> tuple[CallRecord, bool]:
         call.validate()
         return await self._run(self._create_call, replace(call, warnings=list(call.warnings)))
@@ -197,60 +173,31 @@ class SQLiteStore(Store):
     def _create_call(self, call: CallRecord) -> tuple[CallRecord, bool]:
         with self._write() as conn:
             try:
-                conn.execute(_CALL_INSERT, _call_row(call))
+                conn.execute(SQL.call_insert, SQL.call_params(call))
             except sqlite3.IntegrityError as exc:
                 # The insert lost to a UNIQUE index; find out which, inside the
                 # same transaction so the answer matches what blocked us.
                 if call.idempotency_key is not None:
-                    existing = self._by_key(call.integrator, call.idempotency_key)
+                    existing = self._call(SQL.call_by_key(call.integrator, call.idempotency_key))
                     if existing is not None:
                         return existing, False
-                row = conn.execute(
-                    "SELECT call_ref FROM calls"
-                    " WHERE integrator = ? AND agent = ? AND state <> 'ended'",
-                    (call.integrator, call.agent),
-                ).fetchone()
+                row = self._one(SQL.live_call_of_agent(call.integrator, call.agent))
                 if row is not None:
                     raise AgentBusyError(row["call_ref"]) from None
                 raise StoreError(f"cannot store call {call.call_ref}: {exc}") from exc
         return call, True
 
     async def find_by_idempotency_key(self, integrator: str, key: str) -> CallRecord | None:
-        return await self._run(self._by_key, integrator, key)
-
-    def _by_key(self, integrator: str, key: str) -> CallRecord | None:
-        row = self._db.execute(
-            f"{_CALL_SELECT} WHERE integrator = ? AND idempotency_key = ?", (integrator, key)
-        ).fetchone()
-        return None if row is None else _call_from(row)
+        return await self._run(self._call, SQL.call_by_key(integrator, key))
 
     async def update_call(self, call_ref: str, /, **fields: Any) -> bool:
         check_update(fields)
-        return await self._run(self._update_call, call_ref, fields)
-
-    def _update_call(self, call_ref: str, fields: dict[str, Any]) -> bool:
         if not fields:
-            row = self._db.execute(
-                "SELECT 1 FROM calls WHERE call_ref = ? AND state <> 'ended'", (call_ref,)
-            ).fetchone()
-            return row is not None
-        assignments = ", ".join(f"{name} = ?" for name in fields)
-        values = [json.dumps(v) if k == "warnings" else v for k, v in fields.items()]
-        with self._write() as conn:
-            cur = conn.execute(
-                f"UPDATE calls SET {assignments} WHERE call_ref = ? AND state <> 'ended'",
-                (*values, call_ref),
-            )
-            return cur.rowcount == 1
+            return await self._run(self._one, SQL.is_live(call_ref)) is not None
+        return await self._run(self._changed, SQL.update_call(call_ref, fields))
 
     async def get_call(self, integrator: str, call_ref: str) -> CallRecord | None:
-        return await self._run(self._get_call, integrator, call_ref)
-
-    def _get_call(self, integrator: str, call_ref: str) -> CallRecord | None:
-        row = self._db.execute(
-            f"{_CALL_SELECT} WHERE call_ref = ? AND integrator = ?", (call_ref, integrator)
-        ).fetchone()
-        return None if row is None else _call_from(row)
+        return await self._run(self._call, SQL.call_by_ref(call_ref, integrator))
 
     async def list_calls(
         self,
@@ -263,33 +210,19 @@ class SQLiteStore(Store):
         cursor: str | None = None,
     ) -> tuple[list[CallRecord], str | None]:
         check_limit(limit)
-        where = ["integrator = ?"]
-        params: list[Any] = [integrator]
-        if contact_ref is not None:
-            where.append("contact_ref = ?")
-            params.append(contact_ref)
-        if agent is not None:
-            where.append("agent = ?")
-            params.append(agent)
-        if since is not None:
-            where.append("created_at >= ?")
-            params.append(since)
-        if cursor is not None:
-            where.append("(created_at, call_ref) < (?, ?)")
-            params.extend(decode_cursor(cursor))
         # One row more than asked tells whether there is a next page.
-        params.append(limit + 1)
-        sql = (
-            f"{_CALL_SELECT} WHERE {' AND '.join(where)}"
-            " ORDER BY created_at DESC, call_ref DESC LIMIT ?"
+        stmt = SQL.list_calls(
+            integrator,
+            contact_ref=contact_ref,
+            agent=agent,
+            since=since,
+            before=None if cursor is None else decode_cursor(cursor),
+            limit=limit + 1,
         )
-        calls = await self._run(self._select_calls, sql, tuple(params))
+        calls = await self._run(self._calls, stmt)
         if len(calls) > limit:
             return calls[:limit], encode_cursor(calls[limit - 1])
         return calls, None
-
-    def _select_calls(self, sql: str, params: tuple[Any, ...]) -> list[CallRecord]:
-        return [_call_from(row) for row in self._db.execute(sql, params)]
 
     async def finish_call(
         self,
@@ -305,46 +238,33 @@ class SQLiteStore(Store):
     ) -> CallRecord | None:
         check_finish(end_reason, notifications)
         end = (ended_at, end_reason, end_code, sip_status, sip_reason, hangup_side)
-        rows = [_notification_row(n) for n in notifications]
-        return await self._run(self._finish_call, call_ref, end, rows)
+        # RETURNING needs SQLite 3.35; the row is read back in the transaction.
+        stmt = SQL.finish_call(call_ref, end, returning=False)
+        rows = [SQL.notification_params(n) for n in notifications]
+        return await self._run(self._finish_call, call_ref, stmt, rows)
 
     def _finish_call(
-        self, call_ref: str, end: tuple[Any, ...], notifications: list[tuple[Any, ...]]
+        self, call_ref: str, stmt: Statement, notifications: list[tuple[Any, ...]]
     ) -> CallRecord | None:
         with self._write() as conn:
-            cur = conn.execute(
-                "UPDATE calls SET state = 'ended', ended_at = ?, end_reason = ?,"
-                " end_code = ?, sip_status = ?, sip_reason = ?, hangup_side = ?"
-                " WHERE call_ref = ? AND state <> 'ended'",
-                (*end, call_ref),
-            )
-            if cur.rowcount != 1:
+            if conn.execute(*stmt).rowcount != 1:
                 return None
             self._insert_notifications(conn, notifications)
-            row = conn.execute(f"{_CALL_SELECT} WHERE call_ref = ?", (call_ref,)).fetchone()
-        return _call_from(row)
+            return self._call(SQL.call_by_ref(call_ref))
 
     async def live_calls(self, node_id: str | None = None) -> list[CallRecord]:
-        sql = f"{_CALL_SELECT} WHERE state <> 'ended'"
-        params: tuple[Any, ...] = ()
-        if node_id is not None:
-            sql, params = sql + " AND node_id = ?", (node_id,)
-        return await self._run(self._select_calls, sql + " ORDER BY created_at, call_ref", params)
+        return await self._run(self._calls, SQL.live_calls(node_id))
 
     async def count_live(self, integrator: str) -> int:
-        return await self._run(self._count_live, integrator)
-
-    def _count_live(self, integrator: str) -> int:
-        (count,) = self._db.execute(
-            "SELECT COUNT(*) FROM calls WHERE integrator = ? AND state <> 'ended'", (integrator,)
-        ).fetchone()
-        return int(count)
+        row = await self._run(self._one, SQL.count_live(integrator))
+        assert row is not None
+        return int(row[0])
 
     # -- outbox ------------------------------------------------------------------
 
     async def enqueue(self, notifications: Sequence[Notification]) -> None:
         check_notifications(notifications)
-        await self._run(self._enqueue, [_notification_row(n) for n in notifications])
+        await self._run(self._enqueue, [SQL.notification_params(n) for n in notifications])
 
     def _enqueue(self, rows: list[tuple[Any, ...]]) -> None:
         with self._write() as conn:
@@ -353,7 +273,7 @@ class SQLiteStore(Store):
     @staticmethod
     def _insert_notifications(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
         try:
-            conn.executemany(_NOTIFICATION_INSERT, rows)
+            conn.executemany(SQL.notification_insert, rows)
         except sqlite3.IntegrityError as exc:
             raise StoreError(f"cannot queue notifications: {exc}") from exc
 
@@ -374,68 +294,28 @@ class SQLiteStore(Store):
                 "UPDATE notifications SET next_attempt_at = ? WHERE seq = ?",
                 [(until, row["seq"]) for row in rows],
             )
-        return [replace(_notification_from(row), next_attempt_at=until) for row in rows]
+        return [replace(SQL.notification_from(row), next_attempt_at=until) for row in rows]
 
     async def mark_delivered(self, id: str, at: float) -> bool:
-        return await self._run(
-            self._update_count,
-            "UPDATE notifications SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
-            (at, id),
-        )
+        return await self._run(self._changed, SQL.mark_delivered(id, at))
 
     async def mark_failed(self, id: str, error: str, next_attempt_at: float) -> bool:
-        return await self._run(
-            self._update_count,
-            "UPDATE notifications SET attempts = attempts + 1, last_error = ?,"
-            " next_attempt_at = ? WHERE id = ? AND delivered_at IS NULL",
-            (error, next_attempt_at, id),
-        )
+        return await self._run(self._changed, SQL.mark_failed(id, error, next_attempt_at))
 
     async def redeliver(self, integrator: str, id: str, *, now: float | None = None) -> bool:
-        return await self._run(
-            self._update_count,
-            "UPDATE notifications SET delivered_at = NULL, next_attempt_at = ?,"
-            " attempts = 0, last_error = NULL WHERE id = ? AND integrator = ?",
-            (time.time() if now is None else now, id, integrator),
-        )
-
-    def _update_count(self, sql: str, params: tuple[Any, ...]) -> bool:
-        with self._write() as conn:
-            return conn.execute(sql, params).rowcount == 1
+        stmt = SQL.redeliver(integrator, id, time.time() if now is None else now)
+        return await self._run(self._changed, stmt)
 
     async def undelivered(self, integrator: str, limit: int = 100) -> list[Notification]:
         check_limit(limit)
-        return await self._run(self._undelivered, integrator, limit)
+        return await self._run(self._notifications, SQL.undelivered(integrator, limit))
 
-    def _undelivered(self, integrator: str, limit: int) -> list[Notification]:
-        rows = self._db.execute(
-            f"{_NOTIFICATION_SELECT} WHERE integrator = ? AND delivered_at IS NULL"
-            " ORDER BY seq LIMIT ?",
-            (integrator, limit),
-        )
-        return [_notification_from(row) for row in rows]
+    def _notifications(self, stmt: Statement) -> list[Notification]:
+        return [SQL.notification_from(row) for row in self._db.execute(*stmt)]
 
     async def outbox_stats(
         self, *, now: float | None = None, integrator: str | None = None
     ) -> OutboxStats:
-        return await self._run(self._stats, time.time() if now is None else now, integrator)
-
-    def _stats(self, now: float, integrator: str | None) -> OutboxStats:
-        sql = (
-            "SELECT"
-            " COUNT(*) FILTER (WHERE delivered_at IS NULL),"
-            " COUNT(*) FILTER (WHERE delivered_at IS NOT NULL),"
-            " COUNT(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0),"
-            " MIN(created_at) FILTER (WHERE delivered_at IS NULL)"
-            " FROM notifications"
-        )
-        params: tuple[Any, ...] = ()
-        if integrator is not None:
-            sql, params = sql + " WHERE integrator = ?", (integrator,)
-        pending, delivered, retries, oldest = self._db.execute(sql, params).fetchone()
-        return OutboxStats(
-            pending=int(pending),
-            delivered=int(delivered),
-            retries=int(retries),
-            oldest_pending_age=0.0 if oldest is None else max(0.0, now - float(oldest)),
-        )
+        row = await self._run(self._one, SQL.outbox_stats(integrator))
+        assert row is not None
+        return stats_from(row, time.time() if now is None else now)

@@ -1,0 +1,247 @@
+"""The SQL both backends share, written once.
+
+Statements are written with ``?`` placeholders; :class:`Sql` renders them for
+one backend and converts values on the way in and out.  The two differences
+it hides:
+
+* placeholders: SQLite takes ``?`` in order, asyncpg takes ``$1``, ``$2``...
+  (``numbered=True``); no statement here has a literal ``?``.
+* JSON columns: SQLite keeps JSON as text, so values are encoded and decoded
+  here (``json_text=True``); asyncpg's JSONB codec does it for PostgreSQL.
+
+What only one engine can do (``FOR UPDATE SKIP LOCKED``, ``ON CONFLICT ...
+RETURNING``) stays in that backend.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
+
+from click2dial.store.base import OutboxStats
+from click2dial.store.model import CALL_COLUMNS, NOTIFICATION_COLUMNS, CallRecord, Notification
+
+JSON_COLUMNS: Final = frozenset({"warnings", "payload", "agent_dialog", "callee_dialog"})
+"""Columns of type JSON (TEXT in SQLite, JSONB in PostgreSQL)."""
+
+CALL_LIST: Final = ", ".join(CALL_COLUMNS)
+NOTIFICATION_LIST: Final = ", ".join(NOTIFICATION_COLUMNS)
+LIVE: Final = "state <> 'ended'"
+
+_CALL_SELECT: Final = f"SELECT {CALL_LIST} FROM calls"
+_LIVE_ORDER: Final = " ORDER BY created_at, call_ref"
+_STATS: Final = (
+    "SELECT"
+    " COUNT(*) FILTER (WHERE delivered_at IS NULL),"
+    " COUNT(*) FILTER (WHERE delivered_at IS NOT NULL),"
+    " COUNT(*) FILTER (WHERE delivered_at IS NULL AND attempts > 0),"
+    " MIN(created_at) FILTER (WHERE delivered_at IS NULL)"
+    " FROM notifications"
+)
+
+
+class Row(Protocol):
+    """A result row by column name: ``sqlite3.Row`` or ``asyncpg.Record``."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+
+Statement = tuple[str, tuple[Any, ...]]
+"""SQL text and its parameters, in placeholder order."""
+
+
+def _values(n: int) -> str:
+    return ", ".join("?" * n)
+
+
+@dataclass(frozen=True, slots=True)
+class Sql:
+    numbered: bool
+    """``$1, $2...`` placeholders (asyncpg) instead of ``?`` (sqlite3)."""
+    json_text: bool
+    """JSON columns travel as text (sqlite3) rather than as objects."""
+
+    def render(self, sql: str) -> str:
+        """``sql`` with this backend's placeholders."""
+        if not self.numbered:
+            return sql
+        parts = sql.split("?")
+        out = [parts[0]]
+        for i, part in enumerate(parts[1:], start=1):
+            out.append(f"${i}{part}")
+        return "".join(out)
+
+    def _stmt(self, sql: str, params: Iterable[Any] = ()) -> Statement:
+        return self.render(sql), tuple(params)
+
+    # -- values ---------------------------------------------------------------
+
+    def encode(self, column: str, value: Any) -> Any:
+        if self.json_text and column in JSON_COLUMNS and value is not None:
+            return json.dumps(value)
+        return value
+
+    def decode(self, column: str, value: Any) -> Any:
+        if self.json_text and column in JSON_COLUMNS and isinstance(value, str):
+            return json.loads(value)
+        return value
+
+    def call_params(self, call: CallRecord) -> tuple[Any, ...]:
+        return tuple(self.encode(name, getattr(call, name)) for name in CALL_COLUMNS)
+
+    def call_from(self, row: Row) -> CallRecord:
+        return CallRecord(**{name: self.decode(name, row[name]) for name in CALL_COLUMNS})
+
+    def notification_params(self, n: Notification) -> tuple[Any, ...]:
+        return tuple(self.encode(name, getattr(n, name)) for name in NOTIFICATION_COLUMNS)
+
+    def notification_from(self, row: Row) -> Notification:
+        return Notification(**{name: self.decode(name, row[name]) for name in NOTIFICATION_COLUMNS})
+
+    # -- calls ----------------------------------------------------------------
+
+    @property
+    def call_insert(self) -> str:
+        return self.render(f"INSERT INTO calls ({CALL_LIST}) VALUES ({_values(len(CALL_COLUMNS))})")
+
+    def call_by_key(self, integrator: str, key: str) -> Statement:
+        return self._stmt(
+            f"{_CALL_SELECT} WHERE integrator = ? AND idempotency_key = ?", (integrator, key)
+        )
+
+    def call_by_ref(self, call_ref: str, integrator: str | None = None) -> Statement:
+        if integrator is None:
+            return self._stmt(f"{_CALL_SELECT} WHERE call_ref = ?", (call_ref,))
+        return self._stmt(
+            f"{_CALL_SELECT} WHERE call_ref = ? AND integrator = ?", (call_ref, integrator)
+        )
+
+    def live_call_of_agent(self, integrator: str, agent: str) -> Statement:
+        return self._stmt(
+            f"SELECT call_ref FROM calls WHERE integrator = ? AND agent = ? AND {LIVE}",
+            (integrator, agent),
+        )
+
+    def is_live(self, call_ref: str) -> Statement:
+        return self._stmt(f"SELECT 1 FROM calls WHERE call_ref = ? AND {LIVE}", (call_ref,))
+
+    def update_call(self, call_ref: str, fields: Mapping[str, Any]) -> Statement:
+        """``fields`` must have been checked (``check_update``): the names
+        become SQL."""
+        assignments = ", ".join(f"{name} = ?" for name in fields)
+        values = [self.encode(name, value) for name, value in fields.items()]
+        return self._stmt(
+            f"UPDATE calls SET {assignments} WHERE call_ref = ? AND {LIVE}", (*values, call_ref)
+        )
+
+    def finish_call(self, call_ref: str, end: tuple[Any, ...], *, returning: bool) -> Statement:
+        """``end`` is ``(ended_at, end_reason, end_code, sip_status,
+        sip_reason, hangup_side)``."""
+        sql = (
+            "UPDATE calls SET state = 'ended', ended_at = ?, end_reason = ?,"
+            " end_code = ?, sip_status = ?, sip_reason = ?, hangup_side = ?"
+            f" WHERE call_ref = ? AND {LIVE}"
+        )
+        if returning:
+            sql += f" RETURNING {CALL_LIST}"
+        return self._stmt(sql, (*end, call_ref))
+
+    def list_calls(
+        self,
+        integrator: str,
+        *,
+        contact_ref: str | None,
+        agent: str | None,
+        since: float | None,
+        before: tuple[float, str] | None,
+        limit: int,
+    ) -> Statement:
+        """Newest first; ``before`` is a decoded cursor."""
+        where = ["integrator = ?"]
+        params: list[Any] = [integrator]
+        if contact_ref is not None:
+            where.append("contact_ref = ?")
+            params.append(contact_ref)
+        if agent is not None:
+            where.append("agent = ?")
+            params.append(agent)
+        if since is not None:
+            where.append("created_at >= ?")
+            params.append(since)
+        if before is not None:
+            where.append("(created_at, call_ref) < (?, ?)")
+            params.extend(before)
+        params.append(limit)
+        sql = (
+            f"{_CALL_SELECT} WHERE {' AND '.join(where)}"
+            " ORDER BY created_at DESC, call_ref DESC LIMIT ?"
+        )
+        return self._stmt(sql, params)
+
+    def live_calls(self, node_id: str | None) -> Statement:
+        if node_id is None:
+            return self._stmt(f"{_CALL_SELECT} WHERE {LIVE}{_LIVE_ORDER}")
+        return self._stmt(f"{_CALL_SELECT} WHERE {LIVE} AND node_id = ?{_LIVE_ORDER}", (node_id,))
+
+    def count_live(self, integrator: str) -> Statement:
+        return self._stmt(
+            f"SELECT COUNT(*) FROM calls WHERE integrator = ? AND {LIVE}", (integrator,)
+        )
+
+    # -- outbox ---------------------------------------------------------------
+
+    @property
+    def notification_insert(self) -> str:
+        return self.render(
+            f"INSERT INTO notifications ({NOTIFICATION_LIST})"
+            f" VALUES ({_values(len(NOTIFICATION_COLUMNS))})"
+        )
+
+    def mark_delivered(self, id: str, at: float) -> Statement:
+        return self._stmt(
+            "UPDATE notifications SET delivered_at = ? WHERE id = ? AND delivered_at IS NULL",
+            (at, id),
+        )
+
+    def mark_failed(self, id: str, error: str, next_attempt_at: float) -> Statement:
+        return self._stmt(
+            "UPDATE notifications SET attempts = attempts + 1, last_error = ?,"
+            " next_attempt_at = ? WHERE id = ? AND delivered_at IS NULL",
+            (error, next_attempt_at, id),
+        )
+
+    def redeliver(self, integrator: str, id: str, now: float) -> Statement:
+        return self._stmt(
+            "UPDATE notifications SET delivered_at = NULL, next_attempt_at = ?,"
+            " attempts = 0, last_error = NULL WHERE id = ? AND integrator = ?",
+            (now, id, integrator),
+        )
+
+    def undelivered(self, integrator: str, limit: int) -> Statement:
+        return self._stmt(
+            f"SELECT {NOTIFICATION_LIST} FROM notifications"
+            " WHERE integrator = ? AND delivered_at IS NULL ORDER BY seq LIMIT ?",
+            (integrator, limit),
+        )
+
+    def outbox_stats(self, integrator: str | None) -> Statement:
+        if integrator is None:
+            return self._stmt(_STATS)
+        return self._stmt(f"{_STATS} WHERE integrator = ?", (integrator,))
+
+
+def stats_from(row: Sequence[Any], now: float) -> OutboxStats:
+    """The :class:`OutboxStats` of an ``outbox_stats`` row."""
+    pending, delivered, retries, oldest = row
+    return OutboxStats(
+        pending=int(pending),
+        delivered=int(delivered),
+        retries=int(retries),
+        oldest_pending_age=0.0 if oldest is None else max(0.0, now - float(oldest)),
+    )
+
+
+SQLITE: Final = Sql(numbered=False, json_text=True)
+POSTGRES: Final = Sql(numbered=True, json_text=False)
