@@ -715,3 +715,19 @@ def test_every_key_is_documented() -> None:
     fields += [f.name for f in dataclasses.fields(IntegratorConfig) if f.name != "name"]
     missing = [name for name in fields if f"| `{name}` |" not in text]
     assert missing == []
+
+
+def test_sip_liveness_and_session_timer_keys_have_defaults_and_ranges() -> None:
+    sip = parse_config(acme(), SRC).sip
+    assert (sip.probe_interval, sip.session_expires, sip.min_se) == (45, 1800, 90)
+    found = "\n".join(
+        problems("[sip]\nprobe_interval = 2\nsession_expires = 100\nmin_se = 120\n" + acme())
+    )
+    assert "sip.probe_interval" in found and "at least 5 seconds" in found
+    assert "sip.session_expires" in found and "min_se (120)" in found
+
+
+def test_agents_are_behind_nat_unless_configured_otherwise() -> None:
+    cfg = parse_config('[agents."1001"]\n[agents."1002"]\nnat = false\n' + acme(), SRC)
+    assert cfg.agents["1001"].nat is True
+    assert cfg.agents["1002"].nat is False

@@ -98,6 +98,12 @@ DEFAULT_HTTP_PORT: Final = 8300
 DEFAULT_DATABASE: Final = "sqlite:///click2dial.db"
 DEFAULT_SIP_LISTEN: Final = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:8088")
 DEFAULT_PUBLIC_HOST: Final = "127.0.0.1"
+#: Seconds between in-dialog OPTIONS probes of a leg without a session timer:
+#: a vanished peer is noticed within two probes plus a transaction time-out.
+DEFAULT_PROBE_INTERVAL: Final = 45
+#: RFC 4028: the interval we ask for, and the smallest we accept (its floor is 90).
+DEFAULT_SESSION_EXPIRES: Final = 1800
+DEFAULT_MIN_SE: Final = 90
 DEFAULT_TRUNK_URI: Final = "sip:127.0.0.1:5080"
 DEFAULT_CALL_TYPES: Final[frozenset[CallType]] = frozenset({CallType.OUTBOUND, CallType.EXTERNAL})
 DEFAULT_MAX_CPS: Final = 10.0
@@ -181,6 +187,9 @@ class SipConfig:
     rtpengine: str | None = None
     tls_certificate: str | None = None
     tls_private_key: str | None = None
+    probe_interval: int = DEFAULT_PROBE_INTERVAL
+    session_expires: int = DEFAULT_SESSION_EXPIRES
+    min_se: int = DEFAULT_MIN_SE
 
     @property
     def listeners(self) -> tuple[SipListen, ...]:
@@ -213,6 +222,7 @@ class AgentConfig:
     password: str | None = field(default=None, repr=False)
     auto_answer: AutoAnswer = "none"
     contact: str | None = None
+    nat: bool = True
 
 
 @dataclass(frozen=True)
@@ -712,13 +722,42 @@ class _Reader:
             for name, value in (("tls_certificate", cert), ("tls_private_key", private_key)):
                 if value is None and not self.problems_for(t.key(name)):
                     t.problem(name, f"required by the listener {secure[0]}")
-        t.finish(["listen", "public_host", "rtpengine", "tls_certificate", "tls_private_key"])
+        probe_interval = t.integer(
+            "probe_interval", DEFAULT_PROBE_INTERVAL, 0, 3600, "seconds 0-3600 (0: no probes)"
+        )
+        if 0 < probe_interval < 5:
+            t.problem(
+                "probe_interval", f"must be 0 (off) or at least 5 seconds, got {probe_interval}"
+            )
+        min_se = t.integer("min_se", DEFAULT_MIN_SE, 90, 86400, "seconds 90-86400 (RFC 4028)")
+        session_expires = t.integer(
+            "session_expires", DEFAULT_SESSION_EXPIRES, 90, 86400, "seconds 90-86400 (RFC 4028)"
+        )
+        if session_expires < min_se:
+            t.problem(
+                "session_expires", f"must not be below min_se ({min_se}), got {session_expires}"
+            )
+        t.finish(
+            [
+                "listen",
+                "public_host",
+                "rtpengine",
+                "tls_certificate",
+                "tls_private_key",
+                "probe_interval",
+                "session_expires",
+                "min_se",
+            ]
+        )
         return SipConfig(
             listen=tuple(listen),
             public_host=public_host,
             rtpengine=rtpengine,
             tls_certificate=self.resolve(cert),
             tls_private_key=self.resolve(private_key),
+            probe_interval=probe_interval,
+            session_expires=session_expires,
+            min_se=min_se,
         )
 
     def problems_for(self, key: str) -> bool:
@@ -802,12 +841,14 @@ class _Reader:
                 check=lambda v: _with_value(_sip_uri_problem(v), v),
                 empty_ok=False,
             )
-            sub.finish(["password", "auto_answer", "contact"])
+            nat = sub.boolean("nat", True)
+            sub.finish(["password", "auto_answer", "contact", "nat"])
             agents[extension] = AgentConfig(
                 extension=extension,
                 password=password,
                 auto_answer=cast(AutoAnswer, auto_answer),
                 contact=contact,
+                nat=nat,
             )
         return agents
 
