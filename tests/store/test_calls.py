@@ -237,6 +237,30 @@ def test_finish_ends_the_call_and_queues_its_notifications(db: Db) -> None:
     db.run(main())
 
 
+def test_finish_writes_the_times_the_call_reached_with_its_end(db: Db) -> None:
+    async def main() -> None:
+        call = make_call()
+        await db.store.create_call(call)
+        # The update_call of "talking" never landed (a store outage): the end
+        # still carries the answer times, so the CDR row is complete.
+        reached = {"agent_answered_at": T0 + 2, "callee_answered_at": T0 + 5,
+                   "callee_leg": "answered"}  # fmt: skip
+        final = await db.store.finish_call(call.call_ref, fields=reached, **end_fields())
+        assert final is not None and final.state == "ended"
+        assert (final.agent_answered_at, final.callee_answered_at, final.callee_leg) == (
+            T0 + 2,
+            T0 + 5,
+            "answered",
+        )
+        assert await db.store.get_call("acme", call.call_ref) == final
+        with pytest.raises(ValueError):
+            await db.store.finish_call(call.call_ref, fields={"state": "talking"}, **end_fields())
+        with pytest.raises(ValueError):
+            await db.store.finish_call(call.call_ref, fields={"call_ref": "x"}, **end_fields())
+
+    db.run(main())
+
+
 def test_concurrent_finishes_end_the_call_once(db: Db) -> None:
     call = make_call()
 

@@ -21,7 +21,7 @@ import binascii
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypedDict
 
@@ -97,10 +97,18 @@ def check_notifications(notifications: Sequence[Notification]) -> None:
         n.validate()
 
 
-def check_finish(end_reason: str, notifications: Sequence[Notification]) -> None:
+def check_finish(
+    end_reason: str,
+    notifications: Sequence[Notification],
+    fields: Mapping[str, Any] | None = None,
+) -> None:
     if end_reason not in END_REASONS:
         raise ValueError(f"unknown end_reason {end_reason!r}")
     check_notifications(notifications)
+    if fields:
+        if "state" in fields:
+            raise ValueError("finish_call sets the state itself")
+        check_update(dict(fields))
 
 
 def check_update(fields: dict[str, Any]) -> None:
@@ -206,8 +214,11 @@ class Store(ABC):
         sip_reason: str | None,
         hangup_side: str | None,
         notifications: Sequence[Notification] = (),
+        fields: Mapping[str, Any] | None = None,
     ) -> CallRecord | None:
         """End a live call and queue its notifications, in one transaction.
+        ``fields`` are other columns to set with the end (as ``update_call``
+        would: times and leg states the call reached).
 
         Returns the ended record, or ``None`` (and writes nothing) if the call
         is unknown or already ended.

@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 import json
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ParamSpec, TypeVar
 
@@ -261,10 +261,11 @@ class PostgresStore(Store):
         sip_reason: str | None,
         hangup_side: str | None,
         notifications: Sequence[Notification] = (),
+        fields: Mapping[str, Any] | None = None,
     ) -> CallRecord | None:
-        check_finish(end_reason, notifications)
+        check_finish(end_reason, notifications, fields)
         end = (ended_at, end_reason, end_code, sip_status, sip_reason, hangup_side)
-        sql, args = SQL.finish_call(call_ref, end, returning=True)
+        sql, args = SQL.finish_call(call_ref, end, returning=True, fields=fields)
         async with self._p.acquire() as conn, conn.transaction():
             row = await conn.fetchrow(sql, *args)
             if row is None:

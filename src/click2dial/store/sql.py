@@ -136,17 +136,30 @@ class Sql:
             f"UPDATE calls SET {assignments} WHERE call_ref = ? AND {LIVE}", (*values, call_ref)
         )
 
-    def finish_call(self, call_ref: str, end: tuple[Any, ...], *, returning: bool) -> Statement:
+    def finish_call(
+        self,
+        call_ref: str,
+        end: tuple[Any, ...],
+        *,
+        returning: bool,
+        fields: Mapping[str, Any] | None = None,
+    ) -> Statement:
         """``end`` is ``(ended_at, end_reason, end_code, sip_status,
-        sip_reason, hangup_side)``."""
+        sip_reason, hangup_side)``; ``fields`` (checked by ``check_update``)
+        are set in the same statement, so that the times and leg states the
+        call reached are written with its end even if an earlier
+        ``update_call`` never landed."""
+        extra = dict(fields or {})
+        assignments = "".join(f", {name} = ?" for name in extra)
+        values = [self.encode(name, value) for name, value in extra.items()]
         sql = (
             "UPDATE calls SET state = 'ended', ended_at = ?, end_reason = ?,"
-            " end_code = ?, sip_status = ?, sip_reason = ?, hangup_side = ?"
+            f" end_code = ?, sip_status = ?, sip_reason = ?, hangup_side = ?{assignments}"
             f" WHERE call_ref = ? AND {LIVE}"
         )
         if returning:
             sql += f" RETURNING {CALL_LIST}"
-        return self._stmt(sql, (*end, call_ref))
+        return self._stmt(sql, (*end, *values, call_ref))
 
     def list_calls(
         self,

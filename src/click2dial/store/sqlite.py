@@ -22,7 +22,7 @@ import asyncio
 import functools
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import replace
@@ -235,11 +235,12 @@ class SQLiteStore(Store):
         sip_reason: str | None,
         hangup_side: str | None,
         notifications: Sequence[Notification] = (),
+        fields: Mapping[str, Any] | None = None,
     ) -> CallRecord | None:
-        check_finish(end_reason, notifications)
+        check_finish(end_reason, notifications, fields)
         end = (ended_at, end_reason, end_code, sip_status, sip_reason, hangup_side)
         # RETURNING needs SQLite 3.35; the row is read back in the transaction.
-        stmt = SQL.finish_call(call_ref, end, returning=False)
+        stmt = SQL.finish_call(call_ref, end, returning=False, fields=fields)
         rows = [SQL.notification_params(n) for n in notifications]
         return await self._run(self._finish_call, call_ref, stmt, rows)
 
