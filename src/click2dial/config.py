@@ -96,6 +96,7 @@ TRANSPORTS: Final[tuple[Transport, ...]] = ("udp", "tcp", "tls", "ws", "wss")
 DEFAULT_HTTP_HOST: Final = "127.0.0.1"
 DEFAULT_HTTP_PORT: Final = 8300
 DEFAULT_DATABASE: Final = "sqlite:///click2dial.db"
+DEFAULT_SPOOL: Final = "click2dial-ends.jsonl"
 DEFAULT_SIP_LISTEN: Final = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:8088")
 DEFAULT_PUBLIC_HOST: Final = "127.0.0.1"
 #: Seconds between in-dialog OPTIONS probes of a leg without a session timer:
@@ -149,6 +150,9 @@ class ServerConfig:
     http_port: int = DEFAULT_HTTP_PORT
     database: str = DEFAULT_DATABASE
     node_id: str = field(default_factory=socket.gethostname)
+    spool: str = DEFAULT_SPOOL
+    """Where the ends of calls that the store could not take before an
+    orderly shutdown are kept until the next start writes them."""
 
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
@@ -664,12 +668,19 @@ class _Reader:
             ),
             empty_ok=False,
         )
-        t.finish(["http_host", "http_port", "database", "node_id"])
+        spool = t.string(
+            "spool",
+            DEFAULT_SPOOL,
+            check=lambda v: None if "\0" not in v else "must be a file path",
+            empty_ok=False,
+        )
+        t.finish(["http_host", "http_port", "database", "node_id", "spool"])
         return ServerConfig(
             http_host=http_host,
             http_port=http_port,
             database=database,
             node_id=node_id if node_id is not None else socket.gethostname(),
+            spool=spool,
         )
 
     # [sip]
