@@ -48,14 +48,18 @@ def run(coro: Coroutine[Any, Any, None], timeout: float = 120) -> None:
     asyncio.run(asyncio.wait_for(coro, timeout))
 
 
-def logged(peer: Sipp, name: str) -> list[dict[str, str]]:
-    """The ``name key=value ...`` lines of the peer's log, as dicts (values
+def log_records(log_text: str, name: str) -> list[dict[str, str]]:
+    """The ``name key=value ...`` lines of a scenario log, as dicts (values
     may hold blanks: each runs up to the next `` key=``)."""
     found = []
-    for line in peer.logs().splitlines():
+    for line in log_text.splitlines():
         if line == name or line.startswith(name + " "):
             found.append(dict(_FIELD.findall(line[len(name) :].strip())))
     return found
+
+
+def logged(peer: Sipp, name: str) -> list[dict[str, str]]:
+    return log_records(peer.logs(), name)
 
 
 def one(items: list[dict[str, str]], what: str = "") -> dict[str, str]:
@@ -141,7 +145,9 @@ def test_trunk_reinvite_with_new_media_reaches_the_agent_and_gets_its_answer(
             assert cdr["end_reason"] == "callee_hungup" and cdr["end_code"] == 16
             # The agent: the callee's answer (PCMU, 7078), then the trunk's new
             # offer as it was (PCMA only, 7090) in a newer version of our session.
-            answered, moved = logged(agent, "REINVITE-OFFER")
+            offers = logged(agent, "REINVITE-OFFER")
+            assert len(offers) == 2, f"the agent saw these offers: {offers}"
+            answered, moved = offers
             assert (answered["m"], answered["fmt"].split()[0]) == ("7078", "0")
             assert moved["ctype"] == "application/sdp"
             assert (moved["c"], moved["m"], moved["fmt"]) == ("127.0.0.1", "7090", "8 101")
