@@ -296,7 +296,7 @@ class SipTransport:
             if self._udp is None:
                 self._fail(target)
                 return
-            self._sendto(data, (target.host, target.port))
+            self._sendto(data, target)
         elif target.transport == "tcp":
             key = (target.host, target.port)
             conn = self._connections.get(key)
@@ -311,19 +311,23 @@ class SipTransport:
             log.warning("no %s transport configured for %s", target.transport, target)
             self._fail(target)
 
-    def _sendto(self, data: bytes, address: tuple[str, int]) -> None:
+    def _sendto(self, data: bytes, target: Target) -> None:
         udp, sock = self._udp, self._udp_sock
         assert udp is not None
+        address = (target.host, target.port)
         if sock is not None and not self._udp_buffered() and not udp.is_closing():
-            for _ in range(2):
+            for attempt in range(2):
                 try:
                     sock.sendto(data, address)
                     return
                 except (BlockingIOError, InterruptedError):
                     break  # the transport queues it
                 except OSError as exc:
-                    if exc.errno not in _UNREACHABLE:
-                        log.info("UDP send to %s failed: %s", address, exc)
+                    if exc.errno not in _UNREACHABLE or attempt:
+                        # Our own error (no route...), not an earlier one.
+                        log.info("UDP send to %s:%d failed: %s", *address, exc)
+                        if exc.errno in _UNREACHABLE:
+                            self._fail(target)
                         return
                     # The error of an earlier datagram (see the module doc):
                     # nothing was sent; read the error queue, then try again.
