@@ -100,6 +100,19 @@ def test_options_outside_a_dialog_gets_200_with_to_tag_allow_supported_accept() 
     run(main())
 
 
+def test_100_trying_has_no_to_tag_and_the_final_response_has_one() -> None:
+    async def main() -> None:
+        async with make_ua() as ua:  # no INVITE handler: 480
+            peer = Peer(ua)
+            trying = await peer.request("INVITE", "i1")
+            assert trying.status == 100 and trying.to.tag is None
+            final = await peer.response()
+            assert final.status == 480 and final.to.tag
+            peer.close()
+
+    run(main())
+
+
 def test_unknown_require_gets_420_with_unsupported() -> None:
     async def main() -> None:
         async with make_ua() as ua:
