@@ -34,6 +34,7 @@ class Dialog:
         "ack",
         "call_id",
         "client_invite",
+        "flow",
         "local",
         "local_cseq",
         "pending_2xx",
@@ -71,6 +72,9 @@ class Dialog:
         self.remote_cseq = remote_cseq
         self.transport = transport
         self.state = DialogState.EARLY
+        # Where the peer's messages come from, when requests must go there
+        # rather than to remote_target (a NATed phone; see endpoint).
+        self.flow: Target | None = None
         # The ACK we sent for the last 2xx (bytes, target, CSeq), re-sent when
         # that 2xx is retransmitted.
         self.ack: tuple[bytes, Target, int] | None = None

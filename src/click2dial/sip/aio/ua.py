@@ -343,6 +343,13 @@ class UserAgent:
         assert self._transport is not None
         return self._transport.bound[transport]
 
+    def _local_host(self, transport: str) -> str:
+        """Our host for a From URI; any bound one for a transport we do not
+        serve (the request then fails with 503 instead of raising here)."""
+        assert self._transport is not None
+        bound = self._transport.bound
+        return (bound.get(transport) or bound.get("udp") or next(iter(bound.values())))[0]
+
     def _run(self, command: Callable[[Endpoint], _T]) -> _T:
         """Run a core command, then flush what it queued."""
         assert self._transport is not None
@@ -371,16 +378,19 @@ class UserAgent:
         headers: list[tuple[str, str]] | None = None,
         target: Target | None = None,
         credentials: DigestClient | None = None,
+        nat: bool = False,
     ) -> Call:
         """Start an outgoing call.  Without ``sdp`` the INVITE is a late
-        offer: answer the 2xx's SDP with :meth:`Call.ack`."""
+        offer: answer the 2xx's SDP with :meth:`Call.ack`.  ``nat``: the
+        peer may sit behind NAT (an agent's phone): the ACK and in-dialog
+        requests go to where its responses come from, not to its Contact."""
         if isinstance(uri, str):
             uri = parse_uri(uri)
         to_addr = to if isinstance(to, Address) else Address(parse_uri(to) if to else uri.copy())
         if isinstance(from_, Address):
             from_addr = from_
         else:
-            host, _ = self.address(target.transport if target else uri.transport or "udp")
+            host = self._local_host(target.transport if target else uri.transport or "udp")
             from_uri = parse_uri(from_) if from_ else Uri("sip", host, self.config.contact_user)
             from_addr = Address(from_uri)
         call = Call(self, "out")
@@ -394,6 +404,7 @@ class UserAgent:
                 headers=headers,
                 target=target,
                 credentials=credentials,
+                nat=nat,
             )
         )
         invite.user_data = call
@@ -419,7 +430,7 @@ class UserAgent:
         """Send a request outside any dialog and wait for its final answer."""
         if isinstance(uri, str):
             uri = parse_uri(uri)
-        host, _ = self.address(target.transport if target else uri.transport or "udp")
+        host = self._local_host(target.transport if target else uri.transport or "udp")
         from_addr = from_ or Address(Uri("sip", host, self.config.contact_user))
         handle = self._run(
             lambda e: e.request(
