@@ -374,6 +374,11 @@ class CallController:
     ) -> None:
         if live.flow.ended:
             return
+        if response is None and status >= 300:
+            # No answer at all (a time-out, or a refused connection or port
+            # reported by the transport): the peer is unreachable, whatever
+            # status stands for it.
+            status = 408
         sdp = response.sdp if response is not None and 200 <= status < 300 else None
         cseq = response.cseq.seq if response is not None else 0
         self._feed(live, f.RequestDone(leg, method, status, sdp or None, cseq))
@@ -445,6 +450,7 @@ class CallController:
             headers=headers,
             target=uri_target(destination.uri),
             credentials=destination.credentials,
+            nat=destination.nat,
         )
         leg = action.leg
         live.legs[leg] = call
