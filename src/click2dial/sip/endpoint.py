@@ -630,6 +630,17 @@ class Endpoint:
         self._start_client(tx, handle)
         return handle
 
+    def adopt(self, dialog: Dialog) -> Dialog:
+        """Take over a dialog this endpoint did not create (one restored
+        from :meth:`Dialog.snapshot` after a restart), so that requests can
+        be sent in it and the peer's requests in it are matched to it.  A
+        dialog already known under the same id is returned instead."""
+        known = self._dialogs.get(dialog.id)
+        if known is not None:
+            return known
+        self._dialogs[dialog.id] = dialog
+        return dialog
+
     def bye(self, dialog: Dialog) -> ClientRequest | None:
         """Hang up a dialog (returns ``None`` if it had ended already)."""
         if dialog.state is DialogState.TERMINATED:

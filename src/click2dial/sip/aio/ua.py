@@ -38,6 +38,8 @@ from .transport import Listen, SipTransport
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+#: CSeq numbers are below 2**31 (RFC 3261 §8.1.1.5).
+MAX_CSEQ = 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -435,6 +437,25 @@ class UserAgent:
             )
         )
         return await self._await_request(handle)
+
+    async def bye_restored(self, state: dict[str, Any], *, cseq_skip: int = 1) -> int:
+        """Hang up a dialog kept by :meth:`Dialog.snapshot` before a restart:
+        BYE in it, and the BYE's final status (408 when nobody answers).
+
+        The BYE's CSeq is the saved local CSeq plus ``cseq_skip``: requests
+        sent in the dialog after the snapshot used numbers above the saved
+        one, and a peer refuses a CSeq that is not above the last it saw
+        (RFC 3261 §12.2.2, with 500).  Raises what :meth:`Dialog.restore`
+        raises for a state that is not a dialog.
+        """
+        dialog = Dialog.restore(state)
+        dialog.local_cseq = min(dialog.local_cseq + max(cseq_skip, 1), MAX_CSEQ - 1)
+        dialog = self.endpoint.adopt(dialog)
+        handle = self._run(lambda e: e.bye(dialog))
+        if handle is None:
+            return 0  # a dialog of that id is known here and has ended already
+        status, _ = await self._await_request(handle)
+        return status
 
     def respond(
         self,
