@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -20,6 +21,7 @@ from .api.app import build_app
 from .api.auth import Authenticator
 from .calls.cdr import cdr_payload
 from .calls.control import CallController, TelephonySettings
+from .calls.ending import replay_spool
 from .calls.outcome import Outcome
 from .calls.service import CallService
 from .config import Config, IntegratorConfig
@@ -156,7 +158,9 @@ class Click2Dial:
                 ext: parse_uri(agent.contact) for ext, agent in cfg.agents.items() if agent.contact
             },
             agent_auto_answer={ext: agent.auto_answer for ext, agent in cfg.agents.items()},
+            agent_nat={ext: agent.nat for ext, agent in cfg.agents.items()},
             node_id=cfg.server.node_id,
+            probe_interval=float(cfg.sip.probe_interval),
         )
         self.controller = CallController(
             settings=settings,
@@ -166,6 +170,7 @@ class Click2Dial:
             on_call_ended=self._call_ended,
             on_agent_connected=self.notifier.agent_connected,
             media_host=self.ua.address("udp")[0],
+            spool=Path(cfg.server.spool),
         )
         self.service = CallService(
             store=self.store,
@@ -174,10 +179,21 @@ class Click2Dial:
             ready=self.ready,
             on_placed=self.metrics.call_placed,
         )
+        await self.replay_spool()
         await self.recover()
         await self.notifier.start()
         self.notifier.wake()  # deliver what recover() and earlier runs left
         await self._start_http()
+
+    async def replay_spool(self) -> int:
+        """Write the call ends an earlier shutdown could not store (a store
+        outage), with their recorded times, before anything else."""
+        assert self.store is not None
+        spool = Path(self.config.server.spool)
+        written = await replay_spool(self.store, spool)
+        for record in written:
+            log.warning("call %s: end kept through the restart is now stored", record.call_ref)
+        return len(written)
 
     async def recover(self) -> int:
         """Close the calls a crash left live on this node: BYE to each leg
