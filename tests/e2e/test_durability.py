@@ -4,6 +4,10 @@ point 9; SPEC §4 "Every call ends").
 * SIGKILL with live calls, then a restart: both sipp peers of each call
   receive a BYE (the dialogs the call control saved when they were
   established), and each call has exactly one ``failed`` CDR.
+* PostgreSQL restarted while calls are live and ending: once it is back,
+  every call has ended with exactly one CDR with its true duration (not the
+  outage's), none stays live, and its agent can be called again at once.
+  The PostgreSQL is the test's own (``private_pg``), never the machine's.
 """
 
 from __future__ import annotations
@@ -12,11 +16,13 @@ import asyncio
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from click2dial.store import open_store
-from tests.e2e.support import ACME_KEY, CONTACT_REF, config_text
+from click2dial.store import Notification, Store, open_store
+from tests.e2e.private_pg import PrivatePostgres
+from tests.e2e.support import ACME_KEY, CONTACT_REF, config_text, running
 from tests.e2e.test_process import server, wait_http
 from tests.sipp.harness import Sipp, free_port, free_port_both
 
@@ -107,3 +113,86 @@ async def wait_dialogs_saved(database: str, refs: list[str], timeout: float = 10
                 f"the call control never saved the legs' dialogs (store.save_dialog): {saved}"
             )
             await asyncio.sleep(0.05)
+
+
+TALK_MS = 6000
+"""The callee's talk time: long enough that every call is talking when the
+database goes down, and hangs up during the outage."""
+
+
+def test_postgres_restarted_while_calls_end_every_call_ends_once_with_its_true_duration(
+    tmp_path: Path, private_pg: PrivatePostgres
+) -> None:
+    n = len(AGENTS)
+
+    async def main() -> None:
+        with (
+            Sipp("agent_answer", calls=n, timeout=90) as agent,
+            Sipp("trunk_answer_hangup", calls=n, timeout=90,
+                 variables={"talk_ms": TALK_MS}) as trunk,
+        ):  # fmt: skip
+            async with running(
+                tmp_path,
+                database=private_pg.url,
+                agent_port=agent.port,
+                extension_1002_port=agent.port,
+                trunk_port=trunk.port,
+                # A Redis that is not there: the CDRs stay in the outbox to be counted.
+                acme=f'redis = "redis://127.0.0.1:{free_port("tcp")}/9"',
+                extra=f'\n[agents."1003"]\ncontact = "sip:1003@127.0.0.1:{agent.port}"\n',
+            ) as env:
+                refs = []
+                for ext in AGENTS:
+                    response = await env.place(agent=ext)
+                    assert response.status_code == 201, response.text
+                    refs.append(response.json()["call_ref"])
+                for ref in refs:
+                    await env.wait_state(ref, {"talking"})
+                # pg_ctl blocks: run it off the loop, which keeps serving SIP.
+                await asyncio.to_thread(private_pg.stop, "fast")
+                down_at = time.time()
+                # Both parties of every call are done: the trunk's BYEs were
+                # answered and Click2Dial's BYEs to the agents too.
+                await asyncio.to_thread(trunk.assert_success, 30)
+                await asyncio.to_thread(agent.assert_success, 30)
+                await asyncio.sleep(2)  # the outage goes on a little longer
+                await asyncio.to_thread(private_pg.start)
+                up_at = time.time()
+                async with open_store(private_pg.url) as store:
+                    ended = await wait_all_ended(store, refs)
+                    cdrs = [r for r in await store.undelivered("acme", 1000) if r.kind == "cdr"]
+                    assert await store.live_calls() == []
+                    # Each agent is free for a new call at once.
+                    for ext in AGENTS:
+                        response = await env.place(agent=ext, contact_ref="again")
+                        assert response.status_code == 201, response.text
+        for ref in refs:
+            call = ended[ref]
+            assert (call.end_reason, call.hangup_side) == ("callee_hungup", "callee"), call
+            assert call.ended_at is not None and down_at < call.ended_at < up_at, (
+                "the callee must hang up while the database is down"
+            )
+            assert [row.call_ref for row in cdrs].count(ref) == 1, cdrs
+            payload = cdr_of(cdrs, ref)
+            assert payload["end_reason"] == "callee_hungup"
+            # The time between the callee's answer and its BYE: the outage
+            # and the delayed write are not in it.
+            assert abs(payload["call_time"] - TALK_MS / 1000) <= 1, payload
+
+    asyncio.run(asyncio.wait_for(main(), 120))
+
+
+async def wait_all_ended(store: Store, refs: list[str], timeout: float = 20) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        calls = {ref: await store.get_call("acme", ref) for ref in refs}
+        if all(call is not None and not call.live for call in calls.values()):
+            return calls
+        assert time.monotonic() < deadline, f"calls still live after the outage: {calls}"
+        await asyncio.sleep(0.1)
+
+
+def cdr_of(rows: list[Notification], ref: str) -> dict[str, Any]:
+    (row,) = [row for row in rows if row.call_ref == ref]
+    payload: dict[str, Any] = row.payload["payload"]
+    return payload
