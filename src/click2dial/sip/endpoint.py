@@ -5,7 +5,8 @@ Theory of operation
 The adapter feeds the endpoint bytes (:meth:`Endpoint.receive`) and clock
 ticks (:meth:`Endpoint.handle_timer`); the application gives it commands
 (:meth:`invite`, :meth:`ack`, :meth:`cancel`, :meth:`request`,
-:meth:`respond`, :meth:`bye`...).  Everything the endpoint wants done comes
+:meth:`respond`, :meth:`bye`, :meth:`adopt` for a dialog restored after a
+restart...).  Everything the endpoint wants done comes
 out of two queues the adapter drains after each call: :meth:`pop_outgoing`
 (bytes and where to send them) and :meth:`pop_events` (what happened, see
 :mod:`.events`).  :meth:`next_timer` says when to tick next.

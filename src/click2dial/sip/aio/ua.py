@@ -9,7 +9,9 @@ on a :class:`~.transport.SipTransport`.  Calls are :class:`Call` objects:
   :class:`Ended`; ``call.cancel()``, ``call.ack(sdp)`` (late offer),
   ``await call.reinvite(sdp)``, ``await call.update(sdp)``, ``await call.bye()``;
 * incoming: the ``on_invite`` coroutine gets a :class:`Call` and answers it
-  with ``call.ring()``, ``call.answer(sdp)`` or ``call.reject(status)``.
+  with ``call.ring()``, ``call.answer(sdp)`` or ``call.reject(status)``;
+* after a restart: ``await ua.bye_restored(state)`` hangs up a dialog saved
+  with ``Dialog.snapshot()`` before it.
 
 Requests arriving inside a call (re-INVITE, UPDATE, INFO, OPTIONS) go to the
 call's ``on_request`` coroutine when one is set; otherwise they are answered
