@@ -34,6 +34,36 @@ from .store import CallRecord, Notification, Store, open_store
 
 log = logging.getLogger(__name__)
 
+#: Seconds the start waits for the answers to the BYEs of crash recovery.
+RECOVERY_BYE_WAIT = 2.0
+#: Spare CSeq numbers for the BYE of a recovered dialog, on top of one per
+#: second of the call's age.  The dialog was saved when it was established;
+#: in-dialog requests sent after that (media re-INVITEs, relayed re-INVITEs
+#: and UPDATEs, session refreshes, OPTIONS probes) took the numbers above the
+#: saved one, and a peer refuses a BYE whose CSeq is not above the last it
+#: saw.  Periodic requests come at most every 5 s per leg (the shortest
+#: probe interval), so one number per second of age covers them many times
+#: over, and the constant covers bursts of relayed offers.
+RECOVERY_CSEQ_SPARE = 1000
+
+
+def _cseq_skip(record: CallRecord, now: float) -> int:
+    return RECOVERY_CSEQ_SPARE + max(0, int(now - record.created_at))
+
+
+def _bye_result(task: asyncio.Task[int]) -> str:
+    if not task.done():
+        task.add_done_callback(_log_late_bye)  # its outcome is logged when it comes
+        return "sent, no answer yet"
+    if task.cancelled() or task.exception() is not None:
+        return f"not sent ({task.exception() if not task.cancelled() else 'cancelled'})"
+    return str(task.result())
+
+
+def _log_late_bye(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("recovery BYE failed: %s", task.exception())
+
 
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to us: several of them
@@ -166,10 +196,30 @@ class Click2Dial:
         return len(written)
 
     async def recover(self) -> int:
-        """Close the calls a crash left live on this node with a ``failed`` CDR."""
-        assert self.store is not None
+        """Close the calls a crash left live on this node: BYE to each leg
+        whose dialog was saved, and a ``failed`` CDR."""
+        assert self.store is not None and self.ua is not None
+        records = await self.store.live_calls(self.config.server.node_id)
+        if not records:
+            return 0
+        now = time.time()
+        byes: dict[str, dict[str, asyncio.Task[int]]] = {}
+        for record in records:
+            saved = await self.store.dialogs_of(record.call_ref)
+            byes[record.call_ref] = {
+                leg: asyncio.create_task(
+                    self.ua.bye_restored(state, cseq_skip=_cseq_skip(record, now))
+                )
+                for leg, state in saved.items()
+            }
+        tasks = [task for legs in byes.values() for task in legs.values()]
+        if tasks:
+            # The BYEs go out at once, in parallel; their answers are waited
+            # for briefly (the endpoint keeps retransmitting after that), so a
+            # dead peer cannot hold up the start.
+            await asyncio.wait(tasks, timeout=RECOVERY_BYE_WAIT)
         count = 0
-        for record in await self.store.live_calls(self.config.server.node_id):
+        for record in records:
             outcome = Outcome.failure("Click2Dial restarted during the call")
             ended_at = max(record.created_at, time.time())
             done = await self.store.finish_call(
@@ -184,8 +234,11 @@ class Click2Dial:
             )
             if done is not None:
                 count += 1
-                log.warning("call %s was live when Click2Dial stopped: closed as failed",
-                            record.call_ref)  # fmt: skip
+                sent = ", ".join(
+                    f"{leg} {_bye_result(task)}" for leg, task in byes[record.call_ref].items()
+                )
+                log.warning("call %s was live when Click2Dial stopped: closed as failed; BYE: %s",
+                            record.call_ref, sent or "none (no leg was established)")  # fmt: skip
         return count
 
     async def _start_http(self) -> None:

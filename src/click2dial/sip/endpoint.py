@@ -5,7 +5,8 @@ Theory of operation
 The adapter feeds the endpoint bytes (:meth:`Endpoint.receive`) and clock
 ticks (:meth:`Endpoint.handle_timer`); the application gives it commands
 (:meth:`invite`, :meth:`ack`, :meth:`cancel`, :meth:`request`,
-:meth:`respond`, :meth:`bye`...).  Everything the endpoint wants done comes
+:meth:`respond`, :meth:`bye`, :meth:`adopt` for a dialog restored after a
+restart...).  Everything the endpoint wants done comes
 out of two queues the adapter drains after each call: :meth:`pop_outgoing`
 (bytes and where to send them) and :meth:`pop_events` (what happened, see
 :mod:`.events`).  :meth:`next_timer` says when to tick next.
@@ -703,6 +704,17 @@ class Endpoint:
         handle.tx = tx
         self._start_client(tx, handle)
         return handle
+
+    def adopt(self, dialog: Dialog) -> Dialog:
+        """Take over a dialog this endpoint did not create (one restored
+        from :meth:`Dialog.snapshot` after a restart), so that requests can
+        be sent in it and the peer's requests in it are matched to it.  A
+        dialog already known under the same id is returned instead."""
+        known = self._dialogs.get(dialog.id)
+        if known is not None:
+            return known
+        self._dialogs[dialog.id] = dialog
+        return dialog
 
     def bye(self, dialog: Dialog) -> ClientRequest | None:
         """Hang up a dialog (returns ``None`` if it had ended already)."""

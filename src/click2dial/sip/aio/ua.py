@@ -9,7 +9,9 @@ on a :class:`~.transport.SipTransport`.  Calls are :class:`Call` objects:
   :class:`Ended`; ``call.cancel()``, ``call.ack(sdp)`` (late offer),
   ``await call.reinvite(sdp)``, ``await call.update(sdp)``, ``await call.bye()``;
 * incoming: the ``on_invite`` coroutine gets a :class:`Call` and answers it
-  with ``call.ring()``, ``call.answer(sdp)`` or ``call.reject(status)``.
+  with ``call.ring()``, ``call.answer(sdp)`` or ``call.reject(status)``;
+* after a restart: ``await ua.bye_restored(state)`` hangs up a dialog saved
+  with ``Dialog.snapshot()`` before it.
 
 Requests arriving inside a call (re-INVITE, UPDATE, INFO, OPTIONS) go to the
 call's ``on_request`` coroutine when one is set; otherwise they are answered
@@ -38,6 +40,8 @@ from .transport import Listen, SipTransport
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+#: CSeq numbers are below 2**31 (RFC 3261 §8.1.1.5).
+MAX_CSEQ = 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +450,25 @@ class UserAgent:
             )
         )
         return await self._await_request(handle)
+
+    async def bye_restored(self, state: dict[str, Any], *, cseq_skip: int = 1) -> int:
+        """Hang up a dialog kept by :meth:`Dialog.snapshot` before a restart:
+        BYE in it, and the BYE's final status (408 when nobody answers).
+
+        The BYE's CSeq is the saved local CSeq plus ``cseq_skip``: requests
+        sent in the dialog after the snapshot used numbers above the saved
+        one, and a peer refuses a CSeq that is not above the last it saw
+        (RFC 3261 §12.2.2, with 500).  Raises what :meth:`Dialog.restore`
+        raises for a state that is not a dialog.
+        """
+        dialog = Dialog.restore(state)
+        dialog.local_cseq = min(dialog.local_cseq + max(cseq_skip, 1), MAX_CSEQ - 1)
+        dialog = self.endpoint.adopt(dialog)
+        handle = self._run(lambda e: e.bye(dialog))
+        if handle is None:
+            return 0  # a dialog of that id is known here and has ended already
+        status, _ = await self._await_request(handle)
+        return status
 
     def respond(
         self,
