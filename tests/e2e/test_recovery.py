@@ -127,7 +127,10 @@ def test_a_peer_that_never_answers_the_bye_does_not_hold_up_the_start(
     async def main() -> None:
         with Sipp("uas_basic") as peer:
             (state,) = await dialogs_with([peer], sip_port)
-        # The peer is gone: the BYE goes to a port where nobody listens.
+        # The peer is gone and a socket that never answers holds its port: the
+        # BYE is delivered (no ICMP error to end it early) and never answered.
+        silent = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        silent.bind(peer.address)
         async with open_store(database) as store:
             await store.create_call(live_call("c-dead"))
             await store.save_dialog("c-dead", "callee", state)
@@ -141,6 +144,7 @@ def test_a_peer_that_never_answers_the_bye_does_not_hold_up_the_start(
             assert time.monotonic() - started < 5
             call = await env.state("c-dead")
             assert (call["status"], call["end_reason"]) == ("ended", "failed")
+        silent.close()
         assert await cdrs(database) == [("c-dead", "failed")]
 
     asyncio.run(asyncio.wait_for(main(), 60))

@@ -72,6 +72,10 @@ AUTO_ANSWER_HEADERS: dict[str, Callable[[str], tuple[str, str]]] = {
     "alert-info": lambda host: ("Alert-Info", f"<http://{host}/>;info=alert-autoanswer"),
 }
 
+#: The key of a dialog to keep in the ordered writes (never a column name).
+_DIALOG = "_dialog"
+#: Seconds before a dialog the store refused is offered again.
+DIALOG_RETRY = 1.0
 #: Fields a ``Persist`` may carry that ``finish_call`` writes with the end
 #: (``state`` is the end's own).
 _REACHED = frozenset(
@@ -519,25 +523,46 @@ class CallController:
             setattr(record, name, value)
             if name in _REACHED:
                 live.reached[name] = value
-        self._writes.append((record.call_ref, fields))
-        if self._writer is None or self._writer.done():
-            self._writer = asyncio.get_running_loop().create_task(self._write_states())
+        self._queue_write(record.call_ref, fields)
 
     async def _write_states(self) -> None:
         """The one writer of live state changes, in the order they happened.
         They only serve live visibility (the end carries what was reached),
-        so one the store refuses is dropped, not retried."""
+        so one the store refuses is dropped, not retried; a dialog (for
+        crash recovery) is retried while its call is live."""
         while self._writes:
             ref, fields = self._writes.popleft()
             if self.ends.pending(ref) is not None:
                 continue  # the end is on its way: it carries these fields
+            dialog = fields.get(_DIALOG)
             try:
-                await self.store.update_call(ref, **fields)
+                if dialog is not None:
+                    await self.store.save_dialog(ref, *dialog)
+                else:
+                    await self.store.update_call(ref, **fields)
             except Exception as exc:
                 log.warning("call %s: state not stored (%s)", ref, exc)
+                if dialog is not None:
+                    asyncio.get_running_loop().call_later(
+                        DIALOG_RETRY, self._retry_write, ref, fields
+                    )
+
+    def _retry_write(self, ref: str, fields: dict[str, Any]) -> None:
+        live = self.live.get(ref)
+        if live is not None and live.end is None:
+            self._queue_write(ref, fields)
+
+    def _queue_write(self, ref: str, fields: dict[str, Any]) -> None:
+        self._writes.append((ref, fields))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_states())
 
     def _persist_dialog(self, live: LiveCall, leg: Leg) -> None:
-        """Keep the leg's established dialog for crash recovery."""
+        """Keep the leg's established dialog, so that after a crash the next
+        start can still BYE it (``Click2Dial.recover``)."""
+        dialog = live.legs[leg].dialog
+        if dialog is not None:
+            self._queue_write(live.call_ref, {_DIALOG: (leg.value, dialog.snapshot())})
 
     def _finish(self, live: LiveCall, action: f.Finish) -> None:
         record = live.record
