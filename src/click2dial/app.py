@@ -11,6 +11,7 @@ import logging
 import socket
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -20,6 +21,7 @@ from .api.app import build_app
 from .api.auth import Authenticator
 from .calls.cdr import cdr_payload
 from .calls.control import CallController, TelephonySettings
+from .calls.ending import replay_spool
 from .calls.outcome import Outcome
 from .calls.service import CallService
 from .config import Config, IntegratorConfig
@@ -31,6 +33,36 @@ from .sip.uri import parse_uri
 from .store import CallRecord, Notification, Store, open_store
 
 log = logging.getLogger(__name__)
+
+#: Seconds the start waits for the answers to the BYEs of crash recovery.
+RECOVERY_BYE_WAIT = 2.0
+#: Spare CSeq numbers for the BYE of a recovered dialog, on top of one per
+#: second of the call's age.  The dialog was saved when it was established;
+#: in-dialog requests sent after that (media re-INVITEs, relayed re-INVITEs
+#: and UPDATEs, session refreshes, OPTIONS probes) took the numbers above the
+#: saved one, and a peer refuses a BYE whose CSeq is not above the last it
+#: saw.  Periodic requests come at most every 5 s per leg (the shortest
+#: probe interval), so one number per second of age covers them many times
+#: over, and the constant covers bursts of relayed offers.
+RECOVERY_CSEQ_SPARE = 1000
+
+
+def _cseq_skip(record: CallRecord, now: float) -> int:
+    return RECOVERY_CSEQ_SPARE + max(0, int(now - record.created_at))
+
+
+def _bye_result(task: asyncio.Task[int]) -> str:
+    if not task.done():
+        task.add_done_callback(_log_late_bye)  # its outcome is logged when it comes
+        return "sent, no answer yet"
+    if task.cancelled() or task.exception() is not None:
+        return f"not sent ({task.exception() if not task.cancelled() else 'cancelled'})"
+    return str(task.result())
+
+
+def _log_late_bye(task: asyncio.Task[int]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("recovery BYE failed: %s", task.exception())
 
 
 class _Server(uvicorn.Server):
@@ -126,7 +158,9 @@ class Click2Dial:
                 ext: parse_uri(agent.contact) for ext, agent in cfg.agents.items() if agent.contact
             },
             agent_auto_answer={ext: agent.auto_answer for ext, agent in cfg.agents.items()},
+            agent_nat={ext: agent.nat for ext, agent in cfg.agents.items()},
             node_id=cfg.server.node_id,
+            probe_interval=float(cfg.sip.probe_interval),
         )
         self.controller = CallController(
             settings=settings,
@@ -136,6 +170,7 @@ class Click2Dial:
             on_call_ended=self._call_ended,
             on_agent_connected=self.notifier.agent_connected,
             media_host=self.ua.address("udp")[0],
+            spool=Path(cfg.server.spool),
         )
         self.service = CallService(
             store=self.store,
@@ -144,16 +179,47 @@ class Click2Dial:
             ready=self.ready,
             on_placed=self.metrics.call_placed,
         )
+        await self.replay_spool()
         await self.recover()
         await self.notifier.start()
         self.notifier.wake()  # deliver what recover() and earlier runs left
         await self._start_http()
 
-    async def recover(self) -> int:
-        """Close the calls a crash left live on this node with a ``failed`` CDR."""
+    async def replay_spool(self) -> int:
+        """Write the call ends an earlier shutdown could not store (a store
+        outage), with their recorded times, before anything else."""
         assert self.store is not None
+        spool = Path(self.config.server.spool)
+        written = await replay_spool(self.store, spool)
+        for record in written:
+            log.warning("call %s: end kept through the restart is now stored", record.call_ref)
+        return len(written)
+
+    async def recover(self) -> int:
+        """Close the calls a crash left live on this node: BYE to each leg
+        whose dialog was saved, and a ``failed`` CDR."""
+        assert self.store is not None and self.ua is not None
+        records = await self.store.live_calls(self.config.server.node_id)
+        if not records:
+            return 0
+        now = time.time()
+        byes: dict[str, dict[str, asyncio.Task[int]]] = {}
+        for record in records:
+            saved = await self.store.dialogs_of(record.call_ref)
+            byes[record.call_ref] = {
+                leg: asyncio.create_task(
+                    self.ua.bye_restored(state, cseq_skip=_cseq_skip(record, now))
+                )
+                for leg, state in saved.items()
+            }
+        tasks = [task for legs in byes.values() for task in legs.values()]
+        if tasks:
+            # The BYEs go out at once, in parallel; their answers are waited
+            # for briefly (the endpoint keeps retransmitting after that), so a
+            # dead peer cannot hold up the start.
+            await asyncio.wait(tasks, timeout=RECOVERY_BYE_WAIT)
         count = 0
-        for record in await self.store.live_calls(self.config.server.node_id):
+        for record in records:
             outcome = Outcome.failure("Click2Dial restarted during the call")
             ended_at = max(record.created_at, time.time())
             done = await self.store.finish_call(
@@ -168,8 +234,11 @@ class Click2Dial:
             )
             if done is not None:
                 count += 1
-                log.warning("call %s was live when Click2Dial stopped: closed as failed",
-                            record.call_ref)  # fmt: skip
+                sent = ", ".join(
+                    f"{leg} {_bye_result(task)}" for leg, task in byes[record.call_ref].items()
+                )
+                log.warning("call %s was live when Click2Dial stopped: closed as failed; BYE: %s",
+                            record.call_ref, sent or "none (no leg was established)")  # fmt: skip
         return count
 
     async def _start_http(self) -> None:

@@ -62,6 +62,9 @@ class CallState(StrEnum):
     AGENT_ANSWERED = "agent_answered"
     CALLEE_RINGING = "callee_ringing"
     TALKING = "talking"
+    ENDING = "ending"
+    """Reported, never stored: the end is decided (the call no longer counts
+    against its agent) and is being written with its CDR."""
     ENDED = "ended"
 
 

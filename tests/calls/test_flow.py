@@ -13,6 +13,7 @@ import pytest
 from click2dial.calls import flow as f
 from click2dial.calls.flow import (
     TRANSITIONS,
+    Abort,
     Ack,
     AckAgent,
     AgentConnected,
@@ -559,6 +560,19 @@ def scenario_every_end_is_decided_once() -> None:
     assert d.feed(Tick(), dt=1) == []
     assert d.feed(RequestDone(A, "INVITE", 200, sdp(4000))) == [Bye(A), Done()]
     assert len(d.finishes()) == 1 and d.finishes()[0].outcome.hangup_side == "callee"
+
+
+def scenario_abort_in_every_live_phase_ends_once_as_failed() -> None:
+    for reach in ("agent_ringing", "callee_ringing", "talking"):
+        d = getattr(Driver(), reach)()
+        out = d.feed(Abort("driver fault"))
+        finish = only(out, Finish)
+        assert len(finish) == 1, reach
+        assert finish[0].outcome.end_reason == "failed"
+        assert finish[0].outcome.sip_reason == "driver fault"
+        if d.flow.phase is Phase.ENDING:  # a leg still to go: nothing more
+            assert d.feed(Abort("again")) == []
+        assert len(d.finishes()) == 1
 
 
 SCENARIOS: dict[str, Callable[[], None]] = {

@@ -132,6 +132,7 @@ def config_text(
     sip_port: int | None = None,
     sip: str = "",
     agent: str = "",
+    spool: str | None = None,
 ) -> str:
     """The configuration text.  ``sip`` adds lines to ``[sip]`` (e.g.
     ``probe_interval = 5``), ``agent`` to ``[agents."1001"]``, ``acme`` and
@@ -150,6 +151,7 @@ http_host = "127.0.0.1"
 http_port = {http_port}
 database = "{database}"
 node_id = "e2e-node"
+{f'spool = "{spool}"' if spool else ""}
 
 [sip]
 listen = ["udp:127.0.0.1:{sip_port}", "tcp:127.0.0.1:{sip_port}"]
@@ -185,11 +187,16 @@ async def running(
     tmp_path: Any,
     *,
     backend: str = "sqlite",
+    database: str | None = None,
     timers: TimerConfig | None = None,
     **options: Any,
 ) -> AsyncIterator[Env]:
-    pg_url = await pg_schema_url() if backend == "postgres" else None
-    database = pg_url or f"sqlite:///{tmp_path}/click2dial.db"
+    """``database`` is a store URL the test owns; without it, ``backend``
+    picks a new SQLite file or a new schema of the test PostgreSQL."""
+    pg_url = await pg_schema_url() if backend == "postgres" and database is None else None
+    database = database or pg_url or f"sqlite:///{tmp_path}/click2dial.db"
+    # The spool of unwritten call ends is the test's own, not the working folder's.
+    options.setdefault("spool", f"{tmp_path}/click2dial-ends.jsonl")
     config = parse_config(config_text(database=database, **options), "e2e.toml")
     service = Click2Dial(config, timers=timers or TimerConfig(t1=0.1))
     await service.start()

@@ -68,6 +68,9 @@ CALL_STATUSES: Final[dict[str, str]] = _described(
         CallState.AGENT_ANSWERED: "The agent answered; the callee is about to be dialled.",
         CallState.CALLEE_RINGING: "The callee is being dialled; the agent hears ringing.",
         CallState.TALKING: "The callee answered: agent and callee are connected.",
+        CallState.ENDING: "The call's end is decided (by a hangup or a DELETE); its legs are "
+        "being released and its end and CDR written. Seen briefly, or for as long as the "
+        "store is unreachable.",
         CallState.ENDED: "The call is over: end_reason and end_code say how, "
         "and the CDR is issued.",
     },

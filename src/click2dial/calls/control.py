@@ -1,27 +1,32 @@
-"""Call control: the two-leg click-to-dial state machine (SPEC §1, §4).
+"""Call control: the driver that runs every live call's :class:`~.flow.CallFlow`.
 
 Theory of operation
 -------------------
-Each call is one asyncio task that drives two SIP legs through the user
-agent and persists every step::
+Everything a call decides lives in :mod:`.flow`; this module only carries
+it out, in the style of aioquic's asyncio adapter: *receive* (a leg's SIP
+event, an in-dialog request, a timer, a hangup command), *process* (feed the
+call's flow one event), *transmit* (carry out the actions it returns, in
+order).  The user agent delivers a leg's events synchronously and in wire
+order (``Call.on_event`` / ``Call.on_peer_request`` / ``send(on_done=...)``),
+so a call needs no task and no queue of its own, and the order of a leg's
+requests never depends on timing.
 
-    agent_ringing ──agent answers──▶ agent_answered ──callee INVITE──▶ callee_ringing
-         │                                                            │
-         └─ no answer / busy / error / DELETE ─▶ ended ◀── fail ──────┤
-                                                                      ▼
-                                         ended ◀── either hangs up ── talking
+Per call, events are processed one at a time: an event that arrives while
+the driver is still carrying out actions (a SIP command can report at once,
+e.g. a refused connection) waits in the call's inbox.  Only one action has
+to wait for I/O before the next may go: the agent-connection notification,
+which must reach the integrator before the callee is dialled.  The rest of
+the actions then continue from its completion.
 
-* The agent leg is a late-offer INVITE (no SDP): the phone's 200 carries its
-  offer, which becomes the callee leg's offer; the agent's ACK carries an
-  inactive placeholder answer (RFC 3725's held first leg).  When the callee's
-  early media (183 with SDP) or answer arrives, the agent is re-INVITEd with
-  the callee's media, so the agent hears the far end's ringback and then the
-  callee, and both phones send RTP to each other.
-* The callee leg goes to the trunk with ``outbound_id`` in From and
-  P-Asserted-Identity, and digest credentials when the trunk has some.
-* Ring timers per leg, a maximum duration, and ``DELETE`` all end the call
-  through the same path; whichever way it ends, :meth:`CallController._finish`
-  writes the end and its CDR in one store transaction, exactly once.
+What is written where:
+
+* state changes (``Persist``) go to the store through one ordered writer;
+  they are for live visibility only, so a store outage merely delays them;
+* the end (``Finish``) goes to :class:`~.ending.EndWriter` with the fields
+  the call reached, which writes it with its CDR whatever the store does;
+  the call leaves the live set and frees its agent at that moment;
+* an established leg's dialog (``PersistDialog``) is kept so that a crash
+  can still BYE it at the next start.
 
 Nothing here speaks HTTP or builds SIP messages: the API calls
 :meth:`CallController.place` / :meth:`hangup`, the SIP side is the
@@ -35,27 +40,31 @@ import contextlib
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from ..config import IntegratorConfig
 from ..sip.aio import Answered, Call, CallEvent, Ended, Failed, Progress, UserAgent
+from ..sip.aio.ua import Acked
 from ..sip.auth import DigestClient
 from ..sip.endpoint import uri_target
 from ..sip.errors import SipError
 from ..sip.headers import Address
-from ..sip.sdp import SessionDescription, parse_sdp
+from ..sip.message import Request, Response
+from ..sip.sdp import SessionDescription
+from ..sip.transaction import ServerTransaction
 from ..sip.uri import Uri
 from ..store import CallRecord, Notification, Store
-from .media import LegSession
+from . import flow as f
+from .ending import EndWriter, PendingEnd
+from .flow import CallFlow, FlowError, FlowTimers, Leg
 from .outcome import Outcome
 from .ringback import PCMA, PCMU, Ringback
 
 log = logging.getLogger(__name__)
-
-#: Who, besides the two phones, can end a call: an integrator's DELETE or
-#: Click2Dial itself (shutdown, maximum duration).
-HANGUP_SIDES = frozenset({"api", "system"})
 
 AUTO_ANSWER_HEADERS: dict[str, Callable[[str], tuple[str, str]]] = {
     "answer-mode": lambda host: ("Answer-Mode", "Auto"),
@@ -63,11 +72,22 @@ AUTO_ANSWER_HEADERS: dict[str, Callable[[str], tuple[str, str]]] = {
     "alert-info": lambda host: ("Alert-Info", f"<http://{host}/>;info=alert-autoanswer"),
 }
 
+#: The key of a dialog to keep in the ordered writes (never a column name).
+_DIALOG = "_dialog"
+#: Seconds before a dialog the store refused is offered again.
+DIALOG_RETRY = 1.0
+#: Fields a ``Persist`` may carry that ``finish_call`` writes with the end
+#: (``state`` is the end's own).
+_REACHED = frozenset(
+    {"agent_answered_at", "callee_dialed_at", "callee_answered_at", "agent_leg", "callee_leg"}
+)
+
 
 @dataclass(frozen=True)
 class Destination:
     uri: Uri
     credentials: DigestClient | None
+    nat: bool = False
 
 
 @dataclass
@@ -82,7 +102,11 @@ class TelephonySettings:
     pbx_uri: Uri | None = None
     agent_contacts: dict[str, Uri] = field(default_factory=dict)
     agent_auto_answer: dict[str, str] = field(default_factory=dict)
+    agent_nat: dict[str, bool] = field(default_factory=dict)
+    """Per extension: send in-dialog requests to where its messages came
+    from (default on: most agents of a hosted service sit behind NAT)."""
     node_id: str = "node"
+    probe_interval: float = 45.0
 
     @property
     def trunk_credentials(self) -> DigestClient | None:
@@ -98,9 +122,10 @@ class TelephonySettings:
     def agent_destination(self, agent: str) -> Destination | None:
         if len(agent) > 4:  # an external number: the agent's mobile, via the trunk
             return self.trunk_destination(agent)
+        nat = self.agent_nat.get(agent, True)
         contact = self.agent_contacts.get(agent)
         if contact is not None:
-            return Destination(contact, None)
+            return Destination(contact, None, nat)
         if self.extensions_mode == "pbx" and self.pbx_uri is not None:
             uri = self.pbx_uri.copy()
             uri.user = agent
@@ -108,17 +133,26 @@ class TelephonySettings:
         return None  # not registered (the registrar arrives with the WebRTC work)
 
 
-@dataclass
+@dataclass(eq=False)
 class LiveCall:
+    """One call this node runs: its flow and the SIP legs carrying it out."""
+
     record: CallRecord
-    timeouts: tuple[float, float, float]  # agent ring, callee ring, max duration
-    queue: asyncio.Queue[tuple[str, CallEvent | None]] = field(default_factory=asyncio.Queue)
-    agent: Call | None = None
-    callee: Call | None = None
-    task: asyncio.Task[None] | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    pumps: list[asyncio.Task[None]] = field(default_factory=list)
+    flow: CallFlow
+    integrator: IntegratorConfig
+    legs: dict[Leg, Call] = field(default_factory=dict)
     ringback: Ringback | None = None
+    inbox: deque[f.Event] = field(default_factory=deque)
+    busy: bool = False
+    timer: asyncio.TimerHandle | None = None
+    timer_at: float | None = None
+    reached: dict[str, Any] = field(default_factory=dict)
+    end: PendingEnd | None = None
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @property
+    def call_ref(self) -> str:
+        return self.record.call_ref
 
 
 def new_call_ref() -> str:
@@ -139,6 +173,7 @@ class CallController:
         notifications_for: Callable[[CallRecord, Outcome, float], list[Notification]] | None = None,
         clock: Callable[[], float] = time.time,
         media_host: str = "127.0.0.1",
+        spool: Path | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -148,52 +183,306 @@ class CallController:
         self.notifications_for = notifications_for or (lambda record, outcome, now: [])
         self.clock = clock
         self.media_host = media_host
+        self.spool = spool
         self.live: dict[str, LiveCall] = {}
+        self.ends = EndWriter(store, on_written=self._end_written)
+        self._writes: deque[tuple[str, dict[str, Any]]] = deque()
+        self._writer: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # ------------------------------------------------------------- commands
     def start(self, record: CallRecord, integrator: IntegratorConfig) -> None:
         """Run a freshly stored call (state ``agent_ringing``)."""
-        timeouts = (
-            float(integrator.agent_ring_timeout),
-            float(integrator.callee_ring_timeout),
-            float(integrator.max_call_duration),
+        s = self.settings
+        timers = FlowTimers(
+            agent_ring=float(integrator.agent_ring_timeout),
+            callee_ring=float(integrator.callee_ring_timeout),
+            max_duration=float(integrator.max_call_duration),
+            probe_interval=float(s.probe_interval),
         )
-        live = LiveCall(record, timeouts)
+        live = LiveCall(record, CallFlow(timers, s.public_host), integrator)
         self.live[record.call_ref] = live
-        live.task = asyncio.get_running_loop().create_task(self._run(live, integrator))
+        self._feed(
+            live,
+            f.Start(
+                agent_reachable=s.agent_destination(record.agent) is not None,
+                callee_reachable=self._callee_destination(record) is not None,
+            ),
+        )
 
-    async def hangup(self, call_ref: str, timeout: float = 10.0, *, side: str = "api") -> bool:
-        """End a live call of this node (cancel or BYE); False if not live here.
-        ``side`` is who asked: ``"api"`` (an integrator) or ``"system"``."""
+    def hangup_now(self, call_ref: str, *, side: str = "api") -> bool:
+        """Decide the end of a live call of this node at once (its legs are
+        then cancelled or hung up); False if it is not live here."""
         live = self.live.get(call_ref)
         if live is None:
             return False
-        live.queue.put_nowait((side, None))
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(live.done.wait(), timeout)
+        if live.end is None:
+            self._feed(live, f.Hangup(side))
         return True
 
-    async def close(self) -> None:
-        """Hang up everything (orderly shutdown)."""
-        await asyncio.gather(*(self.hangup(ref, side="system") for ref in list(self.live)))
+    async def hangup(self, call_ref: str, timeout: float = 0.5, *, side: str = "api") -> bool:
+        """:meth:`hangup_now`, then wait up to ``timeout`` for the end to be
+        stored (never for the legs: a BYE nobody answers must not block)."""
+        if not self.hangup_now(call_ref, side=side):
+            return False
+        await self.ends.flush(call_ref, timeout)
+        return True
 
-    # ------------------------------------------------------------ the task
-    async def _run(self, live: LiveCall, integrator: IntegratorConfig) -> None:
-        record = live.record
+    def live_record(self, call_ref: str) -> CallRecord | None:
+        """The record of a call this node runs, as it stands now."""
+        live = self.live.get(call_ref)
+        return live.record if live is not None and live.end is None else None
+
+    def ending(self, call_ref: str) -> bool:
+        """Whether the call's end is decided but not stored yet."""
+        return self.ends.pending(call_ref) is not None
+
+    async def close(self, timeout: float = 5.0) -> None:
+        """Orderly shutdown: hang up everything, give the legs and the store
+        a bounded time, keep what the store could not take in the spool."""
+        for ref in list(self.live):
+            self.hangup_now(ref, side="system")
+        waits = [live.done.wait() for live in self.live.values()]
+        if waits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*waits), timeout)
+        for live in list(self.live.values()):
+            self._drop(live)
+        await self.ends.close(timeout, self.spool)
+        if self._writer is not None:
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
+        for task in list(self._tasks):
+            task.cancel()
+
+    # ------------------------------------------------- receive and process
+    def _feed(self, live: LiveCall, event: f.Event) -> None:
+        live.inbox.append(event)
+        if not live.busy:
+            self._process(live, deque())
+
+    def _process(self, live: LiveCall, pending: deque[f.Action]) -> None:
+        """Carry out ``pending``, then every event in the inbox, in order."""
+        live.busy = True
+        flow = live.flow
+        while True:
+            while pending:
+                action = pending.popleft()
+                if isinstance(action, f.AgentConnected) and self.on_agent_connected is not None:
+                    self._spawn(self._then(live, self.on_agent_connected(live.record), pending))
+                    return  # still busy: the rest continues when it is done
+                try:
+                    self._transmit(live, action)
+                except Exception as exc:
+                    log.exception("call %s: %r failed", live.call_ref, action)
+                    live.inbox.appendleft(self._failed_action(action, exc))
+            if not live.inbox or flow.ended:
+                break
+            event = live.inbox.popleft()
+            try:
+                pending.extend(flow.handle(event, self.clock()))
+            except FlowError:
+                log.exception("call %s: no transition", live.call_ref)
+                if not flow.ended:
+                    pending.extend(flow.handle(f.Abort("internal error"), self.clock()))
+        live.busy = False
+        if flow.ended:
+            live.inbox.clear()
+        else:
+            self._arm(live)
+
+    async def _then(
+        self, live: LiveCall, awaitable: Awaitable[None], rest: deque[f.Action]
+    ) -> None:
         try:
-            outcome = await self._drive(live, integrator)
-        except asyncio.CancelledError:
-            outcome = Outcome.failure("call task cancelled")
-            await self._drop_legs(live)
-            await self._finish(live, outcome)
-            raise
+            await awaitable
         except Exception:
-            log.exception("call %s failed", record.call_ref)
-            outcome = Outcome.failure("internal error")
-            await self._drop_legs(live)
-        await self._finish(live, outcome)
+            log.exception("call %s: agent-connected hook failed", live.call_ref)
+        self._process(live, rest)
 
-    async def _open_ringback(self, offer: SessionDescription) -> Ringback | None:
+    def _failed_action(self, action: f.Action, exc: Exception) -> f.Event:
+        """The event that tells the flow an action could not be carried out."""
+        if isinstance(action, f.Send):
+            return f.RequestDone(action.leg, action.method, 481 if isinstance(exc, SipError)
+                                 else 500)  # fmt: skip
+        if isinstance(action, f.Invite):
+            return f.Failed(action.leg, 503, str(exc) or "could not send the INVITE")
+        return f.Abort(f"could not carry out {type(action).__name__}")
+
+    def _arm(self, live: LiveCall) -> None:
+        when = live.flow.next_timer
+        if when == live.timer_at:
+            return
+        if live.timer is not None:
+            live.timer.cancel()
+            live.timer = None
+        live.timer_at = when
+        if when is not None:
+            delay = max(0.0, when - self.clock())
+            live.timer = asyncio.get_running_loop().call_later(delay, self._tick, live)
+
+    def _tick(self, live: LiveCall) -> None:
+        live.timer = None
+        live.timer_at = None
+        if not live.flow.ended:
+            self._feed(live, f.Tick())
+
+    # ------------------------------------------------------------ receive
+    def _on_leg_event(self, live: LiveCall, leg: Leg, event: CallEvent) -> None:
+        if live.flow.ended:
+            return
+        if isinstance(event, Progress):
+            if event.status > 100:
+                self._feed(live, f.Progress(leg, event.status, event.sdp))
+        elif isinstance(event, Answered):
+            call = live.legs[leg]
+            timer = getattr(call.dialog, "session_interval", None) is not None
+            self._feed(live, f.Answered(leg, event.sdp, session_timer=timer))
+        elif isinstance(event, Failed):
+            self._feed(live, f.Failed(leg, event.status, event.reason))
+        elif isinstance(event, Acked):
+            self._feed(live, f.PeerAck(leg, event.sdp))
+        elif isinstance(event, Ended):
+            ended = self._peer_ended(leg, event)
+            if ended is not None:
+                self._feed(live, ended)
+
+    @staticmethod
+    def _peer_ended(leg: Leg, event: Ended) -> f.PeerEnded | None:
+        if event.reason == "failed" or (event.by == "local" and event.reason == "bye"):
+            return None  # reported by Failed already, or our own BYE
+        if event.reason == "bye" and event.request is not None:
+            return f.PeerEnded(leg)
+        if event.reason == "bye":  # a 408/481 to an in-dialog request ended it
+            return f.PeerEnded(leg, 408, f"{leg.value} unreachable")
+        if event.reason == "no-ack":
+            return f.PeerEnded(leg, 408, f"{leg.value} sent no ACK")
+        if event.reason == "session-expired":
+            return f.PeerEnded(leg, 408, f"{leg.value} session expired")
+        return f.PeerEnded(leg, 408, event.reason)
+
+    def _on_peer_request(
+        self, live: LiveCall, leg: Leg, request: Request, tx: ServerTransaction
+    ) -> None:
+        method = request.method
+        if method in ("INVITE", "UPDATE") and not live.flow.ended:
+            self._feed(live, f.PeerRequest(leg, method, request.sdp, tx))
+        elif method in ("INVITE", "UPDATE"):
+            self.ua.respond(tx, 481)
+        else:  # OPTIONS keep-alives, INFO, NOTIFY...: the dialog is alive
+            self.ua.respond(tx, 200)
+
+    def _on_request_done(
+        self, live: LiveCall, leg: Leg, method: str, status: int, response: Response | None
+    ) -> None:
+        if live.flow.ended:
+            return
+        if response is None and status >= 300:
+            # No answer at all (a time-out, or a refused connection or port
+            # reported by the transport): the peer is unreachable, whatever
+            # status stands for it.
+            status = 408
+        sdp = response.sdp if response is not None and 200 <= status < 300 else None
+        cseq = response.cseq.seq if response is not None else 0
+        self._feed(live, f.RequestDone(leg, method, status, sdp or None, cseq))
+
+    # ----------------------------------------------------------- transmit
+    def _transmit(self, live: LiveCall, action: f.Action) -> None:
+        if isinstance(action, f.Invite):
+            self._invite(live, action)
+        elif isinstance(action, f.AckAgent):
+            self._ack_agent(live, action.offer)
+        elif isinstance(action, f.StopRingback):
+            self._stop_ringback(live)
+        elif isinstance(action, f.Cancel):
+            live.legs[action.leg].cancel()
+        elif isinstance(action, f.Bye):
+            live.legs[action.leg].bye_now()
+        elif isinstance(action, f.Send):
+            leg, method = action.leg, action.method
+            live.legs[leg].send(
+                method,
+                action.sdp or b"",
+                on_done=lambda status, response: self._on_request_done(
+                    live, leg, method, status, response
+                ),
+            )
+        elif isinstance(action, f.Ack):
+            live.legs[action.leg].ack(action.sdp, cseq=action.cseq or None)
+        elif isinstance(action, f.Respond):
+            self.ua.respond(action.token, action.status, body=action.sdp or b"")
+        elif isinstance(action, f.Persist):
+            self._persist(live, action.fields)
+        elif isinstance(action, f.PersistDialog):
+            self._persist_dialog(live, action.leg)
+        elif isinstance(action, f.AgentConnected):
+            pass  # no hook configured
+        elif isinstance(action, f.Finish):
+            self._finish(live, action)
+        elif isinstance(action, f.Done):
+            self._done(live)
+
+    def _invite(self, live: LiveCall, action: f.Invite) -> None:
+        s = self.settings
+        record = live.record
+        headers = self._headers(record)
+        if action.leg is Leg.AGENT:
+            destination = s.agent_destination(record.agent)
+            style = s.agent_auto_answer.get(record.agent, "none")
+            if style in AUTO_ANSWER_HEADERS:
+                headers.append(AUTO_ANSWER_HEADERS[style](s.public_host))
+            # An extension's phone shows the number it is about to be
+            # connected to; an agent's mobile, reached through the trunk, gets
+            # the caller ID the carrier expects, like the callee.
+            external_agent = len(record.agent) > 4
+            shown = record.outbound_id if external_agent else record.callee
+            if external_agent:
+                headers.append(("P-Asserted-Identity", f"<sip:{shown}@{s.public_host}>"))
+            caller = Address(Uri("sip", s.public_host, shown))
+        else:
+            destination = self._callee_destination(record)
+            caller = Address(Uri("sip", s.public_host, record.outbound_id))
+            headers.insert(0, ("P-Asserted-Identity", f"<{caller.uri}>"))
+        if destination is None:
+            raise SipError(f"no destination for the {action.leg.value}")
+        call = self.ua.invite(
+            destination.uri,
+            sdp=action.sdp,
+            from_=caller,
+            to=Address(destination.uri.copy()),
+            headers=headers,
+            target=uri_target(destination.uri),
+            credentials=destination.credentials,
+            nat=destination.nat,
+        )
+        leg = action.leg
+        live.legs[leg] = call
+        call.on_event = lambda event: self._on_leg_event(live, leg, event)
+        call.on_peer_request = lambda request, tx: self._on_peer_request(live, leg, request, tx)
+
+    def _callee_destination(self, record: CallRecord) -> Destination | None:
+        """The trunk, or another extension for an internal call."""
+        s = self.settings
+        if record.call_type == "internal":
+            return s.agent_destination(record.callee)
+        return s.trunk_destination(record.callee)
+
+    def _ack_agent(self, live: LiveCall, offer: SessionDescription | None) -> None:
+        call = live.legs[Leg.AGENT]
+        if offer is None:
+            call.ack()
+            return
+        session = live.flow.sessions[Leg.AGENT]
+        ringback = self._ringback_for(offer)
+        if ringback is not None:
+            live.ringback = ringback
+            call.ack(session.ringback_answer(offer, ringback))
+            ringback.play(*offer.connection(0))
+        else:
+            call.ack(session.placeholder_answer(offer.to_bytes()))
+
+    def _ringback_for(self, offer: SessionDescription) -> Ringback | None:
         """A ringback player for the agent's first audio stream, if it takes
         G.711 (PCMU preferred); None otherwise (the agent then waits on an
         inactive stream)."""
@@ -204,74 +493,19 @@ class CallController:
             for pt, name in ((PCMU, "PCMU"), (PCMA, "PCMA")):
                 if str(pt) in media.fmts and names.get(str(pt), name) == name:
                     ringback = Ringback(self.media_host, pt)
-                    await ringback.open()
+                    try:
+                        ringback.bind()
+                    except OSError:
+                        log.warning("no socket for ringback: the agent waits on silence")
+                        return None
                     return ringback
         return None
 
-    async def _stop_ringback(self, live: LiveCall) -> None:
+    @staticmethod
+    def _stop_ringback(live: LiveCall) -> None:
         if live.ringback is not None:
             ringback, live.ringback = live.ringback, None
-            await ringback.stop()
-
-    async def _finish(self, live: LiveCall, outcome: Outcome) -> None:
-        await self._stop_ringback(live)
-        record = live.record
-        ref = record.call_ref
-        ended_at = self.clock()
-        try:
-            final = await self.store.finish_call(
-                ref,
-                ended_at=ended_at,
-                end_reason=outcome.end_reason,
-                end_code=outcome.end_code,
-                sip_status=outcome.sip_status,
-                sip_reason=outcome.sip_reason,
-                hangup_side=outcome.hangup_side,
-                notifications=self.notifications_for(record, outcome, ended_at),
-            )
-            if final is not None and self.on_call_ended is not None:
-                await self.on_call_ended(final)
-        except Exception:
-            log.exception("could not store the end of call %s", ref)
-        finally:
-            for pump in live.pumps:
-                pump.cancel()
-            self.live.pop(ref, None)
-            live.done.set()
-
-    async def _drop_legs(self, live: LiveCall) -> None:
-        for leg in (live.agent, live.callee):
-            if leg is not None and not leg.ended.done():
-                with contextlib.suppress(Exception):
-                    await leg.bye()
-
-    def _pump(self, live: LiveCall, name: str, call: Call) -> None:
-        """Forward one leg's events into the call's single queue, tagged."""
-
-        async def forward() -> None:
-            while True:
-                event = await call.events.get()
-                live.queue.put_nowait((name, event))
-                if isinstance(event, Ended):
-                    return
-
-        live.pumps.append(asyncio.get_running_loop().create_task(forward()))
-
-    async def _next(self, live: LiveCall, deadline: float) -> tuple[str, CallEvent | None]:
-        loop = asyncio.get_running_loop()
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            return ("timeout", None)
-        try:
-            return await asyncio.wait_for(live.queue.get(), remaining)
-        except TimeoutError:
-            return ("timeout", None)
-
-    async def _update(self, live: LiveCall, **fields: object) -> None:
-        record = live.record
-        for name, value in fields.items():
-            setattr(record, name, value)
-        await self.store.update_call(record.call_ref, **fields)
+            ringback.stop_now()
 
     def _headers(self, record: CallRecord) -> list[tuple[str, str]]:
         r = record
@@ -282,197 +516,88 @@ class CallController:
             ("X-Teleforge-Outbound-Id", r.outbound_id),
         ]
 
-    async def _drive(self, live: LiveCall, integrator: IntegratorConfig) -> Outcome:
-        s = self.settings
+    # -------------------------------------------------------------- store
+    def _persist(self, live: LiveCall, fields: dict[str, Any]) -> None:
         record = live.record
-        loop = asyncio.get_running_loop()
-        agent_ring, callee_ring, max_duration = live.timeouts
-        agent_number: str = record.agent
+        for name, value in fields.items():
+            setattr(record, name, value)
+            if name in _REACHED:
+                live.reached[name] = value
+        self._queue_write(record.call_ref, fields)
 
-        # 1. Ring the agent.
-        destination = s.agent_destination(agent_number)
-        if destination is None:
-            return Outcome.from_sip(480, "Agent not registered", "agent")
-        headers = self._headers(record)
-        style = s.agent_auto_answer.get(agent_number, "none")
-        if style in AUTO_ANSWER_HEADERS:
-            headers.append(AUTO_ANSWER_HEADERS[style](s.public_host))
-        to_agent = LegSession(s.public_host)
-        to_callee = LegSession(s.public_host)
-        # An extension's phone shows the number it is about to be connected
-        # to; an agent's mobile, reached through the trunk, gets the caller ID
-        # the carrier expects, like the callee.
-        external_agent = len(agent_number) > 4
-        shown = record.outbound_id if external_agent else record.callee
-        if external_agent:
-            headers.append(("P-Asserted-Identity", f"<sip:{shown}@{s.public_host}>"))
-        agent = self.ua.invite(
-            destination.uri,
-            from_=Address(Uri("sip", s.public_host, shown)),
-            to=Address(destination.uri.copy()),
-            headers=headers,
-            target=uri_target(destination.uri),
-            credentials=destination.credentials,
-        )
-        live.agent = agent
-        self._pump(live, "agent", agent)
-        deadline = loop.time() + agent_ring
-        alerted = False
-        answered: Answered | None = None
-        while answered is None:
-            source, event = await self._next(live, deadline)
-            if source in HANGUP_SIDES:
-                agent.cancel()
-                return Outcome.hangup(source)
-            if source == "timeout":
-                agent.cancel()
-                return Outcome.no_answer("agent", alerted)
-            if isinstance(event, Progress) and event.status in (180, 183):
-                if not alerted:
-                    alerted = True
-                    await self._update(live, agent_leg="ringing")
-            elif isinstance(event, Failed):
-                return Outcome.from_sip(event.status, event.reason, "agent")
-            elif isinstance(event, Ended):
-                return Outcome.failure("agent leg ended before answer")
-            elif isinstance(event, Answered):
-                answered = event
-        if not answered.sdp:
-            agent.ack()
-            await self._drop_legs(live)
-            return Outcome.from_sip(488, "Agent sent no SDP offer", "agent")
-        agent_offer = answered.sdp
-        try:
-            offer = parse_sdp(agent_offer)
-            live.ringback = await self._open_ringback(offer)
-            if live.ringback is not None:
-                agent.ack(to_agent.ringback_answer(offer, live.ringback))
-                live.ringback.play(*offer.connection(0))
-            else:
-                agent.ack(to_agent.placeholder_answer(agent_offer))
-            callee_offer = to_callee.relay(agent_offer)
-        except SipError:
-            await self._drop_legs(live)
-            return Outcome.from_sip(488, "Agent SDP offer unusable", "agent")
-        await self._update(live, state="agent_answered", agent_answered_at=self.clock(),
-                           agent_leg="answered")  # fmt: skip
-        if self.on_agent_connected is not None:
-            await self.on_agent_connected(record)
-
-        # 2. Dial the callee: through the trunk, or another extension for an
-        # internal call.
-        trunk = (
-            s.agent_destination(record.callee)
-            if record.call_type == "internal"
-            else s.trunk_destination(record.callee)
-        )
-        if trunk is None:
-            await agent.bye()
-            return Outcome.from_sip(480, "Callee extension not reachable", "callee")
-        caller = Address(Uri("sip", s.public_host, record.outbound_id))
-        callee = self.ua.invite(
-            trunk.uri,
-            sdp=callee_offer,
-            from_=caller,
-            to=Address(trunk.uri.copy()),
-            headers=[("P-Asserted-Identity", f"<{caller.uri}>"), *self._headers(record)],
-            target=uri_target(trunk.uri),
-            credentials=trunk.credentials,
-        )
-        live.callee = callee
-        self._pump(live, "callee", callee)
-        await self._update(live, state="callee_ringing", callee_dialed_at=self.clock(),
-                           callee_leg="dialing")  # fmt: skip
-        deadline = loop.time() + callee_ring
-        callee_alerted = False
-        media = _MediaSync(agent, to_agent, lambda: self._stop_ringback(live))
-        try:
-            while True:
-                source, event = await self._next(live, deadline)
-                if source in HANGUP_SIDES or source == "timeout":
-                    callee.cancel()
-                    await agent.bye()
-                    if source in HANGUP_SIDES:
-                        return Outcome.hangup(source)
-                    return Outcome.no_answer("callee", callee_alerted)
-                if source == "agent":
-                    if isinstance(event, Ended):
-                        callee.cancel()
-                        return Outcome.hangup("agent")
-                    continue
-                if isinstance(event, Progress):
-                    if event.status in (180, 183) and not callee_alerted:
-                        callee_alerted = True
-                        await self._update(live, callee_leg="ringing")
-                    if event.sdp:
-                        media.want(event.sdp)
-                elif isinstance(event, Failed):
-                    await agent.bye()
-                    return Outcome.from_sip(event.status, event.reason, "callee")
-                elif isinstance(event, Ended):
-                    await agent.bye()
-                    return Outcome.failure("callee leg ended before answer")
-                elif isinstance(event, Answered):
-                    if event.sdp:
-                        media.want(event.sdp)
-                    break
-
-            # 3. Talking.
-            await self._update(live, state="talking", callee_answered_at=self.clock(),
-                               callee_leg="answered")  # fmt: skip
-            deadline = loop.time() + max_duration
-            while True:
-                source, event = await self._next(live, deadline)
-                if source == "agent" and isinstance(event, Ended):
-                    await callee.bye()
-                    return Outcome.hangup("agent")
-                if source == "callee" and isinstance(event, Ended):
-                    await agent.bye()
-                    return Outcome.hangup("callee")
-                if source in HANGUP_SIDES or source == "timeout":
-                    # Past max_call_duration Click2Dial itself hangs up.
-                    await asyncio.gather(agent.bye(), callee.bye())
-                    return Outcome.hangup("system" if source == "timeout" else source)
-        finally:
-            await media.close()
-
-
-class _MediaSync:
-    """Keeps the agent's session pointed at the callee's latest media with
-    re-INVITEs, one at a time, skipping intermediate versions; the local
-    ringback stops as the first one goes out."""
-
-    def __init__(
-        self, agent: Call, session: LegSession, before_first: Callable[[], Awaitable[None]]
-    ) -> None:
-        self.agent = agent
-        self.session = session
-        self.before_first = before_first
-        self.wanted: bytes | None = None
-        self.applied: bytes | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    def want(self, sdp: bytes) -> None:
-        self.wanted = sdp
-        if self.task is None or self.task.done():
-            self.task = asyncio.get_running_loop().create_task(self._apply())
-
-    async def _apply(self) -> None:
-        while self.wanted is not None and self.wanted != self.applied:
-            target = self.wanted
-            await self.before_first()
+    async def _write_states(self) -> None:
+        """The one writer of live state changes, in the order they happened.
+        They only serve live visibility (the end carries what was reached),
+        so one the store refuses is dropped, not retried; a dialog (for
+        crash recovery) is retried while its call is live."""
+        while self._writes:
+            ref, fields = self._writes.popleft()
+            if self.ends.pending(ref) is not None:
+                continue  # the end is on its way: it carries these fields
+            dialog = fields.get(_DIALOG)
             try:
-                body = self.session.relay(target)
-                status, _ = await self.agent.reinvite(body)
-            except SipError as exc:
-                log.warning("could not update the agent's media: %s", exc)
-                return
-            if status >= 300:
-                log.warning("agent refused the media update with %d", status)
-            self.applied = target
+                if dialog is not None:
+                    await self.store.save_dialog(ref, *dialog)
+                else:
+                    await self.store.update_call(ref, **fields)
+            except Exception as exc:
+                log.warning("call %s: state not stored (%s)", ref, exc)
+                if dialog is not None:
+                    asyncio.get_running_loop().call_later(
+                        DIALOG_RETRY, self._retry_write, ref, fields
+                    )
 
-    async def close(self) -> None:
-        if self.task is not None and not self.task.done():
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+    def _retry_write(self, ref: str, fields: dict[str, Any]) -> None:
+        live = self.live.get(ref)
+        if live is not None and live.end is None:
+            self._queue_write(ref, fields)
+
+    def _queue_write(self, ref: str, fields: dict[str, Any]) -> None:
+        self._writes.append((ref, fields))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.get_running_loop().create_task(self._write_states())
+
+    def _persist_dialog(self, live: LiveCall, leg: Leg) -> None:
+        """Keep the leg's established dialog, so that after a crash the next
+        start can still BYE it (``Click2Dial.recover``)."""
+        dialog = live.legs[leg].dialog
+        if dialog is not None:
+            self._queue_write(live.call_ref, {_DIALOG: (leg.value, dialog.snapshot())})
+
+    def _finish(self, live: LiveCall, action: f.Finish) -> None:
+        record = live.record
+        end = PendingEnd(
+            record=record,
+            outcome=action.outcome,
+            ended_at=action.ended_at,
+            fields=dict(live.reached),
+            notifications=self.notifications_for(record, action.outcome, action.ended_at),
+        )
+        live.end = end
+        self.ends.submit(end)
+
+    async def _end_written(self, end: PendingEnd) -> None:
+        if end.final is not None and self.on_call_ended is not None:
+            await self.on_call_ended(end.final)
+
+    def _done(self, live: LiveCall) -> None:
+        self._drop(live)
+
+    def _drop(self, live: LiveCall) -> None:
+        """Forget the call: its flow has nothing more to do."""
+        if live.timer is not None:
+            live.timer.cancel()
+            live.timer = None
+        self._stop_ringback(live)
+        for call in live.legs.values():
+            call.on_event = None
+            call.on_peer_request = None
+            if not call.ended.done():
+                call.bye_now()
+        self.live.pop(live.call_ref, None)
+        live.done.set()
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

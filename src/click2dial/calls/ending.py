@@ -113,6 +113,11 @@ class EndWriter:
                 return end
         return None
 
+    def pending_of(self, integrator: str) -> int:
+        """How many unwritten ends belong to this integrator (the store
+        still counts those calls as live)."""
+        return sum(1 for end in self._queue if end.record.integrator == integrator)
+
     # ----------------------------------------------------------- commands
     def submit(self, end: PendingEnd) -> None:
         self._queue.append(end)

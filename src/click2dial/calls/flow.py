@@ -172,6 +172,14 @@ class Tick:
     """Time passed; fed at :attr:`CallFlow.deadline`."""
 
 
+@dataclass(frozen=True, slots=True)
+class Abort:
+    """End the call as Click2Dial's own failure: the driver could not carry
+    out an action or hit an event the flow has no transition for."""
+
+    detail: str
+
+
 Event = (
     Start
     | Progress
@@ -183,6 +191,7 @@ Event = (
     | RequestDone
     | Hangup
     | Tick
+    | Abort
 )
 
 
@@ -671,6 +680,9 @@ class CallFlow:
     def _hangup(self, event: Hangup, now: float) -> None:
         self._end(Outcome.hangup(event.side), now)
 
+    def _abort(self, event: Abort, now: float) -> None:
+        self._end(Outcome.failure(event.detail), now)
+
     def _peer_ended(self, event: PeerEnded, now: float) -> None:
         self.legs[event.leg].state = LegState.GONE
         self.legs[event.leg].offer_out = None
@@ -777,6 +789,7 @@ TRANSITIONS: dict[tuple[Phase, type, Leg | None], _Handler] = {
     (_AR, PeerRequest, A): CallFlow._early_request,
     (_AR, Hangup, None): CallFlow._hangup,
     (_AR, Tick, None): CallFlow._tick,
+    (_AR, Abort, None): CallFlow._abort,
     # The agent answered; the callee rings.
     (_CR, Progress, C): CallFlow._callee_progress,
     (_CR, Answered, C): CallFlow._callee_answered,
@@ -788,6 +801,7 @@ TRANSITIONS: dict[tuple[Phase, type, Leg | None], _Handler] = {
     (_CR, RequestDone, A): CallFlow._request_done,
     (_CR, Hangup, None): CallFlow._hangup,
     (_CR, Tick, None): CallFlow._tick,
+    (_CR, Abort, None): CallFlow._abort,
     # Both answered: relay everything.
     (_T, PeerEnded, A): CallFlow._peer_ended,
     (_T, PeerEnded, C): CallFlow._peer_ended,
@@ -799,6 +813,7 @@ TRANSITIONS: dict[tuple[Phase, type, Leg | None], _Handler] = {
     (_T, RequestDone, C): CallFlow._request_done,
     (_T, Hangup, None): CallFlow._hangup,
     (_T, Tick, None): CallFlow._tick,
+    (_T, Abort, None): CallFlow._abort,
     # Ended: tear the legs down, answer what still arrives, wait for them to go.
     (_E, Progress, A): CallFlow._ignore,
     (_E, Progress, C): CallFlow._ignore,
@@ -816,4 +831,5 @@ TRANSITIONS: dict[tuple[Phase, type, Leg | None], _Handler] = {
     (_E, RequestDone, C): CallFlow._request_done_ending,
     (_E, Hangup, None): CallFlow._ignore,
     (_E, Tick, None): CallFlow._teardown_tick,
+    (_E, Abort, None): CallFlow._ignore,
 }

@@ -10,9 +10,9 @@ and 8) from a socket of its own.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 import secrets
+import socket
 import struct
 from collections.abc import Callable
 
@@ -78,7 +78,11 @@ class _Sender(asyncio.DatagramProtocol):
 
 
 class Ringback:
-    """Plays the tone to one RTP destination until :meth:`stop`."""
+    """Plays the tone to one RTP destination until :meth:`stop`.
+
+    :meth:`bind` and :meth:`stop` are synchronous so that the call driver can
+    put the port in the agent's ACK and silence the tone in the same step
+    that decides to, with no task in between."""
 
     def __init__(self, bind_host: str, payload_type: int) -> None:
         if payload_type not in (PCMU, PCMA):
@@ -87,23 +91,36 @@ class Ringback:
         self.payload_type = payload_type
         self.port = 0
         self.sent = 0
+        self._sock: socket.socket | None = None
         self._transport: asyncio.DatagramTransport | None = None
         self._task: asyncio.Task[None] | None = None
 
-    async def open(self) -> int:
+    def bind(self) -> int:
         """Bind the local RTP socket; returns its port (for our SDP)."""
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(_Sender, local_addr=(self.bind_host, 0))
-        self._transport = transport
-        self.port = int(transport.get_extra_info("sockname")[1])
+        family = socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.bind((self.bind_host, 0))
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self.port = int(sock.getsockname()[1])
         return self.port
+
+    async def open(self) -> int:
+        return self.bind()
 
     def play(self, host: str, port: int) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run((host, port)))
 
     async def _run(self, destination: tuple[str, int]) -> None:
-        assert self._transport is not None
+        assert self._sock is not None
         loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(_Sender, sock=self._sock)
+        self._sock = None  # the transport owns it now
+        self._transport = transport
         frames = cadence_frames(self.payload_type)
         ssrc = secrets.randbits(32)
         seq = secrets.randbits(16)
@@ -113,7 +130,7 @@ class Ringback:
         while True:
             marker = 0x80 if index == 0 else 0
             header = struct.pack("!BBHII", 0x80, marker | self.payload_type, seq, stamp, ssrc)
-            self._transport.sendto(header + frames[index % len(frames)], destination)
+            transport.sendto(header + frames[index % len(frames)], destination)
             self.sent += 1
             index += 1
             seq = (seq + 1) & 0xFFFF
@@ -121,12 +138,17 @@ class Ringback:
             # Pace on the clock, not on sleep durations, so jitter never adds up.
             await asyncio.sleep(max(0.0, started + index * 0.02 - loop.time()))
 
-    async def stop(self) -> None:
+    def stop_now(self) -> None:
+        """Stop playing and release the socket."""
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
             self._task = None
         if self._transport is not None:
             self._transport.close()
             self._transport = None
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+    async def stop(self) -> None:
+        self.stop_now()

@@ -17,9 +17,18 @@ from typing import Any
 
 from ..config import IntegratorConfig
 from ..store import AgentBusyError, CallRecord, Store
+from ..vocabulary import CallState
 from .control import CallController, new_call_ref
 from .policy import may_use_agent, may_use_outbound_id
 from .rules import CallRequest, FieldError, validate_call_request
+
+#: What call control knows of a live call before the store does.
+LIVE_FIELDS = ("state", "agent_leg", "callee_leg", "agent_answered_at", "callee_dialed_at",
+               "callee_answered_at")  # fmt: skip
+#: Seconds a DELETE waits for the end to be stored before answering ``ending``.
+HANGUP_STORE_WAIT = 0.5
+#: Seconds a new call waits for the store to take its agent's previous end.
+PREVIOUS_END_WAIT = 2.0
 
 
 class CallError(Exception):
@@ -129,7 +138,9 @@ class CallService:
             existing = await self.store.find_by_idempotency_key(integrator.name, idempotency_key)
             if existing is not None:
                 return PlaceResult(existing, False, list(existing.warnings))
-        if await self.store.count_live(integrator.name) >= integrator.max_concurrent:
+        ends = self.controller.ends
+        live = await self.store.count_live(integrator.name) - ends.pending_of(integrator.name)
+        if live >= integrator.max_concurrent:
             raise CallError(
                 429,
                 f"over the limit of {integrator.max_concurrent} concurrent calls",
@@ -155,6 +166,11 @@ class CallService:
             node_id=self.node_id,
             warnings=list(request.warnings),
         )
+        previous = ends.pending_agent(integrator.name, request.agent)
+        if previous is not None:
+            # The agent's last call has ended, but the store does not know
+            # yet (it is being written, or the store is coming back).
+            await ends.flush(previous.call_ref, PREVIOUS_END_WAIT)
         try:
             stored, created = await self.store.create_call(record)
         except AgentBusyError as exc:
@@ -205,18 +221,39 @@ class CallService:
             raise CallError(403, "the integrator may not place this call", errors)
 
     async def get(self, integrator: IntegratorConfig, call_ref: str) -> CallRecord | None:
-        return await self.store.get_call(integrator.name, call_ref)
+        return self._view(await self.store.get_call(integrator.name, call_ref))
 
     async def hangup(self, integrator: IntegratorConfig, call_ref: str) -> CallRecord | None:
+        """Hang up (or cancel) a call; answers as soon as the end is decided
+        and, within a short wait, stored; never waits for the legs."""
         call = await self.store.get_call(integrator.name, call_ref)
         if call is None:
             return None
-        if call.state != "ended":
-            await self.controller.hangup(call_ref)
+        if call.state != CallState.ENDED:
+            await self.controller.hangup(call_ref, HANGUP_STORE_WAIT)
             call = await self.store.get_call(integrator.name, call_ref) or call
+        return self._view(call)
+
+    def _view(self, call: CallRecord | None) -> CallRecord | None:
+        """The call as the integrator should see it: a call this node runs is
+        shown as call control knows it (the store's copy of its progress may
+        lag a write behind), and ``ending`` while its decided end is not
+        stored yet."""
+        if call is None or call.state == CallState.ENDED:
+            return call
+        if self.controller.ending(call.call_ref):
+            call.state = CallState.ENDING
+            return call
+        live = self.controller.live_record(call.call_ref)
+        if live is not None:
+            for name in LIVE_FIELDS:
+                setattr(call, name, getattr(live, name))
         return call
 
     async def list(
         self, integrator: IntegratorConfig, **filters: Any
     ) -> tuple[list[CallRecord], str | None]:
-        return await self.store.list_calls(integrator.name, **filters)
+        calls, cursor = await self.store.list_calls(integrator.name, **filters)
+        for call in calls:
+            self._view(call)
+        return calls, cursor

@@ -3,7 +3,10 @@ spaces, and building requests inside a dialog.
 
 A :class:`Dialog` is plain state.  The endpoint decides when one is created,
 confirmed or ended; this module knows how a dialog is derived from the
-request/response that creates it and how its requests are formed.
+request/response that creates it and how its requests are formed, and how
+an established one is kept across a crash (:meth:`Dialog.snapshot`, a plain
+JSON-able dict, and :meth:`Dialog.restore`), so that the next start can still
+send it a BYE.
 """
 
 from __future__ import annotations
@@ -11,11 +14,11 @@ from __future__ import annotations
 import enum
 from typing import Any
 
-from .headers import Address, CSeq, Via
+from .headers import Address, CSeq, Via, parse_address
 from .message import Headers, Request, Response
 from .timer import Timer
 from .transaction import Target
-from .uri import Uri
+from .uri import Uri, parse_uri
 
 
 class DialogState(enum.Enum):
@@ -34,6 +37,7 @@ class Dialog:
         "ack",
         "call_id",
         "client_invite",
+        "flow",
         "local",
         "local_cseq",
         "pending_2xx",
@@ -71,6 +75,9 @@ class Dialog:
         self.remote_cseq = remote_cseq
         self.transport = transport
         self.state = DialogState.EARLY
+        # Where the peer's messages come from, when requests must go there
+        # rather than to remote_target (a NATed phone; see endpoint).
+        self.flow: Target | None = None
         # The ACK we sent for the last 2xx (bytes, target, CSeq), re-sent when
         # that 2xx is retransmitted.
         self.ack: tuple[bytes, Target, int] | None = None
@@ -124,6 +131,53 @@ class Dialog:
             remote_cseq=request.cseq.seq,
             transport=transport,
         )
+
+    def snapshot(self) -> dict[str, Any]:
+        """What it takes to send a request in this dialog after a restart:
+        identity, route set, remote target, CSeq spaces, transport (and the
+        flow its requests really go to, when one is known).  Strings and
+        numbers only, so it can be stored as JSON."""
+        data: dict[str, Any] = {
+            "role": self.role,
+            "call_id": self.call_id,
+            "local": str(self.local),
+            "remote": str(self.remote),
+            "remote_target": str(self.remote_target),
+            "route_set": [str(route) for route in self.route_set],
+            "local_cseq": self.local_cseq,
+            "remote_cseq": self.remote_cseq,
+            "transport": self.transport,
+        }
+        # ``flow`` (where in-dialog requests go when the peer is behind NAT)
+        # may not exist on this Dialog: read it without depending on it.
+        flow = getattr(self, "flow", None)
+        if isinstance(flow, Target):
+            data["flow"] = [flow.transport, flow.host, flow.port]
+        return data
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> Dialog:
+        """A CONFIRMED dialog from :meth:`snapshot`'s dict.  Raises
+        ``KeyError``, ``TypeError``, ``ValueError`` or ``SipParseError`` for
+        a dict that is not one."""
+        remote_cseq = data["remote_cseq"]
+        dialog = cls(
+            role=str(data["role"]),
+            call_id=str(data["call_id"]),
+            local=parse_address(data["local"]),
+            remote=parse_address(data["remote"]),
+            remote_target=parse_uri(data["remote_target"]),
+            route_set=[parse_address(route) for route in data["route_set"]],
+            local_cseq=int(data["local_cseq"]),
+            remote_cseq=None if remote_cseq is None else int(remote_cseq),
+            transport=str(data["transport"]),
+        )
+        dialog.state = DialogState.CONFIRMED
+        flow = data.get("flow")
+        if flow is not None and "flow" in cls.__slots__:
+            transport, host, port = flow
+            setattr(dialog, "flow", Target(str(transport), str(host), int(port)))  # noqa: B010
+        return dialog
 
     def refresh_target(self, message: Request | Response) -> None:
         """Remote target refresh from a re-INVITE/UPDATE or its 2xx (§12.2)."""

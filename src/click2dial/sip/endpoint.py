@@ -5,7 +5,8 @@ Theory of operation
 The adapter feeds the endpoint bytes (:meth:`Endpoint.receive`) and clock
 ticks (:meth:`Endpoint.handle_timer`); the application gives it commands
 (:meth:`invite`, :meth:`ack`, :meth:`cancel`, :meth:`request`,
-:meth:`respond`, :meth:`bye`...).  Everything the endpoint wants done comes
+:meth:`respond`, :meth:`bye`, :meth:`adopt` for a dialog restored after a
+restart...).  Everything the endpoint wants done comes
 out of two queues the adapter drains after each call: :meth:`pop_outgoing`
 (bytes and where to send them) and :meth:`pop_events` (what happened, see
 :mod:`.events`).  :meth:`next_timer` says when to tick next.
@@ -17,6 +18,38 @@ responses (§13.2.2.4) and re-ACKs their retransmissions, retransmits its own
 answers 401/407 challenges with digest credentials (§22.2), detects re-INVITE
 glare and retries after a 491 (§14.1), and answers the requests it can answer
 by itself: CANCEL, ACK, BYE, and in-dialog requests without a dialog (481).
+
+Protocol hygiene the endpoint applies to every request, before the
+application sees it: a final response to a request outside a dialog carries a
+To tag (a 100 Trying none); a ``Require`` naming an option tag outside
+:data:`SUPPORTED` gets 420 with ``Unsupported`` (§8.2.2.3; never for ACK or
+CANCEL); BYE, UPDATE, PRACK and INFO without a To tag, and any request whose
+To tag names no dialog we know, get 481; every 2xx to OPTIONS gets ``Allow``,
+``Supported`` and ``Accept`` unless the application set them.  UDP datagrams
+made only of CRLFs are keep-alives (RFC 5626 §4.4.1 style): dropped silently,
+not parse errors.  Over TCP the adapter's framer answers the CRLFCRLF ping.
+
+NAT: where in-dialog requests go
+--------------------------------
+A phone behind NAT advertises a Contact nobody can reach (a private address,
+or a port nothing listens on) while its packets come from another
+address:port.  A dialog therefore has a ``flow``: the transport address its
+peer's messages came from.  When a dialog has a flow and no route set, the ACK
+and every request in it go to the flow; the Request-URI stays the remote
+target (the Contact).  With a route set the first proxy (which Record-Routed)
+owns the NAT problem, as Kamailio's nathelper does there, so we follow the
+route.  The flow is recorded:
+
+* as UAC only for an INVITE sent with ``nat=True`` (RFC 3581 symmetric
+  response routing, the idea of Kamailio's ``fix_nated_contact``): each early
+  dialog from the source of its first 1xx, the confirmed one from the source
+  of its 2xx (UDP: source ip:port; TCP: the connection's peer, so the
+  connection is reused).  A trunk is invited with ``nat=False`` and follows
+  its Contact and Record-Route;
+* as UAS always when that address came from the packet itself: over a stream
+  transport (the connection's peer), and over UDP when the INVITE's top Via
+  has ``rport`` (source ip:port) or a ``received`` (received host, Via port),
+  i.e. exactly where our responses to it go.
 
 Every handle the application sees (:class:`OutgoingInvite`,
 :class:`ClientRequest`, :class:`~.dialog.Dialog`,
@@ -56,6 +89,12 @@ from .transaction import (
 from .uri import Uri
 
 ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+#: Option tags of the extensions this endpoint implements (``Supported``,
+#: and what a peer may ``Require`` without getting 420).
+SUPPORTED = ("100rel", "timer")
+_SUPPORTED_HEADER = ", ".join(SUPPORTED)
+#: Methods that only exist inside a dialog: without a To tag they get 481.
+IN_DIALOG_ONLY = frozenset({"BYE", "UPDATE", "PRACK", "INFO"})
 #: Limit on challenge rounds for one request, so a peer that keeps
 #: challenging cannot loop us.
 MAX_AUTH_ROUNDS = 2
@@ -101,6 +140,7 @@ class OutgoingInvite:
         "credentials",
         "dialog",
         "early",
+        "nat",
         "provisional_seen",
         "request",
         "state",
@@ -109,10 +149,17 @@ class OutgoingInvite:
         "user_data",
     )
 
-    def __init__(self, request: Request, target: Target, credentials: DigestClient | None):
+    def __init__(
+        self,
+        request: Request,
+        target: Target,
+        credentials: DigestClient | None,
+        nat: bool = False,
+    ) -> None:
         self.request = request
         self.target = target
         self.credentials = credentials
+        self.nat = nat  # its dialogs send to where their responses came from
         self.tx: InviteClientTransaction | None = None
         self.state = "calling"  # calling | early | answered | failed
         self.dialog: Dialog | None = None
@@ -181,6 +228,9 @@ class Endpoint:
         self._owners: dict[int, OutgoingInvite | ClientRequest] = {}
         self._dialogs: dict[DialogId, Dialog] = {}
         self.parse_errors = 0
+        # Where the response being processed came from (for NAT flows).
+        self._rx_transport = "udp"
+        self._rx_source: tuple[str, int] = ("", 0)
 
     # ------------------------------------------------------------------ I/O side
     def now(self) -> float:
@@ -216,6 +266,8 @@ class Endpoint:
 
     def receive(self, data: bytes, transport: str, source: tuple[str, int]) -> None:
         """Feed one datagram or one framed stream message from ``source``."""
+        if data[:1] in (b"\r", b"\n") and transport == "udp" and not data.strip(b"\r\n"):
+            return  # a CRLF keep-alive: nothing to parse, nothing to answer
         try:
             msg = parse_message(data, stream=transport != "udp")
         except SipParseError:
@@ -225,7 +277,7 @@ class Endpoint:
         if isinstance(msg, Request):
             self._receive_request(msg, transport, source)
         else:
-            self._receive_response(msg)
+            self._receive_response(msg, transport, source)
 
     def transport_failed(self, target: Target) -> None:
         """The adapter could not deliver to ``target`` (connection refused or
@@ -304,9 +356,12 @@ class Endpoint:
         target: Target | None = None,
         credentials: DigestClient | None = None,
         call_id: str | None = None,
+        nat: bool = False,
     ) -> OutgoingInvite:
         """Send an INVITE outside any dialog.  Without ``body`` it is a late
-        offer: the 2xx carries the offer and :meth:`ack` carries the answer."""
+        offer: the 2xx carries the offer and :meth:`ack` carries the answer.
+        With ``nat`` its dialogs send the ACK and their requests to where
+        their responses came from (see the module docstring)."""
         target = target or uri_target(uri)
         local = from_.copy()
         local.params.setdefault("tag", new_tag())
@@ -329,7 +384,7 @@ class Endpoint:
             body,
             [self.contact(target.transport)],
         )
-        invite = OutgoingInvite(request, target, credentials)
+        invite = OutgoingInvite(request, target, credentials, nat)
         tx = InviteClientTransaction(self, request, target)
         invite.tx = tx
         self._start_client(tx, invite)
@@ -403,6 +458,8 @@ class Endpoint:
                     dialog = invite.early.get(tag)
                     if dialog is None:
                         dialog = Dialog.for_uac(invite.request, response, invite.target.transport)
+                        if invite.nat:
+                            dialog.flow = self._rx_flow()
                         invite.early[tag] = dialog
                         self._dialogs[dialog.id] = dialog
                     else:
@@ -431,6 +488,8 @@ class Endpoint:
             # A 2xx from a second fork, or one that crossed our CANCEL: the
             # dialog exists on the peer's side, so ACK it and hang up (§15).
             stray = dialog or Dialog.for_uac(invite.request, response, invite.target.transport)
+            if invite.nat:
+                stray.flow = self._rx_flow()
             stray.state = DialogState.CONFIRMED
             self._send_ack(stray, invite.request.cseq.seq, b"", None)
             self._send_bye(stray)
@@ -443,6 +502,8 @@ class Endpoint:
         else:
             dialog.refresh_target(response)
             dialog.route_set = list(reversed(response.headers.addresses("Record-Route")))
+        if invite.nat:
+            dialog.flow = self._rx_flow()
         dialog.state = DialogState.CONFIRMED
         invite.early.pop(tag, None)
         for other in invite.early.values():
@@ -485,10 +546,24 @@ class Endpoint:
         self._add_common(hdrs, "ACK")
         ack = dialog.build_request("ACK", self._via(dialog.transport), cseq=cseq, headers=hdrs,
                                    body=body)  # fmt: skip
-        target = uri_target(dialog.next_hop(), dialog.transport)
+        target = self._dialog_target(dialog)
         data = ack.to_bytes()
         dialog.ack = (data, target, cseq)
         self.send(data, target)
+
+    def _rx_flow(self) -> Target:
+        """The transport address of the response being processed."""
+        host, port = self._rx_source
+        return Target(self._rx_transport, host, port)
+
+    @staticmethod
+    def _dialog_target(dialog: Dialog) -> Target:
+        """Where a request in ``dialog`` goes: its flow (a NATed peer) unless
+        a route set names a proxy, which then handles the NAT itself."""
+        flow = dialog.flow
+        if flow is not None and not dialog.route_set:
+            return flow
+        return uri_target(dialog.next_hop(), dialog.transport)
 
     def _reack(self, dialog: Dialog, cseq: int) -> None:
         if dialog.ack is not None and dialog.ack[2] == cseq:
@@ -618,7 +693,7 @@ class Endpoint:
             headers=hdrs,
             body=body,
         )
-        target = uri_target(dialog.next_hop(), dialog.transport)
+        target = self._dialog_target(dialog)
         handle = ClientRequest(request, target, dialog, credentials)
         tx: ClientTransaction
         if method == "INVITE":
@@ -629,6 +704,17 @@ class Endpoint:
         handle.tx = tx
         self._start_client(tx, handle)
         return handle
+
+    def adopt(self, dialog: Dialog) -> Dialog:
+        """Take over a dialog this endpoint did not create (one restored
+        from :meth:`Dialog.snapshot` after a restart), so that requests can
+        be sent in it and the peer's requests in it are matched to it.  A
+        dialog already known under the same id is returned instead."""
+        known = self._dialogs.get(dialog.id)
+        if known is not None:
+            return known
+        self._dialogs[dialog.id] = dialog
+        return dialog
 
     def bye(self, dialog: Dialog) -> ClientRequest | None:
         """Hang up a dialog (returns ``None`` if it had ended already)."""
@@ -721,7 +807,11 @@ class Endpoint:
         if new.tx is not None:
             self._owners[id(new.tx)] = handle
 
-    def _receive_response(self, response: Response) -> None:
+    def _receive_response(
+        self, response: Response, transport: str, source: tuple[str, int]
+    ) -> None:
+        self._rx_transport = transport
+        self._rx_source = source
         tx = self._client_tx.get((response.via[0].branch or "", response.cseq.method))
         if tx is not None:
             tx.receive_response(response)
@@ -764,12 +854,22 @@ class Endpoint:
             if dialog is None or dialog.state is DialogState.TERMINATED:
                 self._reply_stateless(request, target, 481)
                 return
+        elif method in IN_DIALOG_ONLY:
+            self._reply_stateless(request, target, 481)
+            return
         stx: ServerTransaction
         if method == "INVITE":
             stx = InviteServerTransaction(self, request, target, to_tag or new_tag())
         else:
-            stx = NonInviteServerTransaction(self, request, target, to_tag)
+            # A final response outside a dialog needs a To tag too (§8.2.6.2).
+            stx = NonInviteServerTransaction(self, request, target, to_tag or new_tag())
         self._server_tx[stx.key] = stx
+        if "Require" in request.headers:
+            unsupported = [o for o in request.headers.get_all("Require") if o not in SUPPORTED]
+            if unsupported:
+                # §8.2.2.3; ACK and CANCEL never got this far.
+                self.respond(stx, 420, headers=[("Unsupported", ", ".join(unsupported))])
+                return
         if method == "INVITE":
             stx.send_response(request.response(100))
         if dialog is not None:
@@ -860,11 +960,23 @@ class Endpoint:
             dialog = self._dialogs.get(dialog_id)
             if dialog is None:
                 dialog = Dialog.for_uas(request, tx.to_tag or new_tag(), tx.target.transport)
+                target = tx.target
+                via = request.via[0].params
+                if target.reliable or "rport" in via or "received" in via:
+                    dialog.flow = target  # learnt from the packet: see the module doc
                 self._dialogs[dialog.id] = dialog
             elif request.to.tag:
                 dialog.refresh_target(request)  # a re-INVITE
             if status >= 200:
                 dialog.state = DialogState.CONFIRMED
+        elif method == "OPTIONS" and 200 <= status < 300:
+            hdrs = response.headers
+            if "Allow" not in hdrs:
+                hdrs.add("Allow", ALLOW)
+            if "Supported" not in hdrs:
+                hdrs.add("Supported", _SUPPORTED_HEADER)
+            if "Accept" not in hdrs:
+                hdrs.add("Accept", "application/sdp")
         if "Server" not in response.headers and status >= 200:
             response.headers.add("Server", self.config.user_agent)
         tx.send_response(response)

@@ -10,6 +10,10 @@ The guarantees the rest of Click2Dial builds on are stated here once:
   nodes sharing one database.
 * ``finish_call`` ends a call and writes its outbox rows in one transaction,
   and does so at most once per call: exactly one CDR per call.
+* ``save_dialog`` keeps a leg's SIP dialog with its live call, so that the
+  next start after a crash can hang the leg up; ``finish_call`` drops the
+  saved dialogs in the same statement that ends the call, so they live
+  exactly as long as the call does.
 * ``due_notifications`` claims the rows it returns for a lease, so several
   nodes draining one outbox do not deliver the same row at the same time.
 """
@@ -26,6 +30,7 @@ from types import TracebackType
 from typing import Any, Final, Self, TypedDict
 
 from click2dial.store.model import (
+    DIALOG_COLUMNS,
     END_REASONS,
     ENDED,
     STATES,
@@ -109,6 +114,16 @@ def check_finish(
         if "state" in fields:
             raise ValueError("finish_call sets the state itself")
         check_update(dict(fields))
+
+
+def check_dialog(leg: str, state: Mapping[str, Any]) -> str:
+    """The column that keeps ``leg``'s dialog."""
+    column = DIALOG_COLUMNS.get(leg)
+    if column is None:
+        raise ValueError(f"leg must be one of {sorted(DIALOG_COLUMNS)}, got {leg!r}")
+    if not isinstance(state, Mapping):
+        raise ValueError("a dialog state must be a JSON object (dict)")
+    return column
 
 
 def check_update(fields: dict[str, Any]) -> None:
@@ -223,6 +238,18 @@ class Store(ABC):
         Returns the ended record, or ``None`` (and writes nothing) if the call
         is unknown or already ended.
         """
+
+    @abstractmethod
+    async def save_dialog(self, call_ref: str, leg: str, state: dict[str, Any]) -> None:
+        """Keep the established SIP dialog of a live call's leg (``"agent"``
+        or ``"callee"``): ``state`` is ``Dialog.snapshot()``.  One small
+        write; a later save of the same leg replaces it; nothing is written
+        for a call that is unknown or ended (its dialogs are gone with it).
+        """
+
+    @abstractmethod
+    async def dialogs_of(self, call_ref: str) -> dict[str, dict[str, Any]]:
+        """The saved dialogs of a live call, by leg; empty once it ended."""
 
     @abstractmethod
     async def live_calls(self, node_id: str | None = None) -> list[CallRecord]:

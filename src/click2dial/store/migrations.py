@@ -141,6 +141,16 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX notifications_by_call ON notifications (call_ref)",
         ),
     ),
+    Migration(
+        2,
+        "saved SIP dialogs of live calls",
+        (
+            # Set when a leg's dialog is established, NULLed by the end of the
+            # call: a crash leaves them only on calls that were live.
+            "ALTER TABLE calls ADD COLUMN agent_dialog {json}",
+            "ALTER TABLE calls ADD COLUMN callee_dialog {json}",
+        ),
+    ),
 )
 
 LATEST: Final = MIGRATIONS[-1].version

@@ -117,6 +117,10 @@ class Notification:
             raise ValueError("payload must be a JSON object (dict)")
 
 
+DIALOG_COLUMNS: Final = {"agent": "agent_dialog", "callee": "callee_dialog"}
+"""Where each leg's saved SIP dialog is kept: JSON columns of the call's row,
+outside :class:`CallRecord` (only crash recovery reads them)."""
+
 CALL_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(CallRecord))
 NOTIFICATION_COLUMNS: Final[tuple[str, ...]] = tuple(f.name for f in fields(Notification))
 

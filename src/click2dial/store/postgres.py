@@ -33,6 +33,7 @@ from click2dial.store.base import (
     OutboxStats,
     Store,
     StoreError,
+    check_dialog,
     check_finish,
     check_limit,
     check_notifications,
@@ -272,6 +273,16 @@ class PostgresStore(Store):
                 return None
             await _insert_notifications(conn, notifications)
         return SQL.call_from(row)
+
+    @_db_errors
+    async def save_dialog(self, call_ref: str, leg: str, state: dict[str, Any]) -> None:
+        column = check_dialog(leg, state)
+        await self._changed(SQL.save_dialog(call_ref, column, state))
+
+    @_db_errors
+    async def dialogs_of(self, call_ref: str) -> dict[str, dict[str, Any]]:
+        sql, args = SQL.dialogs_of(call_ref)
+        return SQL.dialogs_from(await self._p.fetchrow(sql, *args))
 
     @_db_errors
     async def live_calls(self, node_id: str | None = None) -> list[CallRecord]:

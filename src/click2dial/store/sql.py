@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from typing import Any, Final, Protocol
 
 from click2dial.store.base import OutboxStats
-from click2dial.store.model import CALL_COLUMNS, NOTIFICATION_COLUMNS, CallRecord, Notification
+from click2dial.store.model import (
+    CALL_COLUMNS,
+    DIALOG_COLUMNS,
+    NOTIFICATION_COLUMNS,
+    CallRecord,
+    Notification,
+)
 
 JSON_COLUMNS: Final = frozenset({"warnings", "payload", "agent_dialog", "callee_dialog"})
 """Columns of type JSON (TEXT in SQLite, JSONB in PostgreSQL)."""
@@ -29,6 +35,7 @@ JSON_COLUMNS: Final = frozenset({"warnings", "payload", "agent_dialog", "callee_
 CALL_LIST: Final = ", ".join(CALL_COLUMNS)
 NOTIFICATION_LIST: Final = ", ".join(NOTIFICATION_COLUMNS)
 LIVE: Final = "state <> 'ended'"
+_DROP_DIALOGS: Final = "".join(f", {column} = NULL" for column in DIALOG_COLUMNS.values())
 
 _CALL_SELECT: Final = f"SELECT {CALL_LIST} FROM calls"
 _LIVE_ORDER: Final = " ORDER BY created_at, call_ref"
@@ -154,12 +161,37 @@ class Sql:
         values = [self.encode(name, value) for name, value in extra.items()]
         sql = (
             "UPDATE calls SET state = 'ended', ended_at = ?, end_reason = ?,"
-            f" end_code = ?, sip_status = ?, sip_reason = ?, hangup_side = ?{assignments}"
+            f" end_code = ?, sip_status = ?, sip_reason = ?, hangup_side = ?{_DROP_DIALOGS}"
+            f"{assignments}"
             f" WHERE call_ref = ? AND {LIVE}"
         )
         if returning:
             sql += f" RETURNING {CALL_LIST}"
         return self._stmt(sql, (*end, *values, call_ref))
+
+    def save_dialog(self, call_ref: str, column: str, state: Mapping[str, Any]) -> Statement:
+        """``column`` comes from ``check_dialog``: it becomes SQL."""
+        return self._stmt(
+            f"UPDATE calls SET {column} = ? WHERE call_ref = ? AND {LIVE}",
+            (self.encode(column, dict(state)), call_ref),
+        )
+
+    def dialogs_of(self, call_ref: str) -> Statement:
+        return self._stmt(
+            f"SELECT {', '.join(DIALOG_COLUMNS.values())} FROM calls WHERE call_ref = ? AND {LIVE}",
+            (call_ref,),
+        )
+
+    def dialogs_from(self, row: Row | None) -> dict[str, dict[str, Any]]:
+        """The legs' dialogs in a ``dialogs_of`` row (legs never saved left out)."""
+        if row is None:
+            return {}
+        found: dict[str, dict[str, Any]] = {}
+        for leg, column in DIALOG_COLUMNS.items():
+            state = self.decode(column, row[column])
+            if state is not None:
+                found[leg] = state
+        return found
 
     def list_calls(
         self,

@@ -35,6 +35,7 @@ from click2dial.store.base import (
     OutboxStats,
     Store,
     StoreError,
+    check_dialog,
     check_finish,
     check_limit,
     check_notifications,
@@ -252,6 +253,13 @@ class SQLiteStore(Store):
                 return None
             self._insert_notifications(conn, notifications)
             return self._call(SQL.call_by_ref(call_ref))
+
+    async def save_dialog(self, call_ref: str, leg: str, state: dict[str, Any]) -> None:
+        column = check_dialog(leg, state)
+        await self._run(self._changed, SQL.save_dialog(call_ref, column, state))
+
+    async def dialogs_of(self, call_ref: str) -> dict[str, dict[str, Any]]:
+        return SQL.dialogs_from(await self._run(self._one, SQL.dialogs_of(call_ref)))
 
     async def live_calls(self, node_id: str | None = None) -> list[CallRecord]:
         return await self._run(self._calls, SQL.live_calls(node_id))

@@ -13,15 +13,31 @@ address: a response or in-dialog request to a peer goes over the connection
 that peer opened, and an outgoing request opens one when none exists.  Idle
 connections are closed after ``idle_timeout``; a cap on open connections
 protects the process from a connection flood.  TLS and WebSocket plug in here
-as further stream transports.
+as further stream transports; until then a target over them fails at once
+(:meth:`Endpoint.transport_failed`, a 503), as a refused TCP connection does.
+
+Unreachable UDP peers: Linux reports an ICMP port/host unreachable on an
+unconnected socket only with ``IP_RECVERR`` (``IPV6_RECVERR``).  The UDP
+socket sets it; the error then wakes the reader, and the error queue
+(``MSG_ERRQUEUE``) names the original destination of each failed datagram,
+which fails every request waiting on that target at once (RFC 3261 §18.4:
+an ICMP error is a transport failure, §8.1.3.1: 503).  The cost is nothing
+per datagram.  A connected socket per target would report errors without
+the option but costs a socket and a new source port per peer, which NATed
+peers and symmetric response routing forbid.  One catch: a pending error is
+also returned by the next ``sendto``, to whatever destination, which then
+did not send; our sends therefore go through :meth:`SipTransport._sendto`,
+which reads the error queue and sends again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import ipaddress
 import logging
 import socket
+import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +49,17 @@ from ..message import StreamFramer
 from ..transaction import Target
 
 log = logging.getLogger(__name__)
+
+# Linux values; Python 3.11 has no names for them.
+_IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+_IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
+_RECVERR_CMSG = frozenset({(socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR)})
+_HAS_RECVERR = sys.platform.startswith("linux")
+#: Errors (from ICMP) that mean nothing can be delivered to that target.
+_UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
+#: Names resolved to addresses, remembered so that a failure reported for the
+#: address reaches the transactions that name the host; cleared beyond this.
+_MAX_ALIASES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,8 +94,10 @@ class _Udp(asyncio.DatagramProtocol):
         self.owner._received(data, "udp", (str(addr[0]), int(str(addr[1]))))
 
     def error_received(self, exc: Exception) -> None:
-        # ICMP port unreachable and the like: retransmission timers cope.
+        # With IP_RECVERR: an ICMP error for one of our datagrams.
         log.debug("UDP error: %s", exc)
+        self.owner._udp_errors()
+        self.owner.flush()
 
 
 class _Tcp(asyncio.Protocol):
@@ -133,6 +162,9 @@ class SipTransport:
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_sock: socket.socket | None = None
+        self._aliases: dict[Target, Target] = {}
+        self._udp_buffered: Callable[[], int] = lambda: 1
         self._servers: list[asyncio.Server] = []
         self._connections: dict[tuple[str, int], _Tcp] = {}
         self._connecting: dict[tuple[str, int], list[bytes]] = {}
@@ -145,10 +177,14 @@ class SipTransport:
     async def start(self) -> None:
         for item in self.listen:
             if item.transport == "udp":
+                udp_sock = await self._udp_socket(item.host, item.port)
                 transport, _ = await self.loop.create_datagram_endpoint(
-                    lambda: _Udp(self), local_addr=(item.host, item.port)
+                    lambda: _Udp(self), sock=udp_sock
                 )
                 self._udp = transport
+                self._udp_sock = udp_sock
+                # asyncio's datagram transports have it; typeshed does not say so.
+                self._udp_buffered = getattr(transport, "get_write_buffer_size", lambda: 1)
                 sock = transport.get_extra_info("sockname")
             else:
                 server = await self.loop.create_server(
@@ -158,6 +194,23 @@ class SipTransport:
                 sock = server.sockets[0].getsockname()
             self.bound[item.transport] = (str(sock[0]), int(sock[1]))
         self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _udp_socket(self, host: str, port: int) -> socket.socket:
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            if _HAS_RECVERR:
+                if family == socket.AF_INET6:
+                    sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)
+                else:
+                    sock.setsockopt(socket.IPPROTO_IP, _IP_RECVERR, 1)
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def close(self) -> None:
         if self._sweeper is not None:
@@ -241,9 +294,9 @@ class SipTransport:
             return
         if target.transport == "udp":
             if self._udp is None:
-                self.endpoint.transport_failed(target)
+                self._fail(target)
                 return
-            self._udp.sendto(data, (target.host, target.port))
+            self._sendto(data, target)
         elif target.transport == "tcp":
             key = (target.host, target.port)
             conn = self._connections.get(key)
@@ -256,7 +309,63 @@ class SipTransport:
                 self._spawn(self._connect(target))
         else:
             log.warning("no %s transport configured for %s", target.transport, target)
-            self.endpoint.transport_failed(target)
+            self._fail(target)
+
+    def _sendto(self, data: bytes, target: Target) -> None:
+        udp, sock = self._udp, self._udp_sock
+        assert udp is not None
+        address = (target.host, target.port)
+        if sock is not None and not self._udp_buffered() and not udp.is_closing():
+            for attempt in range(2):
+                try:
+                    sock.sendto(data, address)
+                    return
+                except (BlockingIOError, InterruptedError):
+                    break  # the transport queues it
+                except OSError as exc:
+                    if exc.errno not in _UNREACHABLE or attempt:
+                        # Our own error (no route...), not an earlier one.
+                        log.info("UDP send to %s:%d failed: %s", *address, exc)
+                        if exc.errno in _UNREACHABLE:
+                            self._fail(target)
+                        return
+                    # The error of an earlier datagram (see the module doc):
+                    # nothing was sent; read the error queue, then try again.
+                    self._udp_errors()
+        udp.sendto(data, address)
+
+    def _udp_errors(self) -> None:
+        """Fail the targets named in the socket's error queue (IP_RECVERR)."""
+        sock = self._udp_sock
+        if sock is None or not _HAS_RECVERR:
+            return
+        while True:
+            try:
+                _, ancdata, _, address = sock.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+            except OSError:  # BlockingIOError: the queue is empty
+                return
+            for level, kind, cdata in ancdata:
+                # struct sock_extended_err starts with the u32 ee_errno.
+                if (level, kind) in _RECVERR_CMSG and len(cdata) >= 4:
+                    err = int.from_bytes(cdata[:4], sys.byteorder)
+                    if err in _UNREACHABLE and address:
+                        log.info("UDP %s:%s unreachable: %s", address[0], address[1],
+                                 errno.errorcode.get(err, err))  # fmt: skip
+                        self._fail(Target("udp", str(address[0]), int(address[1])))
+
+    def _fail(self, target: Target) -> None:
+        """Report that ``target`` cannot be reached, from a callback of its
+        own: a failure found inside a send must not reach the core (and its
+        events the application) before the command that sent has returned
+        and the application has tied its handle to what it got back."""
+        self.loop.call_soon(self._report_failure, target)
+
+    def _report_failure(self, target: Target) -> None:
+        self.endpoint.transport_failed(target)
+        alias = self._aliases.get(target)
+        if alias is not None:
+            self.endpoint.transport_failed(alias)
+        self.flush()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = self.loop.create_task(coro)
@@ -273,8 +382,12 @@ class SipTransport:
         if not infos:
             self.endpoint.transport_failed(target)
         else:
-            address = str(infos[0][4][0])
-            self._send(data, Target(target.transport, address, target.port))
+            resolved = Target(target.transport, str(infos[0][4][0]), target.port)
+            if resolved not in self._aliases:
+                if len(self._aliases) >= _MAX_ALIASES:
+                    self._aliases.clear()
+                self._aliases[resolved] = target
+            self._send(data, resolved)
         self.flush()
 
     async def _connect(self, target: Target) -> None:
@@ -284,13 +397,12 @@ class SipTransport:
         except OSError as exc:
             log.info("TCP connect to %s:%d failed: %s", target.host, target.port, exc)
             self._connecting.pop(key, None)
-            self.endpoint.transport_failed(target)
-            self.flush()
+            self._fail(target)
             return
         pending = self._connecting.pop(key, [])
         conn = self._connections.get(key)
         if conn is None:  # refused by the connection cap
-            self.endpoint.transport_failed(target)
+            self._fail(target)
             self.flush()
             return
         for data in pending:

@@ -9,7 +9,9 @@ on a :class:`~.transport.SipTransport`.  Calls are :class:`Call` objects:
   :class:`Ended`; ``call.cancel()``, ``call.ack(sdp)`` (late offer),
   ``await call.reinvite(sdp)``, ``await call.update(sdp)``, ``await call.bye()``;
 * incoming: the ``on_invite`` coroutine gets a :class:`Call` and answers it
-  with ``call.ring()``, ``call.answer(sdp)`` or ``call.reject(status)``.
+  with ``call.ring()``, ``call.answer(sdp)`` or ``call.reject(status)``;
+* after a restart: ``await ua.bye_restored(state)`` hangs up a dialog saved
+  with ``Dialog.snapshot()`` before it.
 
 Requests arriving inside a call (re-INVITE, UPDATE, INFO, OPTIONS) go to the
 call's ``on_request`` coroutine when one is set; otherwise they are answered
@@ -38,6 +40,8 @@ from .transport import Listen, SipTransport
 
 log = logging.getLogger(__name__)
 _T = TypeVar("_T")
+#: CSeq numbers are below 2**31 (RFC 3261 §8.1.1.5).
+MAX_CSEQ = 2**31
 
 
 @dataclass(frozen=True, slots=True)
@@ -343,6 +347,13 @@ class UserAgent:
         assert self._transport is not None
         return self._transport.bound[transport]
 
+    def _local_host(self, transport: str) -> str:
+        """Our host for a From URI; any bound one for a transport we do not
+        serve (the request then fails with 503 instead of raising here)."""
+        assert self._transport is not None
+        bound = self._transport.bound
+        return (bound.get(transport) or bound.get("udp") or next(iter(bound.values())))[0]
+
     def _run(self, command: Callable[[Endpoint], _T]) -> _T:
         """Run a core command, then flush what it queued."""
         assert self._transport is not None
@@ -371,16 +382,19 @@ class UserAgent:
         headers: list[tuple[str, str]] | None = None,
         target: Target | None = None,
         credentials: DigestClient | None = None,
+        nat: bool = False,
     ) -> Call:
         """Start an outgoing call.  Without ``sdp`` the INVITE is a late
-        offer: answer the 2xx's SDP with :meth:`Call.ack`."""
+        offer: answer the 2xx's SDP with :meth:`Call.ack`.  ``nat``: the
+        peer may sit behind NAT (an agent's phone): the ACK and in-dialog
+        requests go to where its responses come from, not to its Contact."""
         if isinstance(uri, str):
             uri = parse_uri(uri)
         to_addr = to if isinstance(to, Address) else Address(parse_uri(to) if to else uri.copy())
         if isinstance(from_, Address):
             from_addr = from_
         else:
-            host, _ = self.address(target.transport if target else uri.transport or "udp")
+            host = self._local_host(target.transport if target else uri.transport or "udp")
             from_uri = parse_uri(from_) if from_ else Uri("sip", host, self.config.contact_user)
             from_addr = Address(from_uri)
         call = Call(self, "out")
@@ -394,6 +408,7 @@ class UserAgent:
                 headers=headers,
                 target=target,
                 credentials=credentials,
+                nat=nat,
             )
         )
         invite.user_data = call
@@ -419,7 +434,7 @@ class UserAgent:
         """Send a request outside any dialog and wait for its final answer."""
         if isinstance(uri, str):
             uri = parse_uri(uri)
-        host, _ = self.address(target.transport if target else uri.transport or "udp")
+        host = self._local_host(target.transport if target else uri.transport or "udp")
         from_addr = from_ or Address(Uri("sip", host, self.config.contact_user))
         handle = self._run(
             lambda e: e.request(
@@ -435,6 +450,25 @@ class UserAgent:
             )
         )
         return await self._await_request(handle)
+
+    async def bye_restored(self, state: dict[str, Any], *, cseq_skip: int = 1) -> int:
+        """Hang up a dialog kept by :meth:`Dialog.snapshot` before a restart:
+        BYE in it, and the BYE's final status (408 when nobody answers).
+
+        The BYE's CSeq is the saved local CSeq plus ``cseq_skip``: requests
+        sent in the dialog after the snapshot used numbers above the saved
+        one, and a peer refuses a CSeq that is not above the last it saw
+        (RFC 3261 §12.2.2, with 500).  Raises what :meth:`Dialog.restore`
+        raises for a state that is not a dialog.
+        """
+        dialog = Dialog.restore(state)
+        dialog.local_cseq = min(dialog.local_cseq + max(cseq_skip, 1), MAX_CSEQ - 1)
+        dialog = self.endpoint.adopt(dialog)
+        handle = self._run(lambda e: e.bye(dialog))
+        if handle is None:
+            return 0  # a dialog of that id is known here and has ended already
+        status, _ = await self._await_request(handle)
+        return status
 
     def respond(
         self,
