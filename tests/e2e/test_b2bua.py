@@ -25,8 +25,9 @@ import asyncio
 import contextlib
 import json
 import re
+import socket
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ import pytest
 
 from tests.e2e.support import Env, running
 from tests.notify.support import HttpReceiver, wait_until
-from tests.sipp.harness import Sipp
+from tests.sipp.harness import Sipp, Transport
 from tests.test_sipp_c2d_scenarios import logged_media
 
 SECRET: Final = "whsec-e2e-b2bua-0123456789abcdef"
@@ -115,12 +116,19 @@ class Bed:
 async def bed(
     tmp_path: Path, agent: Sipp | None, trunk: Sipp | None, **options: Any
 ) -> AsyncIterator[Bed]:
+    """The service with ``agent`` as the phone of agent 1001 and ``trunk``
+    as the trunk (each over its own transport), CDRs to a webhook."""
+    contact = ""
+    if agent is not None:
+        contact = f'contact = "sip:1001@127.0.0.1:{agent.port};transport={agent.transport}"'
     async with (
         HttpReceiver() as hook,
         running(
             tmp_path,
-            agent_port=agent.port if agent else None,
+            agent_port=None,
+            agent=contact,
             trunk_port=trunk.port if trunk else None,
+            trunk_transport=trunk.transport if trunk else "udp",
             acme=f'webhook_url = "{hook.url}"\nwebhook_secret = "{SECRET}"',
             **options,
         ) as env,
@@ -389,3 +397,63 @@ def test_a_hangup_in_any_phase_ends_the_call_with_one_cdr_and_no_leg(
                 assert ended["legs"]["callee"]["answered_at"] is None
 
     run(main())
+
+
+# ------------------------------------------------------- 9. agent behind NAT
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_agent_behind_nat_gets_ack_and_reinvite_where_its_messages_came_from(
+    tmp_path: Path, transport: Transport
+) -> None:
+    """The agent's Contact names a port nothing serves (the test holds it);
+    its messages come from its own port.  With the default configuration
+    (no ``nat`` line: on for agents) the call completes normally."""
+
+    async def main() -> None:
+        with held_port(transport) as contact:
+            # The agent hangs up talk_ms after the re-INVITE of the callee's
+            # early media; the callee answers ring_ms after it (the same SDP:
+            # no second re-INVITE), well before.
+            variables = {"contact_port": contact.getsockname()[1], "talk_ms": 1500}
+            with (
+                Sipp("agent_nat", transport=transport, variables=variables) as agent,
+                Sipp("trunk_answer", variables={"ring_ms": 100}) as trunk,
+            ):
+                async with bed(tmp_path, agent, trunk) as b:
+                    ref = await b.place()
+                    ended = await b.env.wait_ended(ref)
+                    await sipp_ok(agent, trunk)  # the ACK and re-INVITE reached the agent
+                    cdr = await b.one_cdr(ref)
+                assert ended["end_reason"] == "agent_hungup" and cdr["end_reason"] == "agent_hungup"
+                assert ended["legs"]["callee"]["answered_at"] is not None
+                assert logged(agent, "ACK") == [{"sdp": "yes"}]
+                assert len(logged_media(agent.logs(), "REINVITE")) == 1
+                assert len(logged(trunk, "BYE")) == 1
+            assert nothing_arrived(contact)
+
+    run(main())
+
+
+@contextlib.contextmanager
+def held_port(transport: str) -> Iterator[socket.socket]:
+    """A port bound and never served (what a NAT does with a packet to a
+    port it never mapped).  Over TCP, bound without listen(): refused."""
+    kind = socket.SOCK_DGRAM if transport == "udp" else socket.SOCK_STREAM
+    sock = socket.socket(socket.AF_INET, kind)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    try:
+        yield sock
+    finally:
+        sock.close()
+
+
+def nothing_arrived(sock: socket.socket) -> bool:
+    if sock.type != socket.SOCK_DGRAM:
+        return True  # never listened: nothing can have been accepted
+    try:
+        sock.recv(65535)
+    except BlockingIOError:
+        return True
+    return False
