@@ -74,7 +74,7 @@ class Acked:
 @dataclass(frozen=True, slots=True)
 class Ended:
     by: str  # "local" | "remote"
-    reason: str  # "bye", "cancelled", "no-ack", "failed"
+    reason: str  # "bye", "cancelled", "no-ack", "failed", "session-expired" (by "local")
     request: Request | None = None
 
 
@@ -142,6 +142,16 @@ class Call:
             self.local_sdp = sdp
         dialog = self.dialog
         self.ua._run(lambda e: e.ack(dialog, sdp or b"", cseq=cseq))
+
+    def prack(self, sdp: bytes) -> None:
+        """Answer, in the PRACK, the offer a reliable provisional response
+        brought to a late-offer INVITE (its :class:`Progress` has the SDP and
+        ``call.invite.offer_prack`` is set); other PRACKs are automatic."""
+        invite = self.invite
+        if invite is None:
+            raise SipError("not an outgoing call")
+        self.local_sdp = sdp
+        self.ua._run(lambda e: e.prack(invite, sdp))
 
     def send(
         self,
@@ -275,6 +285,10 @@ class UserAgentConfig:
     timers: TimerConfig = field(default_factory=TimerConfig)
     max_connections: int = 4096
     idle_timeout: float = 600.0
+    #: RFC 4028 session timers: the interval we ask for (0: off) and the
+    #: smallest we accept.
+    session_expires: int = 1800
+    min_se: int = 90
 
 
 class UserAgent:
@@ -312,6 +326,8 @@ class UserAgent:
                     contact_user=self.config.contact_user,
                     user_agent=self.config.user_agent,
                     timers=self.config.timers,
+                    session_expires=self.config.session_expires,
+                    min_se=self.config.min_se,
                 ),
                 clock,
             )
@@ -532,7 +548,9 @@ class UserAgent:
             self.respond(tx, 405 if request.method in ("MESSAGE", "SUBSCRIBE") else 501)
 
     def _default_in_dialog(self, call: Call, request: Request, tx: ServerTransaction) -> None:
-        if request.method in ("INVITE", "UPDATE"):
+        if request.method == "UPDATE" and not request.sdp:
+            self.respond(tx, 200)  # a session refresh: no offer, so no answer
+        elif request.method in ("INVITE", "UPDATE"):
             if request.sdp:
                 call.remote_sdp = request.sdp
             self.respond(tx, 200, body=call.local_sdp or b"")
