@@ -1147,6 +1147,8 @@ class Endpoint:
     def _add_refresh_headers(self, dialog: Dialog, headers: Headers) -> None:
         """A re-INVITE or UPDATE of ours in a dialog with a session timer is
         a refresh (§7.4): it states the interval and keeps the roles."""
+        if self.config.session_expires > 0 and "Supported" not in headers:
+            headers.add("Supported", "timer")
         if dialog.session_interval is None or "Session-Expires" in headers:
             return
         who = "uac" if dialog.session_refresher == "local" else "uas"
@@ -1154,8 +1156,6 @@ class Endpoint:
         min_se = max(dialog.min_se, self.config.min_se)
         if min_se > 0:
             headers.add("Min-SE", str(min_se))
-        if "Supported" not in headers:
-            headers.add("Supported", SUPPORTED)
 
     def _refresh_session(self, dialog: Dialog) -> None:
         dialog.session_timer = None
