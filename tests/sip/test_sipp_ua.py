@@ -297,3 +297,73 @@ def drain(call: Call) -> list[CallEvent]:
     while not call.events.empty():
         out.append(call.events.get_nowait())
     return out
+
+
+# ------------------------------------------ RFC 3262 and RFC 4028 peers
+
+
+def test_reliable_183_is_pracked_then_the_call_completes() -> None:
+    async def main() -> None:
+        with Sipp("uas_100rel", transport="udp") as peer:
+            async with UserAgent(config()) as ua:
+                call = ua.invite(peer.uri(), sdp=SDP)
+                seen = await events_until_final(call)
+                # sipp retransmits its 183 until the PRACK: reported once.
+                assert [type(e) for e in seen] == [Progress, Answered]
+                progress = seen[0]
+                assert isinstance(progress, Progress) and progress.status == 183
+                assert progress.sdp is not None and b"m=audio" in progress.sdp
+                assert await call.bye() == 200
+                await sipp_done(peer)  # sipp checked the RAck
+            assert peer.messages_log().count("PRACK sip:") == 1
+
+    run(main())
+
+
+def test_421_is_retried_with_require_100rel_then_pracked() -> None:
+    async def main() -> None:
+        with Sipp("uas_421", transport="udp") as peer:
+            async with UserAgent(config()) as ua:
+                call = ua.invite(peer.uri(), sdp=SDP)
+                seen = await events_until_final(call)
+                assert [type(e) for e in seen] == [Progress, Answered]  # no 421
+                answered = seen[-1]
+                assert isinstance(answered, Answered) and answered.response.cseq.seq == 2
+                assert await call.bye() == 200
+                await sipp_done(peer)
+
+    run(main())
+
+
+def test_422_is_retried_with_the_min_se_and_the_call_completes() -> None:
+    async def main() -> None:
+        with Sipp("uas_422", transport="udp") as peer:
+            async with UserAgent(config()) as ua:
+                call = ua.invite(peer.uri(), sdp=SDP)
+                seen = await events_until_final(call)
+                assert [type(e) for e in seen] == [Answered]  # no 422
+                assert call.dialog is not None
+                assert call.dialog.session_interval == 1800
+                assert call.dialog.session_refresher == "local"
+                assert await call.bye() == 200
+                await sipp_done(peer)  # sipp checked Session-Expires >= 1800
+
+    run(main())
+
+
+@pytest.mark.parametrize("scenario", ["trunk_100rel", "trunk_421", "trunk_422"])
+def test_trunk_scenarios_answer_then_hang_up(scenario: str) -> None:
+    """The trunk variants the end-to-end tests use: the call completes and
+    the trunk's BYE ends it."""
+
+    async def main() -> None:
+        with Sipp(scenario, transport="udp", variables={"talk_ms": "300"}) as peer:
+            async with UserAgent(config()) as ua:
+                call = ua.invite(peer.uri(), sdp=SDP)
+                seen = await events_until_final(call)
+                assert [type(e) for e in seen] == [Progress, Answered]
+                ended = await asyncio.wait_for(call.ended, 15)
+                assert (ended.by, ended.reason) == ("remote", "bye")
+                await sipp_done(peer)
+
+    run(main())
