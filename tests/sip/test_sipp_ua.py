@@ -367,3 +367,41 @@ def test_trunk_scenarios_answer_then_hang_up(scenario: str) -> None:
                 await sipp_done(peer)
 
     run(main())
+
+
+def test_session_refresh_by_update_is_sent_at_half_the_interval_and_unreported() -> None:
+    async def main() -> None:
+        variables = {"se": "2", "refresher": "uac"}
+        with Sipp("uas_session_timer", transport="udp", variables=variables) as peer:
+            async with UserAgent(config()) as ua:
+                loop = asyncio.get_running_loop()
+                call = ua.invite(peer.uri(), sdp=SDP)
+                assert isinstance(await call.wait_for(Answered, 15), Answered)
+                answered_at = loop.time()
+                await wait_until(lambda: "UPDATE sip:" in peer.messages_log())
+                assert 0.8 <= loop.time() - answered_at < 2.0  # due at se/2 = 1 s
+                assert call.events.empty()  # the refresh is invisible
+                assert call.dialog is not None and call.dialog.established
+                assert await call.bye() == 200
+                await sipp_done(peer)  # sipp checked the UPDATE's Session-Expires
+
+    run(main())
+
+
+def test_missing_refresh_from_the_peer_ends_the_call_with_bye() -> None:
+    async def main() -> None:
+        variables = {"se": "3", "refresher": "uas"}
+        with Sipp("uas_session_timer", transport="udp", variables=variables) as peer:
+            async with UserAgent(config()) as ua:
+                loop = asyncio.get_running_loop()
+                call = ua.invite(peer.uri(), sdp=SDP)
+                assert isinstance(await call.wait_for(Answered, 15), Answered)
+                answered_at = loop.time()
+                ended = await asyncio.wait_for(call.ended, 10)
+                # Expiry minus min(32, 3/3) seconds.
+                assert 1.8 <= loop.time() - answered_at < 3.0
+                assert (ended.by, ended.reason) == ("local", "session-expired")
+                await sipp_done(peer)  # sipp got the BYE and answered it
+            assert "UPDATE sip:" not in peer.messages_log()
+
+    run(main())
