@@ -488,3 +488,44 @@ def test_no_session_expires_in_the_2xx_means_no_session_timer() -> None:
     assert answered.dialog.session_interval is None
     run_until(net, 4000, [b])
     assert net.sent("UPDATE") == [] and net.sent("BYE") == []
+
+
+def test_offer_in_a_reliable_provisional_is_answered_in_the_prack() -> None:
+    net = MemNet()
+    a, b = net.node(5001), net.node(5002)
+    invite = call(a, b, body=b"")  # a late offer, as to an agent's phone
+    net.settle()
+    (inv,) = incoming(b, "INVITE")
+    b.endpoint.respond(inv.transaction, 183, body=SDP_B, headers=RELIABLE)
+    net.settle()
+    # The 183 carries the offer: the PRACK must carry the application's answer.
+    assert requests(net, "PRACK", a) == []
+    progress = one(a, ev.InviteProgress)
+    assert isinstance(progress, ev.InviteProgress) and progress.response.sdp == SDP_B
+    assert invite.offer_prack is not None
+    a.endpoint.prack(invite, SDP)
+    net.settle()
+    (prack,) = requests(net, "PRACK", a)
+    assert prack.headers.get("RAck") == "1 1 INVITE"
+    assert prack.sdp == SDP
+    assert invite.offer_prack is None
+
+
+def test_422_to_a_refresh_is_retried_with_the_bigger_interval() -> None:
+    net = MemNet()
+    a, b, dialog_a, _ = setup(net)
+    net.advance(900.5)
+    (update,) = incoming(b, "UPDATE")
+    b.endpoint.respond(update.transaction, 422, headers=[("Min-SE", "3600")])
+    net.settle()
+    (retry,) = incoming(b, "UPDATE")
+    assert retry.request.headers.get("Session-Expires") == "3600;refresher=uac"
+    assert retry.request.headers.get("Min-SE") == "3600"
+    b.endpoint.respond(retry.transaction, 200)
+    net.settle()
+    assert a.take(ev.RequestCompleted) == []
+    assert (dialog_a.session_interval, dialog_a.session_refresher) == (3600, "local")
+    run_until(net, 900.5 + 1799, [b])
+    assert len({r.cseq.seq for r in requests(net, "UPDATE", a)}) == 2
+    run_until(net, 900.5 + 1801, [b])
+    assert len({r.cseq.seq for r in requests(net, "UPDATE", a)}) == 3  # at half of 3600
