@@ -405,3 +405,35 @@ def test_missing_refresh_from_the_peer_ends_the_call_with_bye() -> None:
             assert "UPDATE sip:" not in peer.messages_log()
 
     run(main())
+
+
+def test_peer_update_without_sdp_is_a_refresh_answered_without_sdp() -> None:
+    """Two of our UAs over real UDP: the called one sends a body-less UPDATE
+    (a session refresh); the caller's default handling answers 200 without
+    SDP, with the session interval restated."""
+
+    async def main() -> None:
+        answered: list[Call] = []
+
+        async def on_invite(call: Call) -> None:
+            answered.append(call)
+            call.answer(SDP)
+
+        callee = await answering_ua(on_invite)
+        try:
+            async with UserAgent(config()) as caller:
+                port = callee.address("udp")[1]
+                call = caller.invite(f"sip:bob@127.0.0.1:{port}", sdp=SDP)
+                assert isinstance(await call.wait_for(Answered, 15), Answered)
+                await wait_until(lambda: bool(answered) and answered[0].established)
+                status, response = await answered[0]._in_dialog("UPDATE")
+                assert status == 200 and response is not None
+                assert response.body == b"" and "Content-Type" not in response.headers
+                # The caller refreshes: it is the UAS of this UPDATE, so "uas".
+                assert response.headers.get("Session-Expires") == "1800;refresher=uas"
+                assert call.dialog is not None and call.dialog.session_refresher == "local"
+                assert await call.bye() == 200
+        finally:
+            await callee.close()
+
+    run(main())

@@ -13,8 +13,12 @@ on a :class:`~.transport.SipTransport`.  Calls are :class:`Call` objects:
 
 Requests arriving inside a call (re-INVITE, UPDATE, INFO, OPTIONS) go to the
 call's ``on_request`` coroutine when one is set; otherwise they are answered
-here: re-INVITE and UPDATE with the call's current local SDP, others 200.
-BYE and CANCEL are answered by the endpoint and show up as :class:`Ended`.
+here: re-INVITE and UPDATE with the call's current local SDP (an UPDATE
+without SDP, a session refresh, with none), others 200.
+BYE and CANCEL are answered by the endpoint and show up as :class:`Ended`;
+so are PRACK, session refreshes and a session interval below ``min_se``
+(422).  A session that expires without the peer's refresh ends with
+``Ended("local", "session-expired")``.
 """
 
 from __future__ import annotations
