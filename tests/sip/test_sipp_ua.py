@@ -297,3 +297,143 @@ def drain(call: Call) -> list[CallEvent]:
     while not call.events.empty():
         out.append(call.events.get_nowait())
     return out
+
+
+# ------------------------------------------ RFC 3262 and RFC 4028 peers
+
+
+def test_reliable_183_is_pracked_then_the_call_completes() -> None:
+    async def main() -> None:
+        with Sipp("uas_100rel", transport="udp") as peer:
+            async with UserAgent(config()) as ua:
+                call = ua.invite(peer.uri(), sdp=SDP)
+                seen = await events_until_final(call)
+                # sipp retransmits its 183 until the PRACK: reported once.
+                assert [type(e) for e in seen] == [Progress, Answered]
+                progress = seen[0]
+                assert isinstance(progress, Progress) and progress.status == 183
+                assert progress.sdp is not None and b"m=audio" in progress.sdp
+                assert await call.bye() == 200
+                await sipp_done(peer)  # sipp checked the RAck
+            assert peer.messages_log().count("PRACK sip:") == 1
+
+    run(main())
+
+
+def test_421_is_retried_with_require_100rel_then_pracked() -> None:
+    async def main() -> None:
+        with Sipp("uas_421", transport="udp") as peer:
+            async with UserAgent(config()) as ua:
+                call = ua.invite(peer.uri(), sdp=SDP)
+                seen = await events_until_final(call)
+                assert [type(e) for e in seen] == [Progress, Answered]  # no 421
+                answered = seen[-1]
+                assert isinstance(answered, Answered) and answered.response.cseq.seq == 2
+                assert await call.bye() == 200
+                await sipp_done(peer)
+
+    run(main())
+
+
+def test_422_is_retried_with_the_min_se_and_the_call_completes() -> None:
+    async def main() -> None:
+        with Sipp("uas_422", transport="udp") as peer:
+            async with UserAgent(config()) as ua:
+                call = ua.invite(peer.uri(), sdp=SDP)
+                seen = await events_until_final(call)
+                assert [type(e) for e in seen] == [Answered]  # no 422
+                assert call.dialog is not None
+                assert call.dialog.session_interval == 1800
+                assert call.dialog.session_refresher == "local"
+                assert await call.bye() == 200
+                await sipp_done(peer)  # sipp checked Session-Expires >= 1800
+
+    run(main())
+
+
+@pytest.mark.parametrize("scenario", ["trunk_100rel", "trunk_421", "trunk_422"])
+def test_trunk_scenarios_answer_then_hang_up(scenario: str) -> None:
+    """The trunk variants the end-to-end tests use: the call completes and
+    the trunk's BYE ends it."""
+
+    async def main() -> None:
+        with Sipp(scenario, transport="udp", variables={"talk_ms": "300"}) as peer:
+            async with UserAgent(config()) as ua:
+                call = ua.invite(peer.uri(), sdp=SDP)
+                seen = await events_until_final(call)
+                assert [type(e) for e in seen] == [Progress, Answered]
+                ended = await asyncio.wait_for(call.ended, 15)
+                assert (ended.by, ended.reason) == ("remote", "bye")
+                await sipp_done(peer)
+
+    run(main())
+
+
+def test_session_refresh_by_update_is_sent_at_half_the_interval_and_unreported() -> None:
+    async def main() -> None:
+        variables = {"se": "2", "refresher": "uac"}
+        with Sipp("uas_session_timer", transport="udp", variables=variables) as peer:
+            async with UserAgent(config()) as ua:
+                loop = asyncio.get_running_loop()
+                call = ua.invite(peer.uri(), sdp=SDP)
+                assert isinstance(await call.wait_for(Answered, 15), Answered)
+                answered_at = loop.time()
+                await wait_until(lambda: "UPDATE sip:" in peer.messages_log())
+                assert 0.8 <= loop.time() - answered_at < 2.0  # due at se/2 = 1 s
+                assert call.events.empty()  # the refresh is invisible
+                assert call.dialog is not None and call.dialog.established
+                assert await call.bye() == 200
+                await sipp_done(peer)  # sipp checked the UPDATE's Session-Expires
+
+    run(main())
+
+
+def test_missing_refresh_from_the_peer_ends_the_call_with_bye() -> None:
+    async def main() -> None:
+        variables = {"se": "3", "refresher": "uas"}
+        with Sipp("uas_session_timer", transport="udp", variables=variables) as peer:
+            async with UserAgent(config()) as ua:
+                loop = asyncio.get_running_loop()
+                call = ua.invite(peer.uri(), sdp=SDP)
+                assert isinstance(await call.wait_for(Answered, 15), Answered)
+                answered_at = loop.time()
+                ended = await asyncio.wait_for(call.ended, 10)
+                # Expiry minus min(32, 3/3) seconds.
+                assert 1.8 <= loop.time() - answered_at < 3.0
+                assert (ended.by, ended.reason) == ("local", "session-expired")
+                await sipp_done(peer)  # sipp got the BYE and answered it
+            assert "UPDATE sip:" not in peer.messages_log()
+
+    run(main())
+
+
+def test_peer_update_without_sdp_is_a_refresh_answered_without_sdp() -> None:
+    """Two of our UAs over real UDP: the called one sends a body-less UPDATE
+    (a session refresh); the caller's default handling answers 200 without
+    SDP, with the session interval restated."""
+
+    async def main() -> None:
+        answered: list[Call] = []
+
+        async def on_invite(call: Call) -> None:
+            answered.append(call)
+            call.answer(SDP)
+
+        callee = await answering_ua(on_invite)
+        try:
+            async with UserAgent(config()) as caller:
+                port = callee.address("udp")[1]
+                call = caller.invite(f"sip:bob@127.0.0.1:{port}", sdp=SDP)
+                assert isinstance(await call.wait_for(Answered, 15), Answered)
+                await wait_until(lambda: bool(answered) and answered[0].established)
+                status, response = await answered[0]._in_dialog("UPDATE")
+                assert status == 200 and response is not None
+                assert response.body == b"" and "Content-Type" not in response.headers
+                # The caller refreshes: it is the UAS of this UPDATE, so "uas".
+                assert response.headers.get("Session-Expires") == "1800;refresher=uas"
+                assert call.dialog is not None and call.dialog.session_refresher == "local"
+                assert await call.bye() == 200
+        finally:
+            await callee.close()
+
+    run(main())

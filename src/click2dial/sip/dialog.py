@@ -37,16 +37,25 @@ class Dialog:
         "ack",
         "call_id",
         "client_invite",
+        "deferred",
         "flow",
+        "last_sdp",
         "local",
         "local_cseq",
+        "min_se",
+        "peer_allows_update",
         "pending_2xx",
         "remote",
         "remote_cseq",
         "remote_target",
         "role",
         "route_set",
+        "rseq",
         "server_invite",
+        "session_expires_at",
+        "session_interval",
+        "session_refresher",
+        "session_timer",
         "state",
         "transport",
         "user_data",
@@ -86,6 +95,26 @@ class Dialog:
         # The in-progress INVITE transactions of this dialog, for 491 glare.
         self.server_invite: object | None = None
         self.client_invite: object | None = None
+        # RFC 4028 session timer: the interval in seconds (None: no session
+        # timer, the call layer probes with OPTIONS instead), who refreshes
+        # ("local" or "remote"), when the session expires, and the timer that
+        # sends our next refresh or notices the peer's missing one.
+        self.session_interval: int | None = None
+        self.session_refresher: str | None = None
+        self.session_expires_at: float | None = None
+        self.session_timer: Timer | None = None
+        # The Min-SE we put in refreshes (raised by a peer's 422).
+        self.min_se = 0
+        # Whether the peer listed UPDATE in an Allow header: refresh with a
+        # body-less UPDATE rather than a re-INVITE.
+        self.peer_allows_update = False
+        # The last SDP body we sent in this dialog, re-sent unchanged (same
+        # o= version) by a refresh re-INVITE.
+        self.last_sdp: bytes | None = None
+        # RFC 3262 (UAC): RSeq of the last in-order reliable provisional.
+        self.rseq: int | None = None
+        # Application re-INVITEs held while our refresh re-INVITE is pending.
+        self.deferred: list[Any] = []
         self.user_data: Any = None
 
     @property

@@ -17,7 +17,15 @@ responses (§13.2.2.4) and re-ACKs their retransmissions, retransmits its own
 2xx until ACKed (§13.3.1.4), CANCELs (§9.1, including the race with a 200),
 answers 401/407 challenges with digest credentials (§22.2), detects re-INVITE
 glare and retries after a 491 (§14.1), and answers the requests it can answer
-by itself: CANCEL, ACK, BYE, and in-dialog requests without a dialog (481).
+by itself: CANCEL, ACK, BYE, PRACK, and in-dialog requests without a dialog
+(481).
+
+It also owns two extensions the application never sees at work: reliable
+provisional responses (RFC 3262, UAC side: PRACK, RSeq order, the 421 retry)
+and session timers (RFC 4028, both roles: Session-Expires negotiation, the
+422 retry and answer, refreshes by UPDATE or re-INVITE, BYE on expiry).
+Their requests and answers are not reported; only their outcome is (the
+dialog's ``session_interval``, or ``DialogEnded(..., "session-expired")``).
 
 Protocol hygiene the endpoint applies to every request, before the
 application sees it: a final response to a request outside a dialog carries a
@@ -69,7 +77,7 @@ from . import events as ev
 from .auth import DigestClient, parse_challenge
 from .dialog import Dialog, DialogId, DialogState
 from .errors import SipError, SipParseError
-from .headers import Address, CSeq, Via
+from .headers import Address, CSeq, Via, parse_header_params
 from .message import Headers, Request, Response, parse_message
 from .timer import Timer, TimerQueue
 from .transaction import (
@@ -88,7 +96,7 @@ from .transaction import (
 )
 from .uri import Uri
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK"
 #: Option tags of the extensions this endpoint implements (``Supported``,
 #: and what a peer may ``Require`` without getting 420).
 SUPPORTED = ("100rel", "timer")
@@ -127,6 +135,10 @@ class EndpointConfig:
     contact_user: str = "click2dial"
     user_agent: str = "Click2Dial"
     timers: TimerConfig = field(default_factory=TimerConfig)
+    #: RFC 4028: the session interval we ask for (0 turns session timers
+    #: off) and the smallest one we accept.
+    session_expires: int = 1800
+    min_se: int = 90
 
 
 class OutgoingInvite:
@@ -141,8 +153,10 @@ class OutgoingInvite:
         "dialog",
         "early",
         "nat",
+        "offer_prack",
         "provisional_seen",
         "request",
+        "retried",
         "state",
         "target",
         "tx",
@@ -168,6 +182,11 @@ class OutgoingInvite:
         self.cancel_sent = False
         self.provisional_seen = False
         self.auth_rounds = 0
+        # The 421/422 statuses this INVITE was already re-sent for.
+        self.retried: set[int] = set()
+        # A reliable provisional carrying the offer to our late-offer INVITE:
+        # (early dialog, RSeq, CSeq); the application answers it in the PRACK.
+        self.offer_prack: tuple[Dialog, int, int] | None = None
         self._cancel_guard: Timer | None = None
         self.user_data: Any = None
 
@@ -183,8 +202,8 @@ class OutgoingInvite:
 class ClientRequest:
     """A request we sent (non-INVITE anywhere, or a re-INVITE in a dialog)."""
 
-    __slots__ = ("auth_rounds", "credentials", "dialog", "done", "request", "target", "tx",
-                 "user_data")  # fmt: skip
+    __slots__ = ("auth_rounds", "credentials", "dialog", "done", "purpose", "request", "target",
+                 "tx", "user_data")  # fmt: skip
 
     def __init__(
         self,
@@ -200,6 +219,9 @@ class ClientRequest:
         self.tx: ClientTransaction | None = None
         self.auth_rounds = 0
         self.done = False
+        # "" for the application's requests; "prack" or "refresh" for the
+        # endpoint's own, whose outcome is never reported.
+        self.purpose = ""
         self.user_data: Any = None
 
     @property
@@ -304,6 +326,8 @@ class Endpoint:
                 if owner.cancel_requested:
                     status, reason = 487, "Request Terminated"
                 self._fail_invite(owner, status, reason, None)
+        elif isinstance(owner, ClientRequest) and owner.purpose and not owner.done:
+            self._internal_response(owner, status, None)
         elif isinstance(owner, ClientRequest) and not owner.done:
             self._complete(owner, status, None)
             if owner.dialog is not None and owner.method in ("BYE", "INVITE"):
@@ -371,6 +395,7 @@ class Endpoint:
         if body:
             hdrs.set("Content-Type", content_type)
         self._add_common(hdrs, "INVITE")
+        self._add_extensions(hdrs)
         host = self.config.addresses.get(target.transport, ("click2dial", 0))[0]
         request = Request(
             "INVITE",
@@ -466,7 +491,8 @@ class Endpoint:
                         dialog.refresh_target(response)
                 if invite.state == "calling":
                     invite.state = "early"
-                self._events.append(ev.InviteProgress(invite, response, dialog))
+                if dialog is None or self._reliable_provisional(invite, dialog, response):
+                    self._events.append(ev.InviteProgress(invite, response, dialog))
             if invite.cancel_requested:
                 self._send_cancel(invite)
             return
@@ -474,6 +500,8 @@ class Endpoint:
             self._invite_2xx(invite, response)
             return
         if status in (401, 407) and self._retry_with_auth(invite, response):
+            return
+        if status in (421, 422) and self._retry_extension(invite, response):
             return
         if invite.state in ("calling", "early"):
             self._fail_invite(invite, status, response.reason, response)
@@ -514,6 +542,12 @@ class Endpoint:
         invite.dialog = dialog
         if invite._cancel_guard is not None:
             invite._cancel_guard.cancel()
+        invite.offer_prack = None
+        if invite.request.sdp:
+            dialog.last_sdp = invite.request.body
+        dialog.min_se = _delta_seconds(invite.request.headers.get("Min-SE")) or 0
+        self._note_allow(dialog, response)
+        self._session_from_2xx(dialog, invite.request, response)
         if invite.offer_in_invite:
             self._send_ack(dialog, invite.request.cseq.seq, b"", None)
         self._events.append(ev.InviteAnswered(invite, dialog, response))
@@ -549,6 +583,8 @@ class Endpoint:
         target = self._dialog_target(dialog)
         data = ack.to_bytes()
         dialog.ack = (data, target, cseq)
+        if ack.sdp:
+            dialog.last_sdp = body
         self.send(data, target)
 
     def _rx_flow(self) -> Target:
@@ -678,6 +714,11 @@ class Endpoint:
         if dialog.state is DialogState.TERMINATED and method != "BYE":
             raise SipError(f"dialog {dialog.id} has ended")
         if method == "INVITE" and dialog.client_invite is not None:
+            pending = dialog.client_invite
+            if isinstance(pending, ClientRequest) and pending.purpose and not dialog.deferred:
+                # Our own refresh is in flight, which the application cannot
+                # know: send its re-INVITE when the refresh completes.
+                return self._defer_reinvite(dialog, body, content_type, headers, credentials)
             raise SipError("a re-INVITE is already in progress in this dialog")
         hdrs = Headers()
         for name, value in headers or ():
@@ -685,6 +726,8 @@ class Endpoint:
         if body:
             hdrs.set("Content-Type", content_type)
         self._add_common(hdrs, method)
+        if method in ("INVITE", "UPDATE"):
+            self._add_refresh_headers(dialog, hdrs)
         refresh = method in ("INVITE", "UPDATE")
         request = dialog.build_request(
             method,
@@ -731,6 +774,10 @@ class Endpoint:
     def _close_dialog(self, dialog: Dialog) -> None:
         dialog.state = DialogState.TERMINATED
         self._stop_2xx(dialog)
+        self._stop_session_timer(dialog)
+        deferred, dialog.deferred = dialog.deferred, []
+        for handle, *_ in deferred:
+            self._complete(handle, 481, None)
         # Kept in the table until the BYE transaction ends, so that the 200 of
         # a retransmitted INVITE can still be re-ACKed; dropped after 64*T1.
         self.schedule(64 * self.timers.t1, lambda: self._forget(dialog), "dialog-gc")
@@ -751,11 +798,16 @@ class Endpoint:
 
     def _request_response(self, handle: ClientRequest, response: Response) -> None:
         status = response.status
+        if handle.purpose and status >= 200:
+            self._internal_response(handle, status, response)
+            return
         if status < 200 or handle.done:
             return
         if status in (401, 407) and self._retry_with_auth(handle, response):
             return
         dialog = handle.dialog
+        if dialog is not None and status < 300 and handle.method in ("INVITE", "UPDATE"):
+            self._refreshed_by_us(dialog, handle.request, response)
         if handle.method == "INVITE" and dialog is not None:
             if 200 <= status < 300:
                 if dialog.ack is not None and dialog.ack[2] == response.cseq.seq:
@@ -889,6 +941,8 @@ class Endpoint:
                     self.respond(stx, 500, headers=[("Retry-After", "1")])
                     return
                 dialog.server_invite = stx
+        if self._answered_here(request, stx, dialog):
+            return
         self._events.append(ev.IncomingRequest(request, stx, dialog))
 
     def _response_target(self, request: Request, transport: str, source: tuple[str, int]) -> Target:
@@ -952,6 +1006,8 @@ class Endpoint:
             response.headers.set("Content-Type", content_type)
             response.body = body
         method = request.method
+        if 200 <= status < 300 and method in ("INVITE", "UPDATE"):
+            self._echo_session(tx, response)
         dialog: Dialog | None = None
         if method == "INVITE" and 100 < status < 300:
             response.contact = [self.contact(tx.target.transport)]
@@ -996,6 +1052,8 @@ class Endpoint:
                     early.state = DialogState.TERMINATED
             if dialog is not None and status < 300:
                 self._start_2xx(dialog, tx, response)
+        if 100 < status < 300 and method in ("INVITE", "UPDATE"):
+            self._responded(tx, response)
         return response
 
     def _start_2xx(self, dialog: Dialog, tx: ServerTransaction, response: Response) -> None:
@@ -1025,3 +1083,418 @@ class Endpoint:
         give_up_timer = self.schedule(64 * self.timers.t1, give_up, "2xx-give-up")
         first = None if target.reliable else self.schedule(interval[0], retransmit, "2xx")
         dialog.pending_2xx = (cseq, first, give_up_timer)
+
+    # ------------------------------------ reliable provisionals (RFC 3262)
+    def _add_extensions(self, headers: Headers) -> None:
+        """Supported, Session-Expires and Min-SE of an INVITE outside a dialog."""
+        timers = self.config.session_expires > 0
+        if "Supported" not in headers:
+            headers.add("Supported", _SUPPORTED_HEADER if timers else "100rel")
+        if timers and "Session-Expires" not in headers:
+            # No refresher parameter: RFC 4028 §7.1 recommends leaving it out
+            # so that the UAS picks (§9), which lets a peer that wants to
+            # refresh do so instead of being told to rely on us.
+            min_se = self.config.min_se
+            headers.add("Session-Expires", str(max(self.config.session_expires, min_se)))
+            headers.add("Min-SE", str(min_se))
+
+    def _reliable_provisional(
+        self, invite: OutgoingInvite, dialog: Dialog, response: Response
+    ) -> bool:
+        """PRACK a reliable provisional (RFC 3262 §4); returns whether it is
+        new, i.e. to be reported."""
+        if not _has_option(response.headers, "Require", "100rel"):
+            return True
+        rseq = _delta_seconds(response.headers.get("RSeq"))
+        if rseq is None:
+            return True  # nothing we could acknowledge: treat it as unreliable
+        last = dialog.rseq
+        if last is not None and rseq != last + 1:
+            # §4: the same RSeq is a retransmission, any other one is out of
+            # order; neither is PRACKed nor processed further.
+            return False
+        dialog.rseq = rseq
+        cseq = response.cseq.seq
+        if response.sdp and not invite.offer_in_invite and dialog.last_sdp is None:
+            # The offer to our late-offer INVITE: its PRACK must carry the
+            # answer (RFC 3262 §5), which the application gives in prack().
+            invite.offer_prack = (dialog, rseq, cseq)
+            return True
+        self._send_prack(dialog, rseq, cseq)
+        return True
+
+    def prack(
+        self, invite: OutgoingInvite, body: bytes, content_type: str = "application/sdp"
+    ) -> None:
+        """PRACK, with the answer in ``body``, the reliable provisional that
+        carried the offer to a late-offer INVITE (``invite.offer_prack``)."""
+        pending = invite.offer_prack
+        if pending is None or pending[0].state is DialogState.TERMINATED:
+            raise SipError("no reliable provisional response awaits an answer")
+        invite.offer_prack = None
+        dialog, rseq, cseq = pending
+        self._send_prack(dialog, rseq, cseq, body, content_type)
+
+    def _send_prack(
+        self,
+        dialog: Dialog,
+        rseq: int,
+        cseq: int,
+        body: bytes = b"",
+        content_type: str = "application/sdp",
+    ) -> None:
+        handle = self.request_in_dialog(
+            dialog,
+            "PRACK",
+            body=body,
+            content_type=content_type,
+            headers=[("RAck", f"{rseq} {cseq} INVITE")],
+        )
+        handle.purpose = "prack"
+        if body and content_type == "application/sdp":
+            dialog.last_sdp = body
+
+    def _retry_extension(self, invite: OutgoingInvite, response: Response) -> bool:
+        """Re-send an INVITE refused with 421 (for 100rel) or 422 (session
+        interval too small, RFC 4028 §7.4) as a new transaction, once."""
+        status = response.status
+        if invite.cancel_requested or status in invite.retried:
+            return False
+        if invite.state not in ("calling", "early"):
+            return False
+        old = invite.request
+        hdrs = old.headers.copy()
+        hdrs.remove("Content-Length")
+        if status == 421:
+            if not _has_option(response.headers, "Require", "100rel"):
+                return False
+            if _has_option(hdrs, "Require", "100rel"):
+                return False
+            hdrs.add("Require", "100rel")
+        else:
+            min_se = _delta_seconds(response.headers.get("Min-SE"))
+            if min_se is None:
+                return False
+            ours = _session_expires(hdrs.get("Session-Expires"))
+            hdrs.set("Session-Expires", str(max(min_se, ours[0] if ours else 0)))
+            hdrs.set("Min-SE", str(min_se))
+        invite.retried.add(status)
+        request = Request(
+            "INVITE",
+            old.uri,
+            [self._via(invite.target.transport)],
+            old.from_,
+            old.to,
+            old.call_id,
+            CSeq(old.cseq.seq + 1, "INVITE"),
+            hdrs,
+            old.body,
+            old.contact,
+            old.max_forwards,
+        )
+        # The refused transaction's early dialogs end with it.
+        for dialog in invite.early.values():
+            dialog.state = DialogState.TERMINATED
+            self._dialogs.pop(dialog.id, None)
+        invite.early.clear()
+        invite.provisional_seen = False
+        invite.offer_prack = None
+        invite.request = request
+        tx = InviteClientTransaction(self, request, invite.target)
+        invite.tx = tx
+        self._start_client(tx, invite)
+        return True
+
+    # ---------------------------------------------- session timers (RFC 4028)
+    @staticmethod
+    def _note_allow(dialog: Dialog, message: Request | Response) -> None:
+        allow = message.headers.get_all("Allow")
+        if allow:
+            dialog.peer_allows_update = any(m.strip().upper() == "UPDATE" for m in allow)
+
+    def _session_from_2xx(self, dialog: Dialog, request: Request, response: Response) -> None:
+        """The session timer set by the 2xx to an INVITE or UPDATE we sent."""
+        se = _session_expires(response.headers.get("Session-Expires"))
+        if se is None:
+            if "Session-Expires" in request.headers:
+                # §7.2: a 2xx without Session-Expires means no expiration.
+                self._stop_session_timer(dialog)
+                dialog.session_interval = dialog.session_refresher = None
+            return
+        interval, refresher = se
+        # We sent the request, so refresher=uac names us.  A 2xx without the
+        # parameter breaks §9; refreshing ourselves is the reading that
+        # cannot end a live call.
+        self._arm_session(dialog, interval, "remote" if refresher == "uas" else "local")
+
+    def _arm_session(self, dialog: Dialog, interval: int, refresher: str) -> None:
+        self._stop_session_timer(dialog)
+        if dialog.state is DialogState.TERMINATED or interval <= 0:
+            return
+        dialog.session_interval = interval
+        dialog.session_refresher = refresher
+        dialog.session_expires_at = self.now() + interval
+        if refresher == "local":
+            # §7.4 recommends refreshing at half the interval.
+            dialog.session_timer = self.schedule(
+                interval / 2, lambda: self._refresh_session(dialog), "session-refresh"
+            )
+        else:
+            # §10: the refresher's last chance is this far before expiry.
+            dialog.session_timer = self.schedule(
+                interval - min(32, interval / 3),
+                lambda: self._session_expired(dialog),
+                "session-expiry",
+            )
+
+    @staticmethod
+    def _stop_session_timer(dialog: Dialog) -> None:
+        if dialog.session_timer is not None:
+            dialog.session_timer.cancel()
+            dialog.session_timer = None
+
+    def _add_refresh_headers(self, dialog: Dialog, headers: Headers) -> None:
+        """A re-INVITE or UPDATE of ours in a dialog with a session timer is
+        a refresh (§7.4): it states the interval and keeps the roles."""
+        if self.config.session_expires > 0 and "Supported" not in headers:
+            headers.add("Supported", "timer")
+        if dialog.session_interval is None or "Session-Expires" in headers:
+            return
+        who = "uac" if dialog.session_refresher == "local" else "uas"
+        headers.add("Session-Expires", f"{dialog.session_interval};refresher={who}")
+        min_se = max(dialog.min_se, self.config.min_se)
+        if min_se > 0:
+            headers.add("Min-SE", str(min_se))
+
+    def _refresh_session(self, dialog: Dialog) -> None:
+        dialog.session_timer = None
+        if dialog.state is not DialogState.CONFIRMED or dialog.session_interval is None:
+            return
+        if dialog.peer_allows_update or dialog.last_sdp is None:
+            handle = self.request_in_dialog(dialog, "UPDATE")
+        elif dialog.client_invite is not None or dialog.server_invite is not None:
+            # An INVITE transaction is under way (it may well refresh the
+            # session itself): try again later.
+            self._refresh_later(dialog)
+            return
+        else:
+            # The same SDP, byte for byte: same o= version, no new offer.
+            handle = self.request_in_dialog(dialog, "INVITE", body=dialog.last_sdp)
+        handle.purpose = "refresh"
+
+    def _refresh_later(self, dialog: Dialog) -> None:
+        """A refresh could not be made or failed: try again halfway to the
+        expiry, or end the session when there is no time left."""
+        if dialog.session_expires_at is None:
+            return
+        remaining = dialog.session_expires_at - self.now()
+        if remaining < 1.0:
+            self._session_expired(dialog)
+            return
+        self._stop_session_timer(dialog)
+        dialog.session_timer = self.schedule(
+            remaining / 2, lambda: self._refresh_session(dialog), "session-refresh"
+        )
+
+    def _session_expired(self, dialog: Dialog) -> None:
+        dialog.session_timer = None
+        if dialog.state is not DialogState.CONFIRMED:
+            return
+        self._send_bye(dialog)
+        self._events.append(ev.DialogEnded(dialog, "session-expired", None))
+
+    def _refreshed_by_us(self, dialog: Dialog, request: Request, response: Response) -> None:
+        """A 2xx to a re-INVITE or UPDATE we sent (the application's or ours)."""
+        if request.sdp:
+            dialog.last_sdp = request.body
+        self._note_allow(dialog, response)
+        self._session_from_2xx(dialog, request, response)
+
+    def _internal_response(
+        self, handle: ClientRequest, status: int, response: Response | None
+    ) -> None:
+        """The final outcome of a PRACK or a refresh: never reported."""
+        dialog = handle.dialog
+        if handle.done or dialog is None:
+            if response is not None and dialog is not None and 200 <= status < 300:
+                self._reack(dialog, response.cseq.seq)  # a retransmitted 2xx
+            return
+        handle.done = True
+        if handle.purpose == "prack":
+            return  # §4: the PRACK's own outcome changes nothing by itself
+        invite = handle.method == "INVITE"
+        if invite and dialog.client_invite is handle:
+            dialog.client_invite = None
+        if 200 <= status < 300 and response is not None:
+            dialog.refresh_target(response)
+            if invite:
+                self._send_ack(dialog, response.cseq.seq, b"", None)
+            if dialog.state is DialogState.CONFIRMED:
+                self._refreshed_by_us(dialog, handle.request, response)
+        elif dialog.state is not DialogState.CONFIRMED:
+            pass
+        elif status in (408, 481):
+            self._end_dialog(dialog, None, "bye")  # §12.2.1.2, as for any request
+        elif status == 422 and response is not None:
+            min_se = _delta_seconds(response.headers.get("Min-SE"))
+            current = dialog.session_interval or 0
+            if min_se is not None and min_se > current:
+                dialog.min_se = min_se
+                dialog.session_interval = min_se
+                self._refresh_session(dialog)
+            else:
+                self._refresh_later(dialog)
+        elif status in (405, 501) and not invite and dialog.last_sdp is not None:
+            dialog.peer_allows_update = False  # UPDATE refused: re-INVITE instead
+            self._refresh_session(dialog)
+        elif status == 491:
+            # Glare with the peer's re-INVITE, which refreshes the session if
+            # it succeeds; try ours again after the §14.1 delay otherwise.
+            self._stop_session_timer(dialog)
+            delay = self._rng.randint(210, 400) / 100 if dialog.role == "uac" else 1.0
+            dialog.session_timer = self.schedule(
+                delay, lambda: self._refresh_session(dialog), "session-refresh"
+            )
+        else:
+            self._refresh_later(dialog)
+        if invite:
+            self._send_deferred(dialog)
+
+    def _defer_reinvite(
+        self,
+        dialog: Dialog,
+        body: bytes,
+        content_type: str,
+        headers: list[tuple[str, str]] | None,
+        credentials: DigestClient | None,
+    ) -> ClientRequest:
+        # The request is built for real (with its CSeq) when it is sent.
+        placeholder = dialog.build_request(
+            "INVITE", self._via(dialog.transport), cseq=dialog.local_cseq, body=body
+        )
+        target = uri_target(dialog.next_hop(), dialog.transport)
+        handle = ClientRequest(placeholder, target, dialog, credentials)
+        dialog.deferred.append((handle, body, content_type, list(headers or ())))
+        return handle
+
+    def _send_deferred(self, dialog: Dialog) -> None:
+        if not dialog.deferred or dialog.client_invite is not None:
+            return
+        if dialog.state is not DialogState.CONFIRMED:
+            return
+        handle, body, content_type, headers = dialog.deferred.pop(0)
+        new = self.request_in_dialog(
+            dialog,
+            "INVITE",
+            body=body,
+            content_type=content_type,
+            headers=headers,
+            credentials=handle.credentials,
+        )
+        handle.request, handle.tx, handle.target = new.request, new.tx, new.target
+        dialog.client_invite = handle
+        if new.tx is not None:
+            self._owners[id(new.tx)] = handle
+
+    def _answered_here(
+        self, request: Request, tx: ServerTransaction, dialog: Dialog | None
+    ) -> bool:
+        """Requests the endpoint answers itself: PRACK, and a session
+        interval below our Min-SE."""
+        method = request.method
+        if dialog is not None:
+            self._note_allow(dialog, request)
+        if method == "PRACK":
+            # We send no reliable provisionals: acknowledge any PRACK in a
+            # dialog we know; one for no dialog of ours gets 481 (§7.2).
+            self.respond(tx, 200 if dialog is not None else 481)
+            return True
+        if method in ("INVITE", "UPDATE") and self.config.session_expires > 0:
+            se = _session_expires(request.headers.get("Session-Expires"))
+            if se is not None and se[0] < self.config.min_se:
+                self.respond(
+                    tx,
+                    422,
+                    "Session Interval Too Small",
+                    headers=[("Min-SE", str(self.config.min_se))],
+                )
+                return True
+        return False
+
+    def _echo_session(self, tx: ServerTransaction, response: Response) -> None:
+        """Session-Expires (and Require: timer) in our 2xx to an INVITE or
+        UPDATE, as RFC 4028 §9 has the UAS choose them."""
+        request = tx.request
+        if self.config.session_expires <= 0 or "Session-Expires" in response.headers:
+            return
+        supported = _has_option(request.headers, "Supported", "timer")
+        se = _session_expires(request.headers.get("Session-Expires"))
+        dialog = self._dialogs.get((request.call_id, tx.to_tag or "", request.from_.tag or ""))
+        refresher: str | None
+        if se is not None:
+            # The refresher the request asked for is kept.
+            interval, refresher = se
+        elif dialog is not None and dialog.session_interval is not None:
+            # A refresh without Session-Expires would turn the timer off on
+            # the peer's side if our 2xx had none either (§9): restate it,
+            # roles unchanged.
+            interval = dialog.session_interval
+            refresher = "uac" if dialog.session_refresher == "remote" and supported else "uas"
+        else:
+            return
+        if refresher is None:
+            # §9: the UAS picks; a UAC that does not support timers cannot
+            # refresh, so then we do.
+            refresher = "uac" if supported else "uas"
+        response.headers.add("Session-Expires", f"{interval};refresher={refresher}")
+        if supported:
+            response.headers.add("Require", "timer")
+
+    def _responded(self, tx: ServerTransaction, response: Response) -> None:
+        """Bookkeeping after our 1xx/2xx to an INVITE or UPDATE."""
+        request = tx.request
+        dialog = self._dialogs.get((request.call_id, tx.to_tag or "", request.from_.tag or ""))
+        if dialog is None:
+            return
+        if response.sdp:
+            dialog.last_sdp = response.body
+        if response.status < 200:
+            return
+        self._note_allow(dialog, request)
+        se = _session_expires(response.headers.get("Session-Expires"))
+        if se is not None:
+            # We are this transaction's UAS: refresher=uac names the peer.
+            self._arm_session(dialog, se[0], "local" if se[1] == "uas" else "remote")
+
+
+def _has_option(headers: Headers, name: str, tag: str) -> bool:
+    """Whether a Require/Supported-style list header names option ``tag``."""
+    return any(value.strip().lower() == tag for value in headers.get_all(name))
+
+
+def _delta_seconds(value: str | None) -> int | None:
+    """The number at the start of Min-SE, RSeq or Session-Expires; ``None``
+    when absent or malformed."""
+    if value is None:
+        return None
+    text = value.split(";", 1)[0].strip()
+    if not text or len(text) > 10 or not (text.isascii() and text.isdigit()):
+        return None
+    return int(text)
+
+
+def _session_expires(value: str | None) -> tuple[int, str | None] | None:
+    """``Session-Expires: delta;refresher=uac|uas`` as (seconds, refresher)."""
+    seconds = _delta_seconds(value)
+    if seconds is None or value is None:
+        return None
+    _, semi, rest = value.partition(";")
+    refresher: str | None = None
+    if semi:
+        try:
+            params = parse_header_params(";" + rest)
+        except SipParseError:
+            params = {}
+        found = (params.get("refresher") or "").strip().lower()
+        refresher = found if found in ("uac", "uas") else None
+    return seconds, refresher

@@ -23,20 +23,40 @@ class Timer:
 
     def cancel(self) -> None:
         self.cancelled = True
+        # A cancelled timer can sit in the heap until its deadline (a session
+        # timer: half an hour); it must not keep its dialog alive that long.
+        self.callback = _nothing
+
+
+def _nothing() -> None:
+    pass
+
+
+#: Heap size below which cancelled timers are only dropped when they reach
+#: the top.
+_COMPACT_FLOOR = 1024
 
 
 class TimerQueue:
-    """A heap of :class:`Timer`; cancelled timers are dropped lazily."""
+    """A heap of :class:`Timer`; cancelled timers are dropped lazily, and
+    all at once when they could make up half of the heap."""
 
-    __slots__ = ("_counter", "_heap")
+    __slots__ = ("_compact_at", "_counter", "_heap")
 
     def __init__(self) -> None:
         self._heap: list[Timer] = []
         self._counter = itertools.count()
+        self._compact_at = _COMPACT_FLOOR
 
     def schedule(self, deadline: float, callback: Callable[[], None], name: str = "") -> Timer:
         timer = Timer(deadline, next(self._counter), callback, name)
-        heapq.heappush(self._heap, timer)
+        heap = self._heap
+        if len(heap) >= self._compact_at:
+            # Amortised O(1): the heap has doubled since the last pass.
+            heap = self._heap = [t for t in heap if not t.cancelled]
+            heapq.heapify(heap)
+            self._compact_at = max(_COMPACT_FLOOR, 2 * len(heap))
+        heapq.heappush(heap, timer)
         return timer
 
     def next_deadline(self) -> float | None:

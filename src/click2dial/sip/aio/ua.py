@@ -15,8 +15,12 @@ on a :class:`~.transport.SipTransport`.  Calls are :class:`Call` objects:
 
 Requests arriving inside a call (re-INVITE, UPDATE, INFO, OPTIONS) go to the
 call's ``on_request`` coroutine when one is set; otherwise they are answered
-here: re-INVITE and UPDATE with the call's current local SDP, others 200.
-BYE and CANCEL are answered by the endpoint and show up as :class:`Ended`.
+here: re-INVITE and UPDATE with the call's current local SDP (an UPDATE
+without SDP, a session refresh, with none), others 200.
+BYE and CANCEL are answered by the endpoint and show up as :class:`Ended`;
+so are PRACK, session refreshes and a session interval below ``min_se``
+(422).  A session that expires without the peer's refresh ends with
+``Ended("local", "session-expired")``.
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ class Acked:
 @dataclass(frozen=True, slots=True)
 class Ended:
     by: str  # "local" | "remote"
-    reason: str  # "bye", "cancelled", "no-ack", "failed"
+    reason: str  # "bye", "cancelled", "no-ack", "failed", "session-expired" (by "local")
     request: Request | None = None
 
 
@@ -146,6 +150,16 @@ class Call:
             self.local_sdp = sdp
         dialog = self.dialog
         self.ua._run(lambda e: e.ack(dialog, sdp or b"", cseq=cseq))
+
+    def prack(self, sdp: bytes) -> None:
+        """Answer, in the PRACK, the offer a reliable provisional response
+        brought to a late-offer INVITE (its :class:`Progress` has the SDP and
+        ``call.invite.offer_prack`` is set); other PRACKs are automatic."""
+        invite = self.invite
+        if invite is None:
+            raise SipError("not an outgoing call")
+        self.local_sdp = sdp
+        self.ua._run(lambda e: e.prack(invite, sdp))
 
     def send(
         self,
@@ -279,6 +293,10 @@ class UserAgentConfig:
     timers: TimerConfig = field(default_factory=TimerConfig)
     max_connections: int = 4096
     idle_timeout: float = 600.0
+    #: RFC 4028 session timers: the interval we ask for (0: off) and the
+    #: smallest we accept.
+    session_expires: int = 1800
+    min_se: int = 90
 
 
 class UserAgent:
@@ -316,6 +334,8 @@ class UserAgent:
                     contact_user=self.config.contact_user,
                     user_agent=self.config.user_agent,
                     timers=self.config.timers,
+                    session_expires=self.config.session_expires,
+                    min_se=self.config.min_se,
                 ),
                 clock,
             )
@@ -566,7 +586,9 @@ class UserAgent:
             self.respond(tx, 405 if request.method in ("MESSAGE", "SUBSCRIBE") else 501)
 
     def _default_in_dialog(self, call: Call, request: Request, tx: ServerTransaction) -> None:
-        if request.method in ("INVITE", "UPDATE"):
+        if request.method == "UPDATE" and not request.sdp:
+            self.respond(tx, 200)  # a session refresh: no offer, so no answer
+        elif request.method in ("INVITE", "UPDATE"):
             if request.sdp:
                 call.remote_sdp = request.sdp
             self.respond(tx, 200, body=call.local_sdp or b"")
