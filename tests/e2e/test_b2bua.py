@@ -399,6 +399,43 @@ def test_a_hangup_in_any_phase_ends_the_call_with_one_cdr_and_no_leg(
     run(main())
 
 
+# ------------------------------ 8. reliable provisionals and session timers
+
+
+@pytest.mark.parametrize("scenario", ["trunk_100rel", "trunk_421", "trunk_422"])
+def test_trunk_extensions_100rel_421_422_complete_the_call(tmp_path: Path, scenario: str) -> None:
+    """trunk_100rel: a 183 with Require: 100rel gets its PRACK; trunk_421:
+    421 is retried with Require: 100rel; trunk_422: 422 with Min-SE: 1800
+    is retried with Session-Expires >= 1800.  Each call then completes and
+    the callee hangs up."""
+
+    async def main() -> None:
+        with (
+            Sipp("agent_answer") as agent,
+            Sipp(scenario, variables={"ring_ms": 100, "talk_ms": 300}) as trunk,
+        ):
+            async with bed(tmp_path, agent, trunk) as b:
+                ref = await b.place()
+                ended = await b.env.wait_ended(ref)
+                await sipp_ok(agent, trunk)  # each checks RAck, CSeq, Session-Expires
+                cdr = await b.one_cdr(ref)
+            assert ended["end_reason"] == "callee_hungup" and cdr["end_reason"] == "callee_hungup"
+            assert ended["legs"]["callee"]["answered_at"] is not None
+            if scenario == "trunk_422":
+                (line,) = [
+                    x for x in trunk.logs().splitlines() if x.startswith("INVITE session-expires=")
+                ]
+                expires = re.match(r"\d+", line.split("=", 1)[1].strip())
+                assert expires is not None and int(expires.group()) >= 1800, line
+            else:
+                prack = one(logged(trunk, "PRACK"), "the PRACK")
+                assert prack["rack"] == f"1 {prack['invite_cseq']} INVITE"
+            # The trunk's early media reached the agent.
+            assert logged_media(agent.logs(), "REINVITE")[0].port == 7078
+
+    run(main())
+
+
 # ------------------------------------------------------- 9. agent behind NAT
 
 
