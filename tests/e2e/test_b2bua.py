@@ -346,12 +346,15 @@ PHASES: Final = {
     "callee_ringing-api": Phase(
         "agent_answer", "trunk_ring_forever", None, "api", "callee_ringing"
     ),
+    # The agent hangs up talk_ms after the re-INVITE of the callee's early
+    # media, the callee answers ring_ms after its 183: talk_ms >> ring_ms.
     "talking-agent_hangs_up": Phase(
         "agent_answer_hangup",
         "trunk_answer",
         "agent_hungup",
         "agent",
-        agent_vars=(("talk_ms", 300),),
+        agent_vars=(("talk_ms", 1200),),
+        trunk_vars=(("ring_ms", 100),),
     ),
     "talking-callee_hangs_up": Phase(
         "agent_answer",
