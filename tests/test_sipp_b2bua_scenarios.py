@@ -61,3 +61,16 @@ def test_agent_hold_holds_resumes_and_logs_the_answers(transport: Transport) -> 
     assert (resume["o"], resume["dir"]) == ("4", "sendrecv")
     assert len(log_records(logs.peer, "REINVITE")) == 1
     assert len(log_records(logs.peer, "BYE")) == 1
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_trunk_reinvite_retries_once_after_491(transport: Transport) -> None:
+    logs = run_pair(
+        "trunk_reinvite",
+        "c2d_trunk_glare",
+        transport,
+        peer_vars={"ring_ms": 20, "hold_ms": 50, "talk_ms": 50},
+    )
+    assert len(log_records(logs.peer, "GLARE")) == 1
+    (answer,) = log_records(logs.peer, "REINVITE-ANSWER")
+    assert (answer["ctype"], answer["m"], answer["fmt"]) == ("application/sdp", "40000", "8")

@@ -143,7 +143,10 @@ def test_trunk_reinvite_with_new_media_reaches_the_agent_and_gets_its_answer(
     tmp_path: Path,
 ) -> None:
     async def main() -> None:
-        with Sipp("agent_relay") as agent, Sipp("trunk_reinvite") as trunk:
+        with (
+            Sipp("agent_relay") as agent,
+            Sipp("trunk_reinvite", variables={"hold_ms": 300}) as trunk,
+        ):
             async with bed(tmp_path, agent, trunk) as b:
                 ref = await b.place()
                 ended = await b.env.wait_ended(ref)
