@@ -144,6 +144,8 @@ class Click2Dial:
                 public_host=cfg.sip.public_host,
                 user_agent=f"Click2Dial/{__version__}",
                 timers=self.timers,
+                session_expires=cfg.sip.session_expires,
+                min_se=cfg.sip.min_se,
             )
         )
         await self.ua.start()

@@ -440,6 +440,10 @@ class CallController:
             if external_agent:
                 headers.append(("P-Asserted-Identity", f"<sip:{shown}@{s.public_host}>"))
             caller = Address(Uri("sip", s.public_host, shown))
+            # A late offer: a reliable provisional carrying the phone's offer
+            # would have to be answered in its PRACK, before the callee's
+            # media is known.  Not offering 100rel keeps the offer in the 200.
+            headers.append(("Supported", "timer"))
         else:
             destination = self._callee_destination(record)
             caller = Address(Uri("sip", s.public_host, record.outbound_id))
