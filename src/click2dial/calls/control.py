@@ -336,8 +336,12 @@ class CallController:
             if event.status > 100:
                 self._feed(live, f.Progress(leg, event.status, event.sdp))
         elif isinstance(event, Answered):
-            call = live.legs[leg]
-            timer = getattr(call.dialog, "session_interval", None) is not None
+            dialog = live.legs[leg].dialog
+            interval = dialog.session_interval if dialog is not None else None
+            # A session timer replaces the OPTIONS probes only when it notices
+            # a dead peer as soon as they would: with the usual 1800 s it
+            # would take up to half an hour.
+            timer = interval is not None and interval <= 2 * self.settings.probe_interval
             self._feed(live, f.Answered(leg, event.sdp, session_timer=timer))
         elif isinstance(event, Failed):
             self._feed(live, f.Failed(leg, event.status, event.reason))
