@@ -58,6 +58,7 @@ from ..sip.sdp import SessionDescription
 from ..sip.transaction import ServerTransaction
 from ..sip.uri import Uri
 from ..store import CallRecord, Notification, Store
+from ..store.model import DIALOG_COLUMNS
 from . import flow as f
 from .ending import EndWriter, PendingEnd
 from .flow import CallFlow, FlowError, FlowTimers, Leg
@@ -542,17 +543,24 @@ class CallController:
             ref, fields = self._writes.popleft()
             if self.ends.pending(ref) is not None:
                 continue  # the end is on its way: it carries these fields
-            dialog = fields.get(_DIALOG)
+            dialog: tuple[str, dict[str, Any]] | None = fields.get(_DIALOG)
+            update = None if dialog is not None else fields
+            if dialog is not None and self._writes and self._writes[0][0] == ref:
+                nxt = self._writes[0][1]
+                if _DIALOG not in nxt:
+                    # The state the dialog came with: one write for both.
+                    self._writes.popleft()
+                    update = {**nxt, DIALOG_COLUMNS[dialog[0]]: dialog[1]}
             try:
-                if dialog is not None:
+                if dialog is not None and update is None:
                     await self.store.save_dialog(ref, *dialog)
-                else:
-                    await self.store.update_call(ref, **fields)
+                elif update is not None:
+                    await self.store.update_call(ref, **update)
             except Exception as exc:
                 log.warning("call %s: state not stored (%s)", ref, exc)
                 if dialog is not None:
                     asyncio.get_running_loop().call_later(
-                        DIALOG_RETRY, self._retry_write, ref, fields
+                        DIALOG_RETRY, self._retry_write, ref, {_DIALOG: dialog}
                     )
 
     def _retry_write(self, ref: str, fields: dict[str, Any]) -> None:

@@ -116,6 +116,9 @@ def check_finish(
         check_update(dict(fields))
 
 
+_DIALOG_COLUMN_NAMES = frozenset(DIALOG_COLUMNS.values())
+
+
 def check_dialog(leg: str, state: Mapping[str, Any]) -> str:
     """The column that keeps ``leg``'s dialog."""
     column = DIALOG_COLUMNS.get(leg)
@@ -127,7 +130,9 @@ def check_dialog(leg: str, state: Mapping[str, Any]) -> str:
 
 
 def check_update(fields: dict[str, Any]) -> None:
-    unknown = set(fields) - UPDATABLE_CALL_FIELDS
+    """``fields`` may include a leg's dialog column (``DIALOG_COLUMNS``), so
+    that a dialog is kept in the same write as the state it came with."""
+    unknown = set(fields) - UPDATABLE_CALL_FIELDS - _DIALOG_COLUMN_NAMES
     if unknown:
         raise ValueError(f"update_call cannot set {sorted(unknown)}")
     state = fields.get("state")
