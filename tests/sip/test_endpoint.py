@@ -322,3 +322,66 @@ def test_record_route_builds_the_route_set_on_both_sides() -> None:
         assert message.headers.get_all("Route") == [proxy]
         peer = b if node is a else a
         assert (message.uri.host, message.uri.port) == peer.address  # the peer's Contact
+
+
+def test_lost_ack_of_a_reinvite_2xx_is_sent_again_when_the_2xx_is_retransmitted() -> None:
+    net = MemNet()
+    a, b, answered, _ = established(net)
+    dialog_a = answered.dialog
+    handle = a.endpoint.request_in_dialog(dialog_a, "INVITE", body=SDP)
+    net.settle()
+    reinvite = incoming(b)
+    seq = handle.request.cseq.seq
+    lost: list[Sent] = []
+
+    def lose_first_ack(sent: Sent) -> bool:
+        if sent.first_line.startswith("ACK") and not lost:
+            lost.append(sent)
+            return True
+        return False
+
+    net.drop = lose_first_ack
+    b.endpoint.respond(reinvite.transaction, 200, body=SDP)
+    net.settle()
+    assert lost and handle.done
+    net.advance(T1 * 1.5)  # b retransmits its 2xx once
+    acks = [s for s in net.sent("ACK", a.address) if s.message.cseq.seq == seq]
+    assert len(acks) == 2, "the retransmitted 2xx was not re-ACKed"
+    assert len(b.take(ev.AckReceived)) == 1
+    net.advance(64 * T1)
+    assert dialog_a.state is DialogState.CONFIRMED  # b did not give up and hang up
+    assert not net.sent("BYE")
+
+
+def test_a_reinvite_retried_after_glare_keeps_one_route_header() -> None:
+    net = MemNet()
+    a, b = net.node(5001), net.node(5002)
+    # b itself stands where a Record-Routing proxy would: requests in the
+    # dialog reach it with a Route header.
+    proxy = f"<sip:{b.address[0]}:{b.address[1]};lr>"
+    uri = parse_uri(f"sip:bob@{b.address[0]}:{b.address[1]}")
+    a.endpoint.invite(
+        uri,
+        from_=Address(parse_uri("sip:alice@127.0.0.1")),
+        to=Address(uri),
+        body=SDP,
+        headers=[("Record-Route", proxy)],
+        target=Target("udp", *b.address),
+    )
+    net.settle()
+    inv = incoming(b)
+    b.endpoint.respond(inv.transaction, 200, body=SDP)
+    net.settle()
+    answered = a.take(ev.InviteAnswered)[0]
+    assert isinstance(answered, ev.InviteAnswered)
+    a.endpoint.request_in_dialog(answered.dialog, "INVITE", body=SDP)
+    net.settle()
+    b.endpoint.respond(incoming(b).transaction, 491)  # as in a glare
+    net.settle()
+    net.advance(5)  # a retries within 2.1-4 s (it owns the Call-ID)
+    invites = net.sent("INVITE", a.address)
+    assert len(invites) == 3, "a never retried its re-INVITE"
+    for sent in invites[1:]:
+        message = sent.message
+        assert isinstance(message, Request)
+        assert message.headers.get_all("Route") == [proxy]

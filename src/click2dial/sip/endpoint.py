@@ -801,7 +801,14 @@ class Endpoint:
         if handle.purpose and status >= 200:
             self._internal_response(handle, status, response)
             return
-        if status < 200 or handle.done:
+        if status < 200:
+            return
+        if handle.done:
+            dialog = handle.dialog
+            if handle.method == "INVITE" and dialog is not None and status < 300:
+                # A 2xx retransmitted while our transaction still lives
+                # (RFC 6026 Accepted): our ACK was lost, send it again.
+                self._reack(dialog, response.cseq.seq)
             return
         if status in (401, 407) and self._retry_with_auth(handle, response):
             return
@@ -851,7 +858,9 @@ class Endpoint:
             return
         old = handle.request
         hdrs = old.headers.copy()
+        # Rebuilt by request_in_dialog from the dialog: copies would double.
         hdrs.remove("Content-Length")
+        hdrs.remove("Route")
         new = self.request_in_dialog(dialog, "INVITE", body=old.body, headers=list(hdrs))
         # Keep the application's handle: move the new transaction onto it.
         handle.request, handle.tx, handle.target = new.request, new.tx, new.target
