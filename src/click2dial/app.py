@@ -19,6 +19,7 @@ import uvicorn
 from . import __version__
 from .api.app import build_app
 from .api.auth import Authenticator
+from .calls.admission import Admission
 from .calls.cdr import cdr_payload
 from .calls.control import CallController, TelephonySettings
 from .calls.ending import replay_spool
@@ -92,6 +93,7 @@ class Click2Dial:
     ua: UserAgent | None = None
     controller: CallController | None = None
     service: CallService | None = None
+    admission: Admission | None = None
     listeners: list[Listener] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     notifier: Notifier | None = None
@@ -174,12 +176,20 @@ class Click2Dial:
             media_host=self.ua.address("udp")[0],
             spool=Path(cfg.server.spool),
         )
+        controller, ua = self.controller, self.ua
+        self.admission = Admission(
+            cfg.admission,
+            live_calls=lambda: len(controller.live),
+            transactions=lambda: ua.endpoint.transaction_count,
+        )
+        self.admission.start()
         self.service = CallService(
             store=self.store,
             controller=self.controller,
             node_id=cfg.server.node_id,
             ready=self.ready,
             on_placed=self.metrics.call_placed,
+            admission=self.admission,
         )
         await self.replay_spool()
         await self.recover()
@@ -341,6 +351,8 @@ class Click2Dial:
             if listener.task is not None:
                 with contextlib.suppress(Exception):
                     await listener.task
+        if self.admission is not None:
+            await self.admission.close()
         if self.controller is not None:
             await self.controller.close()
         if self.notifier is not None:

@@ -2,8 +2,9 @@
 control, with every business rule applied in one place.
 
 Order of checks for a new call, so that each failure gets its precise status:
-validation (422) → permissions (403) → telephony ready (503) → rate and
-concurrency limits (429) → idempotency replay → agent busy (409).
+validation (422) → permissions (403) → telephony ready (503) → idempotency
+replay → node capacity (503, :mod:`.admission`) → the integrator's rate and
+concurrency limits (429) → agent busy (409).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from ..config import IntegratorConfig
 from ..store import AgentBusyError, CallRecord, Store
 from ..vocabulary import CallState
+from .admission import Admission
 from .control import CallController, new_call_ref
 from .policy import may_use_agent, may_use_outbound_id
 from .rules import CallRequest, FieldError, validate_call_request
@@ -90,7 +92,9 @@ class CallService:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         on_placed: Callable[[str], None] = lambda integrator: None,
+        admission: Admission | None = None,
     ) -> None:
+        self.admission = admission
         self.on_placed = on_placed
         self.store = store
         self.controller = controller
@@ -138,15 +142,13 @@ class CallService:
             existing = await self.store.find_by_idempotency_key(integrator.name, idempotency_key)
             if existing is not None:
                 return PlaceResult(existing, False, list(existing.warnings))
+        self._admit()
+        try:
+            bucket = await self._integrator_limits(integrator)
+        except CallError:
+            self._refund()
+            raise
         ends = self.controller.ends
-        live = await self.store.count_live(integrator.name) - ends.pending_of(integrator.name)
-        if live >= integrator.max_concurrent:
-            raise CallError(
-                429,
-                f"over the limit of {integrator.max_concurrent} concurrent calls",
-                retry_after=5,
-            )
-        bucket = self._rate_limit(integrator)
         outbound_id = request.outbound_id
         if outbound_id == "random":
             outbound_id = secrets.choice(integrator.clid_pool)
@@ -175,6 +177,7 @@ class CallService:
             stored, created = await self.store.create_call(record)
         except AgentBusyError as exc:
             bucket.refund()  # nothing was dialled
+            self._refund()
             raise CallError(
                 409,
                 f"agent {request.agent} already has a live call",
@@ -185,6 +188,34 @@ class CallService:
             self.controller.start(stored, integrator)
             self.on_placed(integrator.name)
         return PlaceResult(stored, created, list(stored.warnings))
+
+    def _admit(self) -> None:
+        """503 when the node is over capacity (before anything is written)."""
+        if self.admission is None:
+            return
+        reason = self.admission.check()
+        if reason is not None:
+            raise CallError(
+                503,
+                f"this node cannot take more calls now: {reason}",
+                retry_after=self.admission.config.retry_after,
+            )
+
+    def _refund(self) -> None:
+        if self.admission is not None:
+            self.admission.refund()
+
+    async def _integrator_limits(self, integrator: IntegratorConfig) -> _Bucket:
+        """429 over the integrator's concurrency or rate; its rate token."""
+        ends = self.controller.ends
+        live = await self.store.count_live(integrator.name) - ends.pending_of(integrator.name)
+        if live >= integrator.max_concurrent:
+            raise CallError(
+                429,
+                f"over the limit of {integrator.max_concurrent} concurrent calls",
+                retry_after=5,
+            )
+        return self._rate_limit(integrator)
 
     def _authorise(self, integrator: IntegratorConfig, request: CallRequest) -> None:
         errors: list[FieldError] = []
