@@ -14,10 +14,13 @@ import math
 import secrets
 import socket
 import struct
+import weakref
 from collections.abc import Callable
 
 SAMPLE_RATE = 8000
 FRAME_SAMPLES = 160  # 20 ms
+FRAME_SECONDS = FRAME_SAMPLES / 8000
+_RTP_HEADER = struct.Struct("!BBHII")
 TONE_HZ = 425
 CADENCE = (1.0, 4.0)  # seconds on, seconds off
 PCMU, PCMA = 0, 8
@@ -72,16 +75,60 @@ def cadence_frames(payload_type: int) -> list[bytes]:
     return _CACHE[payload_type]
 
 
-class _Sender(asyncio.DatagramProtocol):
-    def error_received(self, exc: Exception) -> None:
-        pass  # the phone's port may not be open yet: keep playing
+class _Clock:
+    """One 20 ms clock for every tone this event loop plays: each tick sends
+    the next frame of every active tone, so a thousand ringing calls cost one
+    timer, not a thousand sleeping tasks."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.tones: dict[Ringback, None] = {}  # insertion-ordered set
+        self._handle: asyncio.TimerHandle | None = None
+        self._next = 0.0
+
+    def add(self, tone: Ringback) -> None:
+        self.tones[tone] = None
+        if self._handle is None:
+            self._next = self.loop.time()
+            self._tick()
+
+    def remove(self, tone: Ringback) -> None:
+        self.tones.pop(tone, None)
+        if not self.tones and self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _tick(self) -> None:
+        self._handle = None
+        for tone in list(self.tones):
+            tone._send_next()
+        if not self.tones:
+            return
+        # Pace on the clock, not on delays, so jitter never adds up; after a
+        # long stall, start again from now instead of sending a burst.
+        self._next += FRAME_SECONDS
+        now = self.loop.time()
+        if self._next < now - 5 * FRAME_SECONDS:
+            self._next = now
+        self._handle = self.loop.call_at(self._next, self._tick)
+
+
+_CLOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Clock] = weakref.WeakKeyDictionary()
+
+
+def _clock() -> _Clock:
+    loop = asyncio.get_running_loop()
+    clock = _CLOCKS.get(loop)
+    if clock is None:
+        clock = _CLOCKS[loop] = _Clock(loop)
+    return clock
 
 
 class Ringback:
     """Plays the tone to one RTP destination until :meth:`stop`.
 
-    :meth:`bind` and :meth:`stop` are synchronous so that the call driver can
-    put the port in the agent's ACK and silence the tone in the same step
+    :meth:`bind` and :meth:`stop_now` are synchronous so that the call driver
+    can put the port in the agent's ACK and silence the tone in the same step
     that decides to, with no task in between."""
 
     def __init__(self, bind_host: str, payload_type: int) -> None:
@@ -92,8 +139,12 @@ class Ringback:
         self.port = 0
         self.sent = 0
         self._sock: socket.socket | None = None
-        self._transport: asyncio.DatagramTransport | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._clock: _Clock | None = None
+        self._destination: tuple[str, int] = ("", 0)
+        self._frames = cadence_frames(payload_type)
+        self._ssrc = secrets.randbits(32)
+        self._seq = secrets.randbits(16)
+        self._stamp = secrets.randbits(32)
 
     def bind(self) -> int:
         """Bind the local RTP socket; returns its port (for our SDP)."""
@@ -113,39 +164,34 @@ class Ringback:
         return self.bind()
 
     def play(self, host: str, port: int) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run((host, port)))
+        if self._sock is None:
+            self.bind()
+        self._destination = (host, port)
+        self._clock = _clock()
+        self._clock.add(self)
 
-    async def _run(self, destination: tuple[str, int]) -> None:
-        assert self._sock is not None
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(_Sender, sock=self._sock)
-        self._sock = None  # the transport owns it now
-        self._transport = transport
-        frames = cadence_frames(self.payload_type)
-        ssrc = secrets.randbits(32)
-        seq = secrets.randbits(16)
-        stamp = secrets.randbits(32)
-        started = loop.time()
-        index = 0
-        while True:
-            marker = 0x80 if index == 0 else 0
-            header = struct.pack("!BBHII", 0x80, marker | self.payload_type, seq, stamp, ssrc)
-            transport.sendto(header + frames[index % len(frames)], destination)
-            self.sent += 1
-            index += 1
-            seq = (seq + 1) & 0xFFFF
-            stamp = (stamp + FRAME_SAMPLES) & 0xFFFFFFFF
-            # Pace on the clock, not on sleep durations, so jitter never adds up.
-            await asyncio.sleep(max(0.0, started + index * 0.02 - loop.time()))
+    def _send_next(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        marker = 0x80 if self.sent == 0 else 0
+        header = _RTP_HEADER.pack(
+            0x80, marker | self.payload_type, self._seq, self._stamp, self._ssrc
+        )
+        # A try costs nothing until it raises, unlike suppress() per packet.
+        try:  # noqa: SIM105
+            sock.sendto(header + self._frames[self.sent % len(self._frames)], self._destination)
+        except OSError:
+            pass  # the phone's port may not be open yet (ICMP), or a full buffer: keep playing
+        self.sent += 1
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._stamp = (self._stamp + FRAME_SAMPLES) & 0xFFFFFFFF
 
     def stop_now(self) -> None:
         """Stop playing and release the socket."""
-        if self._task is not None:
-            self._task.cancel()
-            self._task = None
-        if self._transport is not None:
-            self._transport.close()
-            self._transport = None
+        if self._clock is not None:
+            self._clock.remove(self)
+            self._clock = None
         if self._sock is not None:
             self._sock.close()
             self._sock = None
