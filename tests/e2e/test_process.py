@@ -156,26 +156,3 @@ def test_check_config_names_every_problem(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{bad}: integrators.acme.max_cps" in result.stderr
     assert f"{bad}: integrators.acme.api_keys" in result.stderr
-
-
-def test_metrics_are_exposed_in_prometheus_text(tmp_path: Path) -> None:
-    from tests.e2e.support import running
-
-    async def main() -> None:
-        async with running(tmp_path, agent_port=None, trunk_port=None) as env:
-            response = await env.acme.post(
-                "/click2dial/calls",
-                json={"agent": "1002", "callee": "0821234567", "outbound_id": "random"},
-            )
-            assert response.status_code == 201
-            await env.wait_ended(response.json()["call_ref"])
-            metrics = await env.acme.get("/metrics")
-        assert metrics.status_code == 200
-        text = metrics.text
-        assert 'click2dial_calls_placed_total{integrator="acme"} 1' in text
-        # Agent 1002 has no fixed contact and nothing is registered: 480 → timeout.
-        assert 'click2dial_calls_ended_total{end_reason="timeout",integrator="acme"} 1' in text
-        assert 'click2dial_calls_live{integrator="acme"} 0' in text
-        assert "click2dial_outbox_pending 0" in text
-
-    asyncio.run(main())
