@@ -272,7 +272,10 @@ class Click2Dial:
             sock.bind((listener.host, listener.port))
             listener.bound_port = sock.getsockname()[1]
             server = _Server(
-                uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+                # log_config=None: uvicorn's lines go through our handler and format.
+                uvicorn.Config(
+                    app, log_level="warning", access_log=False, lifespan="off", log_config=None
+                )
             )
             listener.server = server
             listener.task = asyncio.get_running_loop().create_task(server.serve([sock]))
@@ -403,7 +406,11 @@ class Click2Dial:
             sock.close()
             raise
         listener = Listener(host, port, [], bound_port=sock.getsockname()[1])
-        server = _Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+        server = _Server(
+            uvicorn.Config(
+                app, log_level="warning", access_log=False, lifespan="off", log_config=None
+            )
+        )
         listener.server = server
         listener.task = asyncio.get_running_loop().create_task(server.serve([sock]))
         self.operator = listener

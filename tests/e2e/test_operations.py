@@ -13,6 +13,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 from collections import Counter
@@ -254,12 +255,17 @@ def test_json_logs_have_one_line_per_call_event_and_no_secret(tmp_path: Path) ->
                 refs.append(ref)
             # A refused request and a bad key are logged too, without the key.
             httpx.get(f"{base}/click2dial/calls", headers={"Authorization": "Bearer nope"})
+            # The HTTP server's own warnings are JSON lines too.
+            with socket.create_connection(("127.0.0.1", http_port), timeout=5) as raw:
+                raw.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+                raw.recv(1000)
         assert process.returncode == 0
     stderr = (tmp_path / "stderr.log").read_text()
     lines = [json.loads(line) for line in stderr.splitlines()]  # every line parses
     assert len(lines) > 10
     assert all({"ts", "level", "logger", "msg"} <= set(line) for line in lines)
-    assert {line["level"] for line in lines} >= {"info", "debug"}
+    assert {line["level"] for line in lines} >= {"info", "debug", "warning"}
+    assert any(line["logger"].startswith("uvicorn") for line in lines)
     events = Counter(
         (line["msg"], line.get("call_ref"))
         for line in lines
