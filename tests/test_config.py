@@ -731,3 +731,40 @@ def test_agents_are_behind_nat_unless_configured_otherwise() -> None:
     cfg = parse_config('[agents."1001"]\n[agents."1002"]\nnat = false\n' + acme(), SRC)
     assert cfg.agents["1001"].nat is True
     assert cfg.agents["1002"].nat is False
+
+
+# --- the operator listener ---------------------------------------------------
+
+
+def test_operator_listener_defaults_to_loopback_and_can_be_turned_off() -> None:
+    assert default_config().server.operator_listen == "127.0.0.1:9300"
+    assert default_config().server.operator_address == ("127.0.0.1", 9300)
+    ipv6 = parse_config('[server]\noperator_listen = "[::1]:9400"\n' + ACME, SRC)
+    assert ipv6.server.operator_address == ("::1", 9400)
+    off = parse_config('[server]\noperator_listen = ""\n' + ACME, SRC)
+    assert off.server.operator_address is None
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        ('"9300"', "must be HOST:PORT"),
+        ('"127.0.0.1:0"', "the port must be 1-65535"),
+        ('"::1:9300"', "brackets"),
+        ("9300", "must be a string"),
+    ],
+)
+def test_operator_listen_is_checked(value: str, fragment: str) -> None:
+    problem = one_problem(f"[server]\noperator_listen = {value}\n" + ACME)
+    assert problem.startswith(f"{SRC}: server.operator_listen: ")
+    assert fragment in problem
+
+
+def test_operator_listener_never_shares_an_integrator_port() -> None:
+    shared = one_problem('[server]\noperator_listen = "127.0.0.1:8300"\n' + ACME)
+    assert "server.operator_listen: port 8300 is also taken by server.http_port" in shared
+    own = one_problem('[server]\noperator_listen = "0.0.0.0:8301"\n' + acme("http_port = 8301\n"))
+    assert "port 8301 is also taken by integrators.acme.http_port" in own
+    sip = one_problem('[server]\noperator_listen = "127.0.0.1:5070"\n'
+                      '[sip]\nlisten = ["tcp:127.0.0.1:5070"]\n' + ACME)  # fmt: skip
+    assert "sip.listen[0]: port 5070 is also taken by server.operator_listen" in sip

@@ -23,17 +23,21 @@ from .calls.admission import Admission
 from .calls.cdr import cdr_payload
 from .calls.control import CallController, TelephonySettings
 from .calls.ending import replay_spool
+from .calls.flow import Leg
 from .calls.outcome import Outcome
-from .calls.service import CallService
+from .calls.service import HANGUP_STORE_WAIT, CallService
 from .config import Config, IntegratorConfig
-from .metrics import Metrics, render
+from .metrics import MetricFamily, Metrics
 from .notify import Notifier
+from .operator import build_operator_app
 from .sip.aio import Listen, UserAgent, UserAgentConfig
 from .sip.transaction import TimerConfig
 from .sip.uri import parse_uri
 from .store import CallRecord, Notification, Store, open_store
 
 log = logging.getLogger(__name__)
+#: One line per call placed, answered and ended, with structured fields.
+call_log = logging.getLogger("click2dial.calls")
 
 #: Seconds the start waits for the answers to the BYEs of crash recovery.
 RECOVERY_BYE_WAIT = 2.0
@@ -97,6 +101,7 @@ class Click2Dial:
     listeners: list[Listener] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     notifier: Notifier | None = None
+    operator: Listener | None = None
     _stopping: bool = False
 
     @property
@@ -172,6 +177,7 @@ class Click2Dial:
             ua=self.ua,
             notifications_for=self.notifications_for,
             on_call_ended=self._call_ended,
+            on_answered=self._call_answered,
             on_agent_connected=self.notifier.agent_connected,
             media_host=self.ua.address("udp")[0],
             spool=Path(cfg.server.spool),
@@ -188,14 +194,17 @@ class Click2Dial:
             controller=self.controller,
             node_id=cfg.server.node_id,
             ready=self.ready,
-            on_placed=self.metrics.call_placed,
+            on_placed=self._call_placed,
             admission=self.admission,
         )
+        self.metrics.add_families(self._scrape_families)
+        self.notifier.on_webhook_attempt = self._webhook_attempt
         await self.replay_spool()
         await self.recover()
         await self.notifier.start()
         self.notifier.wake()  # deliver what recover() and earlier runs left
         await self._start_http()
+        await self._start_operator()
 
     async def replay_spool(self) -> int:
         """Write the call ends an earlier shutdown could not store (a store
@@ -266,7 +275,6 @@ class Click2Dial:
                 self.service,
                 Authenticator(listener.integrators),
                 ready=self.ready,
-                metrics=self.render_metrics,
                 notifier=self.notifier,
             )
             sock = socket.socket(socket.AF_INET6 if ":" in listener.host else socket.AF_INET)
@@ -274,7 +282,10 @@ class Click2Dial:
             sock.bind((listener.host, listener.port))
             listener.bound_port = sock.getsockname()[1]
             server = _Server(
-                uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+                # log_config=None: uvicorn's lines go through our handler and format.
+                uvicorn.Config(
+                    app, log_level="warning", access_log=False, lifespan="off", log_config=None
+                )
             )
             listener.server = server
             listener.task = asyncio.get_running_loop().create_task(server.serve([sock]))
@@ -298,43 +309,126 @@ class Click2Dial:
 
     async def _call_ended(self, record: CallRecord) -> None:
         self.metrics.call_ended(record.integrator, record.end_reason or "failed")
+        ended = record.ended_at or time.time()
+        answered = record.callee_answered_at
+        call_log.info("call ended", extra={"fields": {
+            "call_ref": record.call_ref, "integrator": record.integrator, "agent": record.agent,
+            "end_reason": record.end_reason, "end_code": record.end_code,
+            "hangup_side": record.hangup_side, "sip_status": record.sip_status,
+            "duration_s": round(ended - record.created_at, 3),
+            "talk_s": round(ended - answered, 3) if answered is not None else 0.0,
+        }})  # fmt: skip
         if self.notifier is not None:
             self.notifier.wake()  # its CDR was committed with the end: send it now
 
-    async def render_metrics(self) -> str:
-        assert self.store is not None
-        live = [
-            ({"integrator": name}, float(await self.store.count_live(name)))
-            for name in self.config.integrators
-        ]
-        stats = await self.store.outbox_stats()
+    def _call_placed(self, record: CallRecord) -> None:
+        self.metrics.call_placed(record.integrator)
+        call_log.info("call placed", extra={"fields": {
+            "call_ref": record.call_ref, "integrator": record.integrator, "agent": record.agent,
+            "call_type": record.call_type, "source": record.source,
+        }})  # fmt: skip
+
+    def _call_answered(self, record: CallRecord, leg: Leg) -> None:
+        fields = {"call_ref": record.call_ref, "integrator": record.integrator,
+                  "agent": record.agent}  # fmt: skip
+        agent_at = record.agent_answered_at
+        if agent_at is None:
+            return
+        if leg is Leg.AGENT:
+            setup = max(0.0, agent_at - record.created_at)
+            self.metrics.agent_setup.labels(record.integrator).observe(setup)
+            call_log.debug("agent answered", extra={"fields": {**fields, "agent_setup_s":
+                           round(setup, 3)}})  # fmt: skip
+        elif record.callee_answered_at is not None:
+            setup = max(0.0, record.callee_answered_at - agent_at)
+            self.metrics.callee_setup.labels(record.integrator).observe(setup)
+            call_log.info("call answered", extra={"fields": {
+                **fields, "agent_setup_s": round(agent_at - record.created_at, 3),
+                "callee_setup_s": round(setup, 3),
+            }})  # fmt: skip
+
+    def _webhook_attempt(self, integrator: str, seconds: float, delivered: bool) -> None:
+        outcome = "delivered" if delivered else "failed"
+        self.metrics.webhook_latency.labels(integrator, outcome).observe(seconds)
+
+    def _scrape_families(self) -> list[MetricFamily]:
+        """The gauges of the SIP endpoint and the notifier's counters."""
         endpoint = self.ua.endpoint if self.ua is not None else None
-        return render(
-            [
-                ("click2dial_calls_live", "gauge", "Calls not ended yet, per integrator.", live),
-                ("click2dial_calls_placed_total", "counter", "Calls accepted by this node.",
-                 [({"integrator": k}, float(v)) for k, v in self.metrics.calls_placed.items()]),
-                ("click2dial_calls_ended_total", "counter", "Calls ended on this node.",
-                 [({"integrator": i, "end_reason": r}, float(v))
-                  for (i, r), v in self.metrics.calls_ended.items()]),
-                ("click2dial_outbox_pending", "gauge", "Notifications not delivered yet.",
-                 [({}, float(stats["pending"]))]),
-                ("click2dial_outbox_delivered", "gauge", "Notifications delivered.",
-                 [({}, float(stats["delivered"]))]),
-                ("click2dial_outbox_retrying", "gauge", "Pending notifications that failed once.",
-                 [({}, float(stats["retries"]))]),
-                ("click2dial_outbox_oldest_pending_seconds", "gauge",
-                 "Age of the oldest undelivered notification.",
-                 [({}, float(stats["oldest_pending_age"] or 0.0))]),
-                ("click2dial_sip_parse_errors_total", "counter", "Malformed SIP messages dropped.",
-                 [({}, float(endpoint.parse_errors if endpoint else 0))]),
-                ("click2dial_sip_transactions", "gauge", "Open SIP transactions.",
-                 [({}, float(endpoint.transaction_count if endpoint else 0))]),
-                ("click2dial_sip_dialogs", "gauge", "Known SIP dialogs.",
-                 [({}, float(len(endpoint.dialogs) if endpoint else 0))]),
-                *(self.notifier.metric_families() if self.notifier else []),
-            ]
-        )  # fmt: skip
+        return [
+            ("click2dial_sip_parse_errors_total", "counter", "Malformed SIP messages dropped.",
+             [({}, float(endpoint.parse_errors if endpoint else 0))]),
+            ("click2dial_sip_transactions", "gauge", "Open SIP transactions.",
+             [({}, float(endpoint.transaction_count if endpoint else 0))]),
+            ("click2dial_sip_dialogs", "gauge", "Known SIP dialogs.",
+             [({}, float(len(endpoint.dialogs) if endpoint else 0))]),
+            *(self.notifier.metric_families() if self.notifier else []),
+        ]  # fmt: skip
+
+    async def scrape(self) -> bytes:
+        """The Prometheus exposition, the store's gauges read now."""
+        assert self.store is not None
+        try:
+            live = {name: await self.store.count_live(name) for name in self.config.integrators}
+            stats = await self.store.outbox_stats()
+        except Exception as exc:
+            # The rest is still worth serving; the store's gauges keep their last value.
+            log.warning("metrics: the store's gauges could not be read: %s", exc)
+        else:
+            self.metrics.refresh(live, dict(stats))
+        return self.metrics.exposition()
+
+    def operator_calls(self) -> list[dict[str, Any]]:
+        """The calls live on this node, oldest first (``click2dial calls``)."""
+        assert self.controller is not None
+        now = time.time()
+        calls = []
+        for live in sorted(self.controller.live.values(), key=lambda c: c.record.created_at):
+            record = live.record
+            calls.append({
+                "call_ref": record.call_ref, "integrator": record.integrator,
+                "agent": record.agent, "callee": record.callee,
+                "state": "ending" if live.end is not None else record.state,
+                "created_at": record.created_at, "age": round(now - record.created_at, 1),
+            })  # fmt: skip
+        return calls
+
+    async def operator_hangup(self, call_ref: str) -> dict[str, Any] | None:
+        """Hang up a call live on this node (``click2dial hangup``)."""
+        assert self.controller is not None
+        if not await self.controller.hangup(call_ref, HANGUP_STORE_WAIT, side="system"):
+            return None
+        state = "ending" if self.controller.ending(call_ref) else "ended"
+        return {"call_ref": call_ref, "status": state}
+
+    async def _start_operator(self) -> None:
+        address = self.config.server.operator_address
+        if address is None:
+            return
+        host, port = address
+        app = build_operator_app(
+            metrics=self.scrape, live_calls=self.operator_calls, hangup=self.operator_hangup
+        )
+        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            sock.close()
+            raise
+        listener = Listener(host, port, [], bound_port=sock.getsockname()[1])
+        server = _Server(
+            uvicorn.Config(
+                app, log_level="warning", access_log=False, lifespan="off", log_config=None
+            )
+        )
+        listener.server = server
+        listener.task = asyncio.get_running_loop().create_task(server.serve([sock]))
+        self.operator = listener
+        while not server.started:
+            if listener.task.done():
+                listener.task.result()
+            await asyncio.sleep(0.01)
+        log.info("operator listener (metrics, live calls) on %s:%d", host, listener.bound_port)
 
     def http_port(self, integrator: str | None = None) -> int:
         for listener in self.listeners:
@@ -344,10 +438,10 @@ class Click2Dial:
 
     async def stop(self) -> None:
         self._stopping = True
-        for listener in self.listeners:
+        for listener in [*self.listeners, *([self.operator] if self.operator else [])]:
             if listener.server is not None:
                 listener.server.should_exit = True
-        for listener in self.listeners:
+        for listener in [*self.listeners, *([self.operator] if self.operator else [])]:
             if listener.task is not None:
                 with contextlib.suppress(Exception):
                     await listener.task

@@ -1,4 +1,5 @@
-"""The ``click2dial`` command: ``serve``, ``check-config`` and ``demo``."""
+"""The ``click2dial`` command: ``serve``, ``check-config``, ``demo``, and the
+operator's ``calls`` and ``hangup``."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import sys
 
 from . import __version__
 from .config import ConfigError, check_config, load_effective_config, resolve_config_path
+from .logs import FORMAT_ENV, FORMATS, LEVEL_ENV, LEVELS, configure, resolve
 
 log = logging.getLogger("click2dial")
 
@@ -50,16 +52,39 @@ def main(argv: list[str] | None = None) -> int:
     serve = sub.add_parser("serve", help="run the service")
     serve.add_argument("--config", help="configuration file (default: $CLICK2DIAL_CONFIG, "
                        "else the embedded defaults)")  # fmt: skip
-    serve.add_argument("--log-level", default="INFO")
+    serve.add_argument(
+        "--log-format",
+        type=str.lower,
+        choices=FORMATS,
+        help=f"text (default) or json lines (default: ${FORMAT_ENV})",
+    )
+    serve.add_argument("--log-level", type=str.lower, choices=LEVELS,
+                       help=f"default: ${LEVEL_ENV}, else info")  # fmt: skip
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config", help="configuration file (default: $CLICK2DIAL_CONFIG)")
     demo = sub.add_parser("demo", help="place one call against a simulated phone and trunk")
-    demo.add_argument("--log-level", default="WARNING")
+    demo.add_argument("--log-level", type=str.lower, choices=LEVELS, default="warning")
+    calls = sub.add_parser("calls", help="list the calls live on this node (operator listener)")
+    calls.add_argument("--config", help="configuration file (default: $CLICK2DIAL_CONFIG)")
+    hangup = sub.add_parser("hangup", help="hang up a live call (operator listener)")
+    hangup.add_argument("call_ref")
+    hangup.add_argument("--config", help="configuration file (default: $CLICK2DIAL_CONFIG)")
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=getattr(args, "log_level", "INFO").upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    try:
+        log_format, log_level = resolve(
+            getattr(args, "log_format", None),
+            getattr(args, "log_level", None),
+            "info" if args.command == "serve" else "warning",
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
+    configure(log_format, log_level)
+    if args.command in ("calls", "hangup"):
+        from .operator import calls_command, hangup_command
+
+        if args.command == "calls":
+            return calls_command(args.config)
+        return hangup_command(args.config, args.call_ref)
     if args.command == "serve":
         return asyncio.run(_serve(args.config))
     if args.command == "check-config":

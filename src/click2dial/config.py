@@ -104,6 +104,7 @@ DEFAULT_MAX_CALLS_PER_SECOND: Final = 150
 DEFAULT_MAX_LIVE_CALLS: Final = 10000
 DEFAULT_MAX_LOOP_LAG_MS: Final = 200
 DEFAULT_MAX_SIP_TRANSACTIONS: Final = 50000
+DEFAULT_OPERATOR_LISTEN: Final = "127.0.0.1:9300"
 DEFAULT_SIP_LISTEN: Final = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:8088")
 DEFAULT_PUBLIC_HOST: Final = "127.0.0.1"
 #: Seconds between in-dialog OPTIONS probes of a leg without a session timer:
@@ -160,6 +161,17 @@ class ServerConfig:
     spool: str = DEFAULT_SPOOL
     """Where the ends of calls that the store could not take before an
     orderly shutdown are kept until the next start writes them."""
+    operator_listen: str = DEFAULT_OPERATOR_LISTEN
+    """``HOST:PORT`` of the operator listener (metrics, live calls); ``""``:
+    none.  Never an integrator's port: it names every integrator."""
+
+    @property
+    def operator_address(self) -> tuple[str, int] | None:
+        parsed = _split_host_port(self.operator_listen) if self.operator_listen else None
+        if parsed is None or isinstance(parsed, str):
+            return None
+        host, port = parsed
+        return host.strip("[]"), port
 
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
@@ -699,13 +711,17 @@ class _Reader:
             check=lambda v: None if "\0" not in v else "must be a file path",
             empty_ok=False,
         )
-        t.finish(["http_host", "http_port", "database", "node_id", "spool"])
+        operator_listen = t.string(
+            "operator_listen", DEFAULT_OPERATOR_LISTEN, check=_operator_listen_problem
+        )
+        t.finish(["http_host", "http_port", "database", "node_id", "spool", "operator_listen"])
         return ServerConfig(
             http_host=http_host,
             http_port=http_port,
             database=database,
             node_id=node_id if node_id is not None else socket.gethostname(),
             spool=spool,
+            operator_listen=operator_listen,
         )
 
     # [admission]
@@ -1198,6 +1214,12 @@ class _Reader:
             for i in integrators.values()
             if i.http_port is not None
         ]
+        operator = server.operator_address
+        if operator is not None:
+            for host, port, where in stream:
+                if port == operator[1] and _hosts_overlap(host, operator[0]):
+                    self.problem("server.operator_listen", f"port {port} is also taken by {where}")
+            stream.append((operator[0], operator[1], "server.operator_listen"))
         datagram: list[tuple[str, int, str]] = []
         for index, entry in enumerate(_safe_listeners(sip)):
             where = f"sip.listen[{index}] ({entry})"
@@ -1256,6 +1278,13 @@ def _with_value(problem: str | None, value: str) -> str | None:
 def _host_port_problem(text: str) -> str | None:
     parsed = _split_host_port(text)
     return f"{parsed}, got {_show(text)}" if isinstance(parsed, str) else None
+
+
+def _operator_listen_problem(text: str) -> str | None:
+    if not text:
+        return None  # no operator listener
+    problem = _host_port_problem(text)
+    return None if problem is None else f"must be HOST:PORT (IPv6 in brackets) or empty: {problem}"
 
 
 def _http_host_problem(host: str) -> str | None:

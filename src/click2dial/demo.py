@@ -4,8 +4,9 @@ It starts Click2Dial on free loopback ports with a throw-away SQLite
 database, plus two simulated SIP peers built on Click2Dial's own user agent:
 an agent phone (extension 1001) that answers by itself, and a trunk that
 rings with early media, answers, and hangs up after a short talk.  Then it
-places one call through the REST API, prints the call's progress as the API
-reports it, and prints the CDR.
+places one call through the REST API, prints each state the API reports
+with its time, the agent pop-up document (what the CRM gets when the agent
+answers) and the CDR, and removes its temporary files.
 """
 
 from __future__ import annotations
@@ -13,12 +14,15 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import shutil
 import socket
 import tempfile
+import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from .calls.cdr import cdr_from_record
+from .calls.cdr import agent_payload, cdr_from_record
 from .config import parse_config
 from .sip.aio import Call, Listen, UserAgent, UserAgentConfig
 from .sip.sdp import build_offer
@@ -72,16 +76,16 @@ def _http(port: int, method: str, path: str, body: dict[str, Any] | None = None)
 
 
 async def run_demo() -> int:
-    from .app import Click2Dial
-
     folder = Path(tempfile.mkdtemp(prefix="click2dial-demo-"))
-    http_port, sip_port, phone_port, trunk_port = (_free_port() for _ in range(4))
+    http_port, sip_port, phone_port, trunk_port, operator_port = (_free_port() for _ in range(5))
     config = parse_config(
         f"""
 [server]
 http_host = "127.0.0.1"
 http_port = {http_port}
 database = "sqlite:///{folder}/demo.db"
+spool = "{folder}/ends.jsonl"
+operator_listen = "127.0.0.1:{operator_port}"
 
 [sip]
 listen = ["udp:127.0.0.1:{sip_port}", "tcp:127.0.0.1:{sip_port}"]
@@ -101,6 +105,15 @@ clid_pool = ["27110000001"]
         "demo",
     )
 
+    try:
+        return await _run(config, http_port, sip_port, phone_port, trunk_port)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+async def _run(config: Any, http_port: int, sip_port: int, phone_port: int, trunk_port: int) -> int:
+    from .app import Click2Dial
+
     def peer(port: int) -> UserAgentConfig:
         return UserAgentConfig([Listen("udp", "127.0.0.1", port)])
 
@@ -112,6 +125,9 @@ clid_pool = ["27110000001"]
         await service.start()
         try:
             print(f"Click2Dial demo: server on http://127.0.0.1:{http_port}, SIP {sip_port}")
+            if service.operator is not None:
+                operator = f"http://127.0.0.1:{service.operator.bound_port}"
+                print(f"  operator listener: {operator}/metrics, {operator}/operator/calls")
             request = {
                 "agent": "1001",
                 "callee": "0821234567",
@@ -128,6 +144,8 @@ clid_pool = ["27110000001"]
                 return 1
             call_ref = body["call_ref"]
             last = None
+            popup_shown = False
+            started = time.monotonic()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 30
             while loop.time() < deadline:
@@ -136,7 +154,14 @@ clid_pool = ["27110000001"]
                 )
                 if call["status"] != last:
                     last = call["status"]
-                    print(f"  call is {last}")
+                    now = datetime.now().strftime("%H:%M:%S.%f")[:-3]
+                    print(f"  {now} (+{time.monotonic() - started:5.2f} s) call is {last}")
+                live = service.controller.live_record(call_ref) if service.controller else None
+                if not popup_shown and live is not None and live.agent_answered_at is not None:
+                    popup_shown = True
+                    popup = {"type": "call", "payload": agent_payload(live)}
+                    print("  Agent pop-up document (sent to the CRM as the agent answers):")
+                    print(_indented(json.dumps(popup, indent=2)))
                 if last == CallState.ENDED:
                     break
                 await asyncio.sleep(0.1)
@@ -145,8 +170,12 @@ clid_pool = ["27110000001"]
             if record is None or record.live:
                 print("the call did not end in time")
                 return 1
-            print("CDR:")
+            print("CDR (sent to the CRM as the call ends):")
             print(json.dumps({"type": "cdr", "payload": cdr_from_record(record)}, indent=2))
             return 0
         finally:
             await service.stop()
+
+
+def _indented(text: str) -> str:
+    return "\n".join("    " + line for line in text.splitlines())

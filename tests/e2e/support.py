@@ -133,11 +133,13 @@ def config_text(
     sip: str = "",
     agent: str = "",
     spool: str | None = None,
+    operator_port: int | None = None,
 ) -> str:
     """The configuration text.  ``sip`` adds lines to ``[sip]`` (e.g.
     ``probe_interval = 5``), ``agent`` to ``[agents."1001"]``, ``acme`` and
     ``extra`` to the integrators ``acme`` and ``beta``."""
     http_port = http_port or free_port("tcp")
+    operator_port = operator_port or free_port("tcp")
     sip_port = sip_port or free_port_both()
     trunk = f'uri = "sip:127.0.0.1:{trunk_port or 9};transport={trunk_transport}"'
     if trunk_auth:
@@ -151,6 +153,7 @@ http_host = "127.0.0.1"
 http_port = {http_port}
 database = "{database}"
 node_id = "e2e-node"
+operator_listen = "127.0.0.1:{operator_port}"
 {f'spool = "{spool}"' if spool else ""}
 
 [sip]

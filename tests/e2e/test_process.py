@@ -7,7 +7,9 @@ operator does.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -115,18 +117,38 @@ def test_a_call_live_when_the_server_is_killed_gets_a_failed_cdr_at_restart(
 
 
 def test_demo_completes_a_call_and_prints_its_cdr(tmp_path: Path) -> None:
+    temporary, work = tmp_path / "tmp", tmp_path / "work"
+    temporary.mkdir()
+    work.mkdir()
     result = subprocess.run(
         [PYTHON, "-m", "click2dial.cli", "demo"],
-        cwd=tmp_path,
+        cwd=work,
+        env={**os.environ, "TMPDIR": str(temporary)},
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert result.returncode == 0, result.stderr + result.stdout
-    assert "call is talking" in result.stdout
-    assert '"type": "cdr"' in result.stdout
-    assert '"end_reason": "callee_hungup"' in result.stdout
+    out = result.stdout
+    # Each state with its time of day and its time since the request.
+    states = re.findall(r"^  \d\d:\d\d:\d\d\.\d{3} \(\+ *(\d+\.\d\d) s\) call is (\w+)$", out, re.M)
+    assert states[0][1] == "agent_ringing"
+    assert {"talking", "ended"} <= {state for _, state in states}
+    times = [float(t) for t, _ in states]
+    assert times == sorted(times) and times[-1] >= 2.0  # the talk lasts 2 s
+    # The agent pop-up document, then the CDR, both parse.
+    popup_at, cdr_at = out.index("Agent pop-up document"), out.index("CDR (")
+    assert popup_at < cdr_at
+    popup = json.JSONDecoder().raw_decode(out[out.index("{", popup_at) :])[0]
+    assert popup["type"] == "call" and popup["payload"]["agent"] == "1001"
+    assert popup["payload"]["contact_ref"] == "demo-ticket-42"
+    cdr = json.JSONDecoder().raw_decode(out[out.index("{", cdr_at) :])[0]
+    assert cdr["type"] == "cdr" and cdr["payload"]["end_reason"] == "callee_hungup"
+    assert cdr["payload"]["call_ref"] == popup["payload"]["call_ref"]
+    # Nothing left behind: no temporary folder, nothing in the working folder.
+    assert list(temporary.iterdir()) == []
+    assert list(work.iterdir()) == []
 
 
 def test_serve_on_the_embedded_defaults_answers_on_port_8300(tmp_path: Path) -> None:
@@ -156,26 +178,3 @@ def test_check_config_names_every_problem(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{bad}: integrators.acme.max_cps" in result.stderr
     assert f"{bad}: integrators.acme.api_keys" in result.stderr
-
-
-def test_metrics_are_exposed_in_prometheus_text(tmp_path: Path) -> None:
-    from tests.e2e.support import running
-
-    async def main() -> None:
-        async with running(tmp_path, agent_port=None, trunk_port=None) as env:
-            response = await env.acme.post(
-                "/click2dial/calls",
-                json={"agent": "1002", "callee": "0821234567", "outbound_id": "random"},
-            )
-            assert response.status_code == 201
-            await env.wait_ended(response.json()["call_ref"])
-            metrics = await env.acme.get("/metrics")
-        assert metrics.status_code == 200
-        text = metrics.text
-        assert 'click2dial_calls_placed_total{integrator="acme"} 1' in text
-        # Agent 1002 has no fixed contact and nothing is registered: 480 → timeout.
-        assert 'click2dial_calls_ended_total{end_reason="timeout",integrator="acme"} 1' in text
-        assert 'click2dial_calls_live{integrator="acme"} 0' in text
-        assert "click2dial_outbox_pending 0" in text
-
-    asyncio.run(main())

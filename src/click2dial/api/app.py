@@ -20,7 +20,7 @@ from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..calls.rules import FieldError
@@ -114,7 +114,6 @@ def build_app(
     authenticator: Authenticator,
     *,
     ready: Callable[[], bool] = lambda: True,
-    metrics: Callable[[], Awaitable[str]] | None = None,
     notifier: Notifier | None = None,
 ) -> Starlette:
     """The ASGI app.  ``authenticator`` decides which integrators this
@@ -263,10 +262,6 @@ def build_app(
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)
 
-    async def metrics_endpoint(request: Request) -> Response:
-        text = await metrics() if metrics is not None else ""
-        return PlainTextResponse(text, media_type="text/plain; version=0.0.4")
-
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
@@ -280,7 +275,6 @@ def build_app(
         Route("/click2dial/notifications/{id}/redeliver", authed(redeliver), methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
-        Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
     ]
 

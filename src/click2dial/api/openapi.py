@@ -820,20 +820,6 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
-        "/metrics": {
-            "get": {
-                "operationId": "metrics",
-                "summary": "Prometheus metrics",
-                "tags": ["operations"],
-                "security": unauthenticated,
-                "responses": {
-                    "200": {
-                        "description": "The Prometheus text exposition format 0.0.4.",
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    }
-                },
-            }
-        },
         "/openapi.json": {
             "get": {
                 "operationId": "openapi",
@@ -922,7 +908,7 @@ def openapi_document() -> dict[str, Any]:
         "tags": [
             {"name": "calls", "description": "Placing, following and ending calls."},
             {"name": "legacy", "description": "Pre-3.0 endpoints kept for old integrations."},
-            {"name": "operations", "description": "Health, readiness, metrics, this document."},
+            {"name": "operations", "description": "Health, readiness, this document."},
         ],
         "security": [{"bearerAuth": []}],
         "paths": _paths(),

@@ -171,6 +171,7 @@ class CallController:
         ua: UserAgent,
         on_agent_connected: Callable[[CallRecord], Awaitable[None]] | None = None,
         on_call_ended: Callable[[CallRecord], Awaitable[None]] | None = None,
+        on_answered: Callable[[CallRecord, Leg], None] | None = None,
         notifications_for: Callable[[CallRecord, Outcome, float], list[Notification]] | None = None,
         clock: Callable[[], float] = time.time,
         media_host: str = "127.0.0.1",
@@ -181,6 +182,7 @@ class CallController:
         self.ua = ua
         self.on_agent_connected = on_agent_connected
         self.on_call_ended = on_call_ended
+        self.on_answered = on_answered
         self.notifications_for = notifications_for or (lambda record, outcome, now: [])
         self.clock = clock
         self.media_host = media_host
@@ -532,6 +534,12 @@ class CallController:
             setattr(record, name, value)
             if name in _REACHED:
                 live.reached[name] = value
+        if self.on_answered is not None:
+            # Metrics and the log line of an answer (a leg answers once).
+            if "agent_answered_at" in fields:
+                self.on_answered(record, Leg.AGENT)
+            elif "callee_answered_at" in fields:
+                self.on_answered(record, Leg.CALLEE)
         self._queue_write(record.call_ref, fields)
 
     async def _write_states(self) -> None:

@@ -91,7 +91,7 @@ class CallService:
         ready: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
-        on_placed: Callable[[str], None] = lambda integrator: None,
+        on_placed: Callable[[CallRecord], None] = lambda record: None,
         admission: Admission | None = None,
     ) -> None:
         self.admission = admission
@@ -186,7 +186,7 @@ class CallService:
             ) from exc
         if created:
             self.controller.start(stored, integrator)
-            self.on_placed(integrator.name)
+            self.on_placed(stored)
         return PlaceResult(stored, created, list(stored.warnings))
 
     def _admit(self) -> None:

@@ -165,6 +165,8 @@ class Notifier:
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False
+        self.on_webhook_attempt: Callable[[str, float, bool], None] | None = None
+        """Told (integrator, seconds, delivered) after each webhook attempt."""
 
     # ------------------------------------------------------------ life cycle
     async def start(self) -> None:
@@ -445,7 +447,14 @@ class Notifier:
             await self._link(integrator.redis).deliver(row, force=forced in self._forced)
             self._forced.discard(forced)
         elif row.target == "webhook":
-            await self._webhooks.deliver(row, integrator, self.clock())
+            started = time.monotonic()
+            delivered = False
+            try:
+                await self._webhooks.deliver(row, integrator, self.clock())
+                delivered = True
+            finally:
+                if self.on_webhook_attempt is not None:
+                    self.on_webhook_attempt(row.integrator, time.monotonic() - started, delivered)
         else:
             raise DeliveryError(f"unknown target {row.target!r}")
 
