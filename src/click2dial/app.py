@@ -361,6 +361,13 @@ class Click2Dial:
              [({}, float(endpoint.transaction_count if endpoint else 0))]),
             ("click2dial_sip_dialogs", "gauge", "Known SIP dialogs.",
              [({}, float(len(endpoint.dialogs) if endpoint else 0))]),
+            ("click2dial_admission_refused_total", "counter",
+             "New calls refused with 503 because the node was at capacity, by reason.",
+             [({"reason": reason}, float(count))
+              for reason, count in (self.admission.refused if self.admission else {}).items()]),
+            ("click2dial_event_loop_lag_seconds", "gauge",
+             "Recent lateness of the event loop (what admission control watches).",
+             [({}, self.admission.lag if self.admission else 0.0)]),
             *(self.notifier.metric_families() if self.notifier else []),
         ]  # fmt: skip
 

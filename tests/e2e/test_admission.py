@@ -34,6 +34,14 @@ def test_the_call_beyond_the_node_limit_gets_503_and_dials_nothing(tmp_path: Pat
                 error = refused.json()["error"]
                 assert error["status"] == 503 and "live calls" in error["title"]
                 assert len(ua.calls) == legs_before  # no SIP leg for it
+                exposition = (await env.service.scrape()).decode()
+                refusals = [
+                    line
+                    for line in exposition.splitlines()
+                    if line.startswith("click2dial_admission_refused")
+                    and 'reason="live calls at the node limit"' in line
+                ]
+                assert refusals and refusals[0].endswith(" 1.0"), exposition
                 listed = await env.acme.get("/click2dial/calls", params={"contact_ref": "beyond"})
                 assert listed.status_code == 200 and listed.json()["calls"] == []
 
