@@ -25,6 +25,7 @@ from .calls.ending import replay_spool
 from .calls.outcome import Outcome
 from .calls.service import CallService
 from .config import Config, IntegratorConfig
+from .health import Readiness, StoreHealth
 from .metrics import Metrics, render
 from .notify import Notifier
 from .sip.aio import Listen, UserAgent, UserAgentConfig
@@ -95,6 +96,7 @@ class Click2Dial:
     listeners: list[Listener] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     notifier: Notifier | None = None
+    store_health: StoreHealth | None = None
     _stopping: bool = False
 
     @property
@@ -130,6 +132,8 @@ class Click2Dial:
         cfg = self.config
         self.store = open_store(cfg.server.database)
         await self.store.open()
+        self.store_health = StoreHealth(self.store)
+        self.store_health.start()
         self.notifier = self.make_notifier()
         listen: list[Listen] = []
         for item in cfg.sip.listen:
@@ -256,6 +260,7 @@ class Click2Dial:
                 self.service,
                 Authenticator(listener.integrators),
                 ready=self.ready,
+                readiness=self.readiness,
                 metrics=self.render_metrics,
                 notifier=self.notifier,
             )
@@ -280,6 +285,22 @@ class Click2Dial:
 
     def ready(self) -> bool:
         return self.ua is not None and self.store is not None and not self._stopping
+
+    def readiness(self) -> Readiness:
+        """Each part ``/readyz`` reports; cheap (no I/O: the store's state is
+        the background probe's)."""
+        checks: dict[str, str] = {"service": "stopping" if self._stopping else "ok"}
+        health = self.store_health
+        if health is None or self.store is None:
+            checks["store"] = "not open"
+        else:
+            checks["store"] = "ok" if health.reachable else "unreachable"
+        if self.ua is None:
+            checks["sip"] = "not started"
+        else:
+            closed = sorted(name for name, up in self.ua.listening().items() if not up)
+            checks["sip"] = f"not listening on {', '.join(closed)}" if closed else "ok"
+        return Readiness(checks)
 
     def make_notifier(self) -> Notifier:
         """The outbox worker (a hook: tests shorten its back-off)."""
@@ -347,5 +368,7 @@ class Click2Dial:
             await self.notifier.close()
         if self.ua is not None:
             await self.ua.close()
+        if self.store_health is not None:
+            await self.store_health.close()
         if self.store is not None:
             await self.store.close()
