@@ -258,7 +258,7 @@ class Click2Dial:
         for listener in groups:
             app = build_app(
                 self.service,
-                Authenticator(listener.integrators),
+                Authenticator(listener.integrators, trusted_proxies=cfg.server.trusted_proxies),
                 ready=self.ready,
                 readiness=self.readiness,
                 metrics=self.render_metrics,

@@ -55,6 +55,7 @@ from .calls.rules import (
 from .sip.errors import SipParseError
 from .sip.uri import parse_uri
 from .vocabulary import CallType
+from .webhook_addresses import literal_address, refused_address
 
 __all__ = [
     "AUTO_ANSWER_MODES",
@@ -153,6 +154,11 @@ class ServerConfig:
     spool: str = DEFAULT_SPOOL
     """Where the ends of calls that the store could not take before an
     orderly shutdown are kept until the next start writes them."""
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks of the reverse proxies whose X-Forwarded-For
+    is believed (keyless loopback); none by default."""
+    webhook_allow_link_local: bool = False
+    """Whether webhook_url may point at link-local (cloud metadata) addresses."""
 
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
@@ -674,14 +680,28 @@ class _Reader:
             check=lambda v: None if "\0" not in v else "must be a file path",
             empty_ok=False,
         )
-        t.finish(["http_host", "http_port", "database", "node_id", "spool"])
+        trusted_proxies = self.trusted_proxies(t)
+        allow_link_local = t.boolean("webhook_allow_link_local", False)
+        t.finish(["http_host", "http_port", "database", "node_id", "spool",
+                  "trusted_proxies", "webhook_allow_link_local"])  # fmt: skip
         return ServerConfig(
             http_host=http_host,
             http_port=http_port,
             database=database,
             node_id=node_id if node_id is not None else socket.gethostname(),
             spool=spool,
+            trusted_proxies=trusted_proxies,
+            webhook_allow_link_local=allow_link_local,
         )
+
+    def trusted_proxies(self, t: _Table) -> tuple[str, ...]:
+        found: list[str] = []
+        for key, text in t.string_list("trusted_proxies") or []:
+            try:
+                found.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+            except ValueError:
+                self.problem(key, f"must be an IP address or network, got {_show(text)}")
+        return tuple(found)
 
     # [sip]
 
@@ -915,8 +935,21 @@ class _Reader:
                 else:
                     redis_owner[ident] = name
             integrators[name] = integrator
+            if integrator.webhook_url and not server.webhook_allow_link_local:
+                self.check_webhook_address(sub, integrator.webhook_url)
         self.check_keyless(integrators)
         return integrators
+
+    def check_webhook_address(self, t: _Table, url: str) -> None:
+        parts = _url_parts(url)
+        address = literal_address(parts.hostname or "") if parts is not None else None
+        reason = refused_address(address) if address is not None else None
+        if reason is not None:
+            t.problem(
+                "webhook_url",
+                f"{reason}: refused as a webhook target "
+                "(set [server] webhook_allow_link_local = true to allow it)",
+            )
 
     def check_keyless(self, integrators: Mapping[str, IntegratorConfig]) -> None:
         # A request without a key must map to exactly one integrator on the
