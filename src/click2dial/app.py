@@ -305,7 +305,11 @@ class Click2Dial:
     def make_notifier(self) -> Notifier:
         """The outbox worker (a hook: tests shorten its back-off)."""
         assert self.store is not None
-        return Notifier(self.store, self.config.integrators)
+        return Notifier(
+            self.store,
+            self.config.integrators,
+            webhook_allow_link_local=self.config.server.webhook_allow_link_local,
+        )
 
     async def _call_ended(self, record: CallRecord) -> None:
         self.metrics.call_ended(record.integrator, record.end_reason or "failed")

@@ -28,6 +28,8 @@ Theory of operation:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import ipaddress
 import json
@@ -1010,6 +1012,13 @@ class _Reader:
         redis = t.string("redis", None, check=_redis_problem, empty_ok=False)
         webhook_url = t.string("webhook_url", None, check=_webhook_problem, empty_ok=False)
         webhook_secret = t.string("webhook_secret", None, secret=True, empty_ok=False)
+        if webhook_secret is not None and not _standard_secret_ok(webhook_secret):
+            t.problem(
+                "webhook_secret",
+                "starts with whsec_, the Standard Webhooks form, but what follows is not "
+                "base64 of at least 16 bytes",
+            )
+            webhook_secret = None
         if webhook_secret is not None and len(webhook_secret) < MIN_SECRET_LENGTH:
             t.problem(
                 "webhook_secret",
@@ -1309,6 +1318,17 @@ def _redis_problem(url: str) -> str | None:
     if parts.query or parts.fragment:
         return f"must not have ?query or #fragment, got {shown}"
     return None
+
+
+def _standard_secret_ok(secret: str) -> bool:
+    """A ``whsec_`` secret must be base64 (its bytes are the HMAC key)."""
+    if not secret.startswith("whsec_"):
+        return True
+    try:
+        key = base64.b64decode(secret[len("whsec_") :], validate=True)
+    except binascii.Error:
+        return False
+    return len(key) >= MIN_SECRET_LENGTH
 
 
 def _webhook_problem(url: str) -> str | None:
