@@ -27,6 +27,7 @@ from .calls.flow import Leg
 from .calls.outcome import Outcome
 from .calls.service import HANGUP_STORE_WAIT, CallService
 from .config import Config, IntegratorConfig
+from .health import Readiness, StoreHealth
 from .metrics import MetricFamily, Metrics
 from .notify import Notifier
 from .operator import build_operator_app
@@ -102,6 +103,7 @@ class Click2Dial:
     metrics: Metrics = field(default_factory=Metrics)
     notifier: Notifier | None = None
     operator: Listener | None = None
+    store_health: StoreHealth | None = None
     _stopping: bool = False
 
     @property
@@ -137,6 +139,8 @@ class Click2Dial:
         cfg = self.config
         self.store = open_store(cfg.server.database)
         await self.store.open()
+        self.store_health = StoreHealth(self.store)
+        self.store_health.start()
         self.notifier = self.make_notifier()
         listen: list[Listen] = []
         for item in cfg.sip.listen:
@@ -273,8 +277,9 @@ class Click2Dial:
         for listener in groups:
             app = build_app(
                 self.service,
-                Authenticator(listener.integrators),
+                Authenticator(listener.integrators, trusted_proxies=cfg.server.trusted_proxies),
                 ready=self.ready,
+                readiness=self.readiness,
                 notifier=self.notifier,
             )
             sock = socket.socket(socket.AF_INET6 if ":" in listener.host else socket.AF_INET)
@@ -302,10 +307,30 @@ class Click2Dial:
     def ready(self) -> bool:
         return self.ua is not None and self.store is not None and not self._stopping
 
+    def readiness(self) -> Readiness:
+        """Each part ``/readyz`` reports; cheap (no I/O: the store's state is
+        the background probe's)."""
+        checks: dict[str, str] = {"service": "stopping" if self._stopping else "ok"}
+        health = self.store_health
+        if health is None or self.store is None:
+            checks["store"] = "not open"
+        else:
+            checks["store"] = "ok" if health.reachable else "unreachable"
+        if self.ua is None:
+            checks["sip"] = "not started"
+        else:
+            closed = sorted(name for name, up in self.ua.listening().items() if not up)
+            checks["sip"] = f"not listening on {', '.join(closed)}" if closed else "ok"
+        return Readiness(checks)
+
     def make_notifier(self) -> Notifier:
         """The outbox worker (a hook: tests shorten its back-off)."""
         assert self.store is not None
-        return Notifier(self.store, self.config.integrators)
+        return Notifier(
+            self.store,
+            self.config.integrators,
+            webhook_allow_link_local=self.config.server.webhook_allow_link_local,
+        )
 
     async def _call_ended(self, record: CallRecord) -> None:
         self.metrics.call_ended(record.integrator, record.end_reason or "failed")
@@ -460,5 +485,7 @@ class Click2Dial:
             await self.notifier.close()
         if self.ua is not None:
             await self.ua.close()
+        if self.store_health is not None:
+            await self.store_health.close()
         if self.store is not None:
             await self.store.close()

@@ -28,6 +28,8 @@ Theory of operation:
 
 from __future__ import annotations
 
+import base64
+import binascii
 import difflib
 import ipaddress
 import json
@@ -55,6 +57,7 @@ from .calls.rules import (
 from .sip.errors import SipParseError
 from .sip.uri import parse_uri
 from .vocabulary import CallType
+from .webhook_addresses import literal_address, refused_address
 
 __all__ = [
     "AUTO_ANSWER_MODES",
@@ -172,6 +175,12 @@ class ServerConfig:
             return None
         host, port = parsed
         return host.strip("[]"), port
+
+    trusted_proxies: tuple[str, ...] = ()
+    """Addresses or networks of the reverse proxies whose X-Forwarded-For
+    is believed (keyless loopback); none by default."""
+    webhook_allow_link_local: bool = False
+    """Whether webhook_url may point at link-local (cloud metadata) addresses."""
 
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
@@ -714,7 +723,10 @@ class _Reader:
         operator_listen = t.string(
             "operator_listen", DEFAULT_OPERATOR_LISTEN, check=_operator_listen_problem
         )
-        t.finish(["http_host", "http_port", "database", "node_id", "spool", "operator_listen"])
+        trusted_proxies = self.trusted_proxies(t)
+        allow_link_local = t.boolean("webhook_allow_link_local", False)
+        t.finish(["http_host", "http_port", "database", "node_id", "spool", "operator_listen",
+                  "trusted_proxies", "webhook_allow_link_local"])  # fmt: skip
         return ServerConfig(
             http_host=http_host,
             http_port=http_port,
@@ -722,7 +734,18 @@ class _Reader:
             node_id=node_id if node_id is not None else socket.gethostname(),
             spool=spool,
             operator_listen=operator_listen,
+            trusted_proxies=trusted_proxies,
+            webhook_allow_link_local=allow_link_local,
         )
+
+    def trusted_proxies(self, t: _Table) -> tuple[str, ...]:
+        found: list[str] = []
+        for key, text in t.string_list("trusted_proxies") or []:
+            try:
+                found.append(str(ipaddress.ip_network(text.strip(), strict=False)))
+            except ValueError:
+                self.problem(key, f"must be an IP address or network, got {_show(text)}")
+        return tuple(found)
 
     # [admission]
 
@@ -984,8 +1007,21 @@ class _Reader:
                 else:
                     redis_owner[ident] = name
             integrators[name] = integrator
+            if integrator.webhook_url and not server.webhook_allow_link_local:
+                self.check_webhook_address(sub, integrator.webhook_url)
         self.check_keyless(integrators)
         return integrators
+
+    def check_webhook_address(self, t: _Table, url: str) -> None:
+        parts = _url_parts(url)
+        address = literal_address(parts.hostname or "") if parts is not None else None
+        reason = refused_address(address) if address is not None else None
+        if reason is not None:
+            t.problem(
+                "webhook_url",
+                f"{reason}: refused as a webhook target "
+                "(set [server] webhook_allow_link_local = true to allow it)",
+            )
 
     def check_keyless(self, integrators: Mapping[str, IntegratorConfig]) -> None:
         # A request without a key must map to exactly one integrator on the
@@ -1046,6 +1082,13 @@ class _Reader:
         redis = t.string("redis", None, check=_redis_problem, empty_ok=False)
         webhook_url = t.string("webhook_url", None, check=_webhook_problem, empty_ok=False)
         webhook_secret = t.string("webhook_secret", None, secret=True, empty_ok=False)
+        if webhook_secret is not None and not _standard_secret_ok(webhook_secret):
+            t.problem(
+                "webhook_secret",
+                "starts with whsec_, the Standard Webhooks form, but what follows is not "
+                "base64 of at least 16 bytes",
+            )
+            webhook_secret = None
         if webhook_secret is not None and len(webhook_secret) < MIN_SECRET_LENGTH:
             t.problem(
                 "webhook_secret",
@@ -1358,6 +1401,17 @@ def _redis_problem(url: str) -> str | None:
     if parts.query or parts.fragment:
         return f"must not have ?query or #fragment, got {shown}"
     return None
+
+
+def _standard_secret_ok(secret: str) -> bool:
+    """A ``whsec_`` secret must be base64 (its bytes are the HMAC key)."""
+    if not secret.startswith("whsec_"):
+        return True
+    try:
+        key = base64.b64decode(secret[len("whsec_") :], validate=True)
+    except binascii.Error:
+        return False
+    return len(key) >= MIN_SECRET_LENGTH
 
 
 def _webhook_problem(url: str) -> str | None:

@@ -1123,7 +1123,12 @@ def test_health_readiness_and_openapi_need_no_key(tmp_path: Path) -> None:
             health = await anonymous.get("/healthz")
             assert health.status_code == 200 and health.json() == {"status": "ok"}
             ready = await anonymous.get("/readyz")
-            assert ready.status_code == 200 and ready.json() == {"status": "ready"}
+            assert ready.status_code == 200, ready.text
+            assert ready.json() == {
+                "status": "ready",
+                "checks": {"service": "ok", "store": "ok", "sip": "ok"},
+                "not_ready": [],
+            }
             document = await anonymous.get("/openapi.json")
             assert document.status_code == 200
             spec = document.json()

@@ -26,8 +26,9 @@ from starlette.routing import Route
 from ..calls.rules import FieldError
 from ..calls.service import CallError, CallService
 from ..config import IntegratorConfig
+from ..health import Readiness
 from ..notify import Notifier, notification_json
-from ..store import CallRecord, InvalidCursorError
+from ..store import CallRecord, InvalidCursorError, StoreUnavailableError
 from .auth import Authenticator
 from .openapi import openapi_document
 
@@ -65,6 +66,134 @@ def _finite_float(text: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"number out of range: {text[:20]}")
     return value
+
+
+#: Deepest nesting of arrays and objects a JSON body may have.  A call
+#: request is flat; the limit keeps the parser and the error body (which
+#: echoes the value received) far from the interpreter's recursion limit.
+MAX_JSON_DEPTH = 32
+
+
+class MalformedBodyError(ValueError):
+    """A body that parses but cannot be taken as it is (400)."""
+
+
+def _unique_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    data = dict(pairs)
+    if len(data) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise MalformedBodyError(f"duplicate key {_printable(key)!r}")
+            seen.add(key)
+    return data
+
+
+def _printable(text: str) -> str:
+    # A lone surrogate cannot be encoded into the error body: show its escape.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def check_json_value(data: object) -> None:
+    """Raise :class:`MalformedBodyError` for a value nested deeper than
+    :data:`MAX_JSON_DEPTH` or holding a lone surrogate (``"\\ud800"`` is valid
+    JSON syntax, but no Unicode text: it cannot be stored, sent or echoed)."""
+    stack: list[tuple[object, int]] = [(data, 0)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if _has_surrogate(value):
+                raise MalformedBodyError(f"lone surrogate in a string: {_printable(value)[:40]}")
+        elif isinstance(value, dict | list):
+            if depth >= MAX_JSON_DEPTH:
+                raise MalformedBodyError(f"nested deeper than {MAX_JSON_DEPTH} levels")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    if _has_surrogate(key):
+                        raise MalformedBodyError(f"lone surrogate in a key: {_printable(key)[:40]}")
+                    stack.append((item, depth + 1))
+            else:
+                stack.extend((item, depth + 1) for item in value)
+
+
+def parse_json_body(raw: bytes) -> object:
+    """The JSON value of a body, or :class:`ValueError` with a message fit for
+    the client: broken syntax, NaN/Infinity, a number out of range, duplicate
+    keys, nesting too deep, a lone surrogate, bytes that are not UTF-8."""
+    # JSON exchanged between systems is UTF-8 (RFC 8259 section 8.1): no
+    # UTF-16 or UTF-32 guessing, and a byte-order mark is a syntax error.
+    text = raw.decode("utf-8")
+    try:
+        data = json.loads(
+            text,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+            object_pairs_hook=_unique_object,
+        )
+    except RecursionError:
+        raise MalformedBodyError(f"nested deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            # Python's own guard against quadratic int parsing (4300 digits).
+            raise MalformedBodyError("an integer with too many digits") from None
+        raise
+    check_json_value(data)
+    return data
+
+
+def parse_form(raw: bytes | str) -> list[tuple[str, str]]:
+    """The fields of a form body or query string; ``ValueError`` for a field
+    without ``=`` or bytes (raw or %-escaped) that are not UTF-8 (a lone
+    surrogate among them)."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text), errors="strict")
+
+
+def _unique_fields(pairs: list[tuple[str, str]]) -> dict[str, object]:
+    data: dict[str, object] = dict(pairs)
+    if len(data) != len(pairs):
+        names = [name for name, _ in pairs]
+        name = next(n for n in names if names.count(n) > 1)
+        raise MalformedBodyError(f"field {name!r} given more than once")
+    return data
+
+
+def _request_problem(request: Request) -> Response | None:
+    """400 for a query string that is not UTF-8 once unescaped (a lone
+    surrogate is) or holds a NUL, which no stored field can hold; 404 for a
+    path parameter with a NUL (no call or notification has one)."""
+    query = request.scope.get("query_string", b"")
+    if query:
+        try:
+            pairs = parse_form(query)
+        except ValueError:
+            return error_response(400, "malformed query string: %-escapes must be UTF-8")
+        if any("\x00" in name or "\x00" in value for name, value in pairs):
+            return error_response(400, "malformed query string: NUL character")
+    if any("\x00" in str(value) for value in request.path_params.values()):
+        return error_response(404, "no such resource")
+    return None
+
+
+#: Seconds a client is asked to wait when the store cannot be reached: the
+#: health probe runs every second, so the answer has changed by then.
+STORE_RETRY_AFTER = 2
+
+
+def store_unavailable_response() -> JSONResponse:
+    return error_response(
+        503,
+        "the call store cannot be reached now; try again",
+        headers={"Retry-After": str(STORE_RETRY_AFTER)},
+    )
 
 
 def call_error_response(exc: CallError) -> JSONResponse:
@@ -114,6 +243,7 @@ def build_app(
     authenticator: Authenticator,
     *,
     ready: Callable[[], bool] = lambda: True,
+    readiness: Callable[[], Readiness] | None = None,
     notifier: Notifier | None = None,
 ) -> Starlette:
     """The ASGI app.  ``authenticator`` decides which integrators this
@@ -125,7 +255,10 @@ def build_app(
         async def endpoint(request: Request) -> Response:
             integrator = authenticator.authenticate(request)
             response: Response
-            if integrator is None:
+            problem = _request_problem(request) if integrator is not None else None
+            if problem is not None:
+                response = problem
+            elif integrator is None:
                 response = error_response(
                     401,
                     "missing or wrong credentials: send Authorization: Bearer <api key>",
@@ -136,6 +269,10 @@ def build_app(
                     response = await handler(request, integrator)
                 except CallError as exc:
                     response = call_error_response(exc)
+                except MalformedBodyError as exc:
+                    response = error_response(400, str(exc))
+                except StoreUnavailableError:
+                    response = store_unavailable_response()
             if deprecated:
                 response.headers["Deprecation"] = "true"
                 response.headers["Link"] = '</click2dial/calls>; rel="successor-version"'
@@ -150,16 +287,19 @@ def build_app(
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == "application/x-www-form-urlencoded":
             try:
-                pairs = parse_qsl(raw.decode(), keep_blank_values=True, strict_parsing=bool(raw))
-            except (UnicodeDecodeError, ValueError):
+                return _unique_fields(parse_form(raw))
+            except MalformedBodyError as exc:
+                return error_response(400, f"malformed form body: {exc}")
+            except UnicodeDecodeError:
+                return error_response(400, "malformed form body: %-escapes must be UTF-8")
+            except ValueError:
                 return error_response(400, "malformed form body")
-            return dict(pairs)
         if ctype not in ("application/json", ""):
             return error_response(415, "send application/json or application/x-www-form-urlencoded")
         try:
-            data = json.loads(raw, parse_constant=_reject_constant, parse_float=_finite_float)
-        except (UnicodeDecodeError, ValueError) as exc:
-            return error_response(400, f"malformed JSON body: {exc}")
+            data = parse_json_body(raw)
+        except ValueError as exc:  # UnicodeDecodeError and MalformedBodyError too
+            return error_response(400, f"malformed JSON body: {_printable(str(exc))}")
         if not isinstance(data, dict):
             return error_response(400, "the JSON body must be an object")
         return data
@@ -189,7 +329,9 @@ def build_app(
         return JSONResponse(body, status_code=status, headers=headers)
 
     async def legacy_call(request: Request, integrator: IntegratorConfig) -> Response:
-        return await _place(request, integrator, dict(request.query_params))
+        # Parsed again, strictly: a field given twice is refused, not guessed at.
+        query = request.scope.get("query_string", b"")
+        return await _place(request, integrator, _unique_fields(parse_form(query)))
 
     async def get_call(request: Request, integrator: IntegratorConfig) -> Response:
         call = await service.get(integrator, request.path_params["call_ref"])
@@ -258,6 +400,9 @@ def build_app(
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        if readiness is not None:
+            state = readiness()
+            return JSONResponse(state.body(), status_code=200 if state.ready else 503)
         if ready():
             return JSONResponse({"status": "ready"})
         return JSONResponse({"status": "not ready"}, status_code=503)
@@ -294,11 +439,19 @@ def build_app(
             headers={"Allow": ", ".join(allowed)},
         )
 
+    async def store_down(request: Request, exc: Exception) -> Response:
+        return store_unavailable_response()  # the endpoints outside authed()
+
     async def crashed(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal error")
 
     return Starlette(
         routes=routes,
-        exception_handlers={404: not_found, 405: not_allowed, 500: crashed},
+        exception_handlers={
+            404: not_found,
+            405: not_allowed,
+            500: crashed,
+            StoreUnavailableError: store_down,
+        },
     )

@@ -568,7 +568,10 @@ def _place_responses(*, with_body: bool) -> dict[str, Any]:
     responses["429"] = _error(
         "Over the integrator's calls-per-second or concurrent-calls limit.", _RETRY_AFTER
     )
-    responses["503"] = _error("The telephony side cannot take calls now.", _RETRY_AFTER)
+    responses["503"] = _error(
+        "The telephony side cannot take calls now, or the call store cannot be reached.",
+        _RETRY_AFTER,
+    )
     return responses
 
 
@@ -815,8 +818,8 @@ def _paths() -> dict[str, Any]:
                 "tags": ["operations"],
                 "security": unauthenticated,
                 "responses": {
-                    "200": _status_response("Ready.", "ready"),
-                    "503": _status_response("Not ready: send no traffic here.", "not ready"),
+                    "200": _readiness_response("Ready.", "ready"),
+                    "503": _readiness_response("Not ready: send no traffic here.", "not ready"),
                 },
             }
         },
@@ -872,6 +875,33 @@ def _status_response(description: str, status: str) -> dict[str, Any]:
     }
 
 
+def _readiness_response(description: str, status: str) -> dict[str, Any]:
+    response = _status_response(description, status)
+    schema = response["content"]["application/json"]["schema"]
+    schema["required"] = ["status", "checks", "not_ready"]
+    schema["properties"] |= {
+        "checks": {
+            "type": "object",
+            "description": "Each part: ok, or what is wrong with it.",
+            "required": ["service", "store", "sip"],
+            "properties": {
+                part: {"type": "string", "description": what}
+                for part, what in (
+                    ("service", "ok, or stopping."),
+                    ("store", "ok, or unreachable (the last probe, every second)."),
+                    ("sip", "ok while every configured SIP listener is bound and open."),
+                )
+            },
+        },
+        "not_ready": {
+            "type": "array",
+            "description": "The parts that are not ok.",
+            "items": {"type": "string"},
+        },
+    }
+    return response
+
+
 _DESCRIPTION: Final = """\
 Click2Dial connects a CRM user (the agent) to the number they clicked (the
 callee): it rings the agent, dials the callee through the SIP trunk when the
@@ -881,6 +911,24 @@ call. Integrator guide: docs/api.md.
 Authenticate with `Authorization: Bearer <api key>`. Errors all have the
 shape of the Error schema. Times are Unix seconds.
 """
+
+
+def _with_common_refusals(paths: dict[str, Any]) -> dict[str, Any]:
+    """Every authenticated operation may also answer 400 for a malformed
+    query string and 503 when the call store cannot be reached."""
+    malformed = _error("A malformed body or query string (%-escapes that are not UTF-8, a NUL).")
+    unreachable = _error(
+        "The telephony side cannot take calls now, or the call store cannot be reached.",
+        _RETRY_AFTER,
+    )
+    for item in paths.values():
+        for operation in item.values():
+            if not isinstance(operation, dict) or operation.get("security") == []:
+                continue  # path-level parameters, or no key needed
+            responses = operation["responses"]
+            responses.setdefault("400", malformed)
+            responses.setdefault("503", unreachable)
+    return paths
 
 
 @functools.cache
@@ -911,7 +959,7 @@ def openapi_document() -> dict[str, Any]:
             {"name": "operations", "description": "Health, readiness, this document."},
         ],
         "security": [{"bearerAuth": []}],
-        "paths": _paths(),
+        "paths": _with_common_refusals(_paths()),
         "components": {
             "securitySchemes": {
                 "bearerAuth": {

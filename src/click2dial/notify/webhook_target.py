@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 from typing import Final
 
 import httpx
@@ -17,8 +18,19 @@ import httpx
 from .. import __version__
 from ..config import IntegratorConfig
 from ..store import Notification
+from ..webhook_addresses import literal_address, refused_address
 from .documents import DeliveryError, encode, event_type
-from .signing import EVENT_HEADER, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, sign
+from .signing import (
+    EVENT_HEADER,
+    ID_HEADER,
+    SIGNATURE_HEADER,
+    STANDARD_ID_HEADER,
+    STANDARD_SIGNATURE_HEADER,
+    STANDARD_TIMESTAMP_HEADER,
+    TIMESTAMP_HEADER,
+    sign,
+    standard_signature,
+)
 
 _REASON_LIMIT: Final = 200
 
@@ -26,8 +38,9 @@ _REASON_LIMIT: Final = 200
 class WebhookSender:
     """Posts documents; one connection pool shared by every integrator."""
 
-    def __init__(self, *, timeout: float = 5.0) -> None:
+    def __init__(self, *, timeout: float = 5.0, allow_link_local: bool = False) -> None:
         self.timeout = timeout
+        self.allow_link_local = allow_link_local
         self.client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeout),
             follow_redirects=False,
@@ -44,16 +57,23 @@ class WebhookSender:
         if not integrator.webhook_url or not integrator.webhook_secret:
             raise DeliveryError(f"integrator {integrator.name} has no signed webhook configured")
         body = encode(row)
+        timestamp = math.floor(now)
+        secret = integrator.webhook_secret
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(integrator.webhook_secret, body),
-            TIMESTAMP_HEADER: str(math.floor(now)),
+            SIGNATURE_HEADER: sign(secret, body),
+            TIMESTAMP_HEADER: str(timestamp),
             ID_HEADER: row.id,
             EVENT_HEADER: event_type(row),
+            STANDARD_ID_HEADER: row.id,
+            STANDARD_TIMESTAMP_HEADER: str(timestamp),
+            STANDARD_SIGNATURE_HEADER: standard_signature(secret, row.id, timestamp, body),
         }
         try:
             # httpx's timeout applies per phase; this bounds the whole request.
             async with asyncio.timeout(self.timeout):
+                if not self.allow_link_local:
+                    await self.check_target(integrator.webhook_url)
                 response = await self.client.post(
                     integrator.webhook_url, content=body, headers=headers
                 )
@@ -64,6 +84,27 @@ class WebhookSender:
             reason = response.reason_phrase[:_REASON_LIMIT]
             raise DeliveryError(f"webhook: answered {response.status_code} {reason}".rstrip())
         return response.status_code
+
+    async def check_target(self, url: str) -> None:
+        """Refuse a URL whose host is, or resolves to, a link-local or
+        metadata address (:mod:`click2dial.webhook_addresses`)."""
+        parts = httpx.URL(url)
+        host, port = parts.host, parts.port or (443 if parts.scheme == "https" else 80)
+        literal = literal_address(host)
+        if literal is not None:
+            addresses = [literal]
+        else:
+            infos = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+            addresses = [a for a in (literal_address(str(i[4][0])) for i in infos) if a]
+        for address in addresses:
+            reason = refused_address(address)
+            if reason is not None:
+                raise DeliveryError(
+                    f"webhook: {host} refused as a target: {reason} "
+                    "([server] webhook_allow_link_local allows it)"
+                )
 
     async def close(self) -> None:
         await self.client.aclose()

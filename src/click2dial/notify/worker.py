@@ -139,6 +139,7 @@ class Notifier:
         inline_timeout: float = 0.3,
         batch: int = 100,
         marker_ttl: int = MARKER_TTL,
+        webhook_allow_link_local: bool = False,
     ) -> None:
         self.store = store
         self.integrators = dict(integrators)
@@ -161,7 +162,9 @@ class Notifier:
         # even over a marker this process could not delete.
         self._forced: set[tuple[str, str]] = set()
         self._links: dict[str, RedisLink] = {}
-        self._webhooks = WebhookSender(timeout=http_timeout)
+        self._webhooks = WebhookSender(
+            timeout=http_timeout, allow_link_local=webhook_allow_link_local
+        )
         self._wake = asyncio.Event()
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False

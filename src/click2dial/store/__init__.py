@@ -12,6 +12,7 @@ from click2dial.store.base import (
     OutboxStats,
     Store,
     StoreError,
+    StoreUnavailableError,
 )
 from click2dial.store.migrations import SchemaTooNewError
 from click2dial.store.model import CallRecord, Notification
@@ -25,6 +26,7 @@ __all__ = [
     "SchemaTooNewError",
     "Store",
     "StoreError",
+    "StoreUnavailableError",
     "open_store",
     "sqlite_path",
 ]

@@ -25,7 +25,7 @@ import binascii
 import json
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Final, Self, TypedDict
 
@@ -46,6 +46,11 @@ DEFAULT_LEASE: Final = 30.0
 
 class StoreError(Exception):
     """The store cannot do what was asked (bad URL, schema too new, ...)."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store cannot be reached now (connection refused or lost, server
+    shutting down or starting): a transient outage, worth a retry."""
 
 
 class AgentBusyError(StoreError):
@@ -153,6 +158,16 @@ class Store(ABC):
     Create one with :func:`click2dial.store.open_store`, then ``await
     store.open()`` (or ``async with store:``) before use.
     """
+
+    #: Called with each :class:`StoreUnavailableError` a backend raises,
+    #: whoever made the call, so that readiness learns of an outage at once.
+    on_unavailable: Callable[[StoreUnavailableError], None] | None = None
+
+    def _unavailable(self, message: str) -> StoreUnavailableError:
+        error = StoreUnavailableError(message)
+        if self.on_unavailable is not None:
+            self.on_unavailable(error)
+        return error
 
     async def __aenter__(self) -> Self:
         await self.open()

@@ -33,6 +33,7 @@ from click2dial.store.base import (
     OutboxStats,
     Store,
     StoreError,
+    StoreUnavailableError,
     check_dialog,
     check_finish,
     check_limit,
@@ -55,11 +56,27 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 
+# The server cannot be reached now: refused or lost connections, a server
+# shutting down or starting (class 57), out of connections (class 53).
+_UNAVAILABLE = (
+    asyncpg.InterfaceError,
+    OSError,  # TimeoutError and ConnectionRefusedError among them
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+)
+
+
 def _db_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any, R]]:
     @functools.wraps(fn)
     async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return await fn(*args, **kwargs)
+        except _UNAVAILABLE as exc:
+            store = args[0]
+            if isinstance(store, Store):
+                raise store._unavailable(f"PostgreSQL unavailable: {exc}") from exc
+            raise StoreUnavailableError(f"PostgreSQL unavailable: {exc}") from exc
         except _DB_ERRORS as exc:
             raise StoreError(f"PostgreSQL: {exc}") from exc
 

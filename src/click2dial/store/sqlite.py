@@ -54,6 +54,11 @@ _NOTIFICATION_SELECT = f"SELECT seq, {NOTIFICATION_LIST} FROM notifications"
 _MIN_SQLITE = (3, 30, 0)  # row values (keyset pagination), aggregate FILTER (stats)
 
 
+# Primary result codes of a database that cannot be used now but may be
+# soon: busy or locked past the timeout, I/O error, disk full, cannot open.
+_TRANSIENT = frozenset({5, 6, 10, 13, 14})
+
+
 class SQLiteStore(Store):
     """``path`` is a file name, or ``":memory:"`` for a throw-away database."""
 
@@ -71,6 +76,8 @@ class SQLiteStore(Store):
         try:
             return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
         except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _TRANSIENT:
+                raise self._unavailable(f"SQLite: {exc}") from exc
             raise StoreError(f"SQLite: {exc}") from exc
 
     @property

@@ -367,6 +367,21 @@ class UserAgent:
         assert self._transport is not None
         return self._transport.bound[transport]
 
+    def listening(self) -> dict[str, bool]:
+        """Per transport this agent was asked to listen on: whether its
+        socket is bound and open now (readiness)."""
+        transport = self._transport
+        wanted = [item.transport for item in self.config.listen]
+        if transport is None:
+            return dict.fromkeys(wanted, False)
+        udp = transport._udp
+        tcp_open = bool(transport._servers) and all(s.is_serving() for s in transport._servers)
+        state = {
+            "udp": udp is not None and not udp.is_closing(),
+            "tcp": tcp_open,
+        }
+        return {name: name in transport.bound and state.get(name, False) for name in wanted}
+
     def _local_host(self, transport: str) -> str:
         """Our host for a From URI; any bound one for a transport we do not
         serve (the request then fails with 503 instead of raising here)."""
