@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 
 from . import __version__
-from .api.app import build_app
+from .api.app import MAX_BODY, build_app, error_response
 from .api.auth import Authenticator
 from .calls.cdr import cdr_payload
 from .calls.control import CallController, TelephonySettings
@@ -25,6 +25,15 @@ from .calls.ending import replay_spool
 from .calls.outcome import Outcome
 from .calls.service import CallService
 from .config import Config, IntegratorConfig
+from .limits import (
+    AcceptErrorLog,
+    BodyLimit,
+    FdBudget,
+    HttpLimits,
+    fd_budget,
+    http_protocol,
+    log_budget,
+)
 from .metrics import Metrics, render
 from .notify import Notifier
 from .sip.aio import Listen, UserAgent, UserAgentConfig
@@ -95,6 +104,8 @@ class Click2Dial:
     listeners: list[Listener] = field(default_factory=list)
     metrics: Metrics = field(default_factory=Metrics)
     notifier: Notifier | None = None
+    fd: FdBudget | None = None
+    http_limits: HttpLimits | None = None
     _stopping: bool = False
 
     @property
@@ -128,6 +139,7 @@ class Click2Dial:
 
     async def start(self) -> None:
         cfg = self.config
+        self._apply_fd_budget()
         self.store = open_store(cfg.server.database)
         await self.store.open()
         self.notifier = self.make_notifier()
@@ -146,6 +158,7 @@ class Click2Dial:
                 timers=self.timers,
                 session_expires=cfg.sip.session_expires,
                 min_se=cfg.sip.min_se,
+                **await self._sip_limits(),
             )
         )
         await self.ua.start()
@@ -186,6 +199,43 @@ class Click2Dial:
         await self.notifier.start()
         self.notifier.wake()  # deliver what recover() and earlier runs left
         await self._start_http()
+
+    def _apply_fd_budget(self) -> None:
+        """Raise the open-file limit, fit the connection caps below it, log
+        the figures once, and log accept() failures once per interval."""
+        cfg = self.config
+        self.fd = fd_budget(cfg.server.max_connections, cfg.sip.max_connections)
+        log_budget(self.fd, cfg.server.max_connections, cfg.sip.max_connections)
+        AcceptErrorLog().install(asyncio.get_running_loop())
+        self.http_limits = HttpLimits(
+            max_connections=self.fd.http_connections,
+            max_per_source=cfg.server.max_connections_per_source,
+            header_timeout=float(cfg.server.header_timeout),
+        )
+
+    async def _sip_limits(self) -> dict[str, Any]:
+        """The SIP limits of :class:`UserAgentConfig`; the trunk's (and the
+        PBX's) addresses are exempt from them."""
+        cfg = self.config
+        assert self.fd is not None
+        exempt: set[str] = set()
+        for uri in (cfg.trunk.uri, cfg.extensions.pbx_uri):
+            if not uri:
+                continue
+            host = parse_uri(uri).host.strip("[]")
+            exempt.add(host)
+            with contextlib.suppress(OSError):
+                for info in await asyncio.get_running_loop().getaddrinfo(host, None):
+                    exempt.add(str(info[4][0]))
+        return {
+            "max_connections": self.fd.sip_connections,
+            "idle_timeout": float(cfg.sip.idle_timeout),
+            "max_connections_per_source": cfg.sip.max_connections_per_source,
+            "idle_timeout_without_dialog": float(cfg.sip.idle_timeout_without_dialog),
+            "request_rate": float(cfg.sip.request_rate),
+            "request_burst": cfg.sip.request_burst,
+            "exempt_hosts": frozenset(exempt),
+        }
 
     async def replay_spool(self) -> int:
         """Write the call ends an earlier shutdown could not store (a store
@@ -263,8 +313,22 @@ class Click2Dial:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((listener.host, listener.port))
             listener.bound_port = sock.getsockname()[1]
+            assert self.http_limits is not None
+            limited = BodyLimit(
+                app,
+                max_body=MAX_BODY,
+                body_timeout=float(cfg.server.body_timeout),
+                reject=error_response,
+            )
             server = _Server(
-                uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off")
+                uvicorn.Config(
+                    limited,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                    http=http_protocol(self.http_limits),
+                    timeout_keep_alive=cfg.server.keep_alive_timeout,
+                )
             )
             listener.server = server
             listener.task = asyncio.get_running_loop().create_task(server.serve([sock]))
