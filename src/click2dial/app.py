@@ -26,6 +26,7 @@ from .calls.outcome import Outcome
 from .calls.service import CallService
 from .config import Config, IntegratorConfig
 from .limits import (
+    ACCEPT_BATCH,
     AcceptErrorLog,
     BodyLimit,
     FdBudget,
@@ -33,6 +34,7 @@ from .limits import (
     fd_budget,
     http_protocol,
     log_budget,
+    widen_backlog,
 )
 from .metrics import Metrics, render
 from .notify import Notifier
@@ -91,6 +93,7 @@ class Listener:
     server: _Server | None = None
     task: asyncio.Task[None] | None = None
     bound_port: int = 0
+    socket: socket.socket | None = None
 
 
 @dataclass
@@ -204,7 +207,9 @@ class Click2Dial:
         """Raise the open-file limit, fit the connection caps below it, log
         the figures once, and log accept() failures once per interval."""
         cfg = self.config
-        self.fd = fd_budget(cfg.server.max_connections, cfg.sip.max_connections)
+        listeners = 1 + sum(i.http_port is not None for i in cfg.integrators.values())
+        listeners += sum(item.startswith("tcp:") for item in cfg.sip.listen)
+        self.fd = fd_budget(cfg.server.max_connections, cfg.sip.max_connections, listeners)
         log_budget(self.fd, cfg.server.max_connections, cfg.sip.max_connections)
         AcceptErrorLog().install(asyncio.get_running_loop())
         self.http_limits = HttpLimits(
@@ -328,8 +333,10 @@ class Click2Dial:
                     lifespan="off",
                     http=http_protocol(self.http_limits),
                     timeout_keep_alive=cfg.server.keep_alive_timeout,
+                    backlog=ACCEPT_BATCH,
                 )
             )
+            listener.socket = sock
             listener.server = server
             listener.task = asyncio.get_running_loop().create_task(server.serve([sock]))
             self.listeners.append(listener)
@@ -339,6 +346,8 @@ class Click2Dial:
                 if listener.task is not None and listener.task.done():
                     listener.task.result()
                 await asyncio.sleep(0.01)
+            if listener.socket is not None:
+                widen_backlog(listener.socket)
             log.info("HTTP listening on %s:%d for %s", listener.host, listener.bound_port,
                      ", ".join(i.name for i in listener.integrators) or "nobody")  # fmt: skip
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,14 @@ log = logging.getLogger(__name__)
 FD_RESERVE_MIN = 128
 #: ... or this fraction of the limit, whichever is more.
 FD_RESERVE_FRACTION = 0.125
+#: Connections asyncio accepts in one go per listener (its ``backlog``
+#: argument), before any protocol has seen them and could refuse them.
+#: asyncio accepts as many as the backlog per wake-up; kept small, the
+#: descriptors in flight stay within the reserve (room for three batches per
+#: listener is added to it).  :func:`widen_backlog` then gives the kernel
+#: queue its full length again, so a burst does not drop SYNs.
+ACCEPT_BATCH = 32
+LISTEN_BACKLOG = 1024
 
 
 # --- file descriptors --------------------------------------------------------
@@ -98,10 +107,17 @@ def raise_nofile() -> tuple[int, int]:
     return soft, soft
 
 
-def fd_budget(http_wanted: int, sip_wanted: int) -> FdBudget:
+def widen_backlog(sock: socket.socket) -> None:
+    """Give a listening socket's kernel queue its full length (after asyncio
+    has set it to :data:`ACCEPT_BATCH`)."""
+    sock.listen(LISTEN_BACKLOG)
+
+
+def fd_budget(http_wanted: int, sip_wanted: int, listeners: int = 2) -> FdBudget:
     """Raise the descriptor limit and fit the two caps below it."""
     before, limit = raise_nofile()
     reserve = max(FD_RESERVE_MIN, int(limit * FD_RESERVE_FRACTION))
+    reserve += 3 * ACCEPT_BATCH * listeners
     room = max(limit - reserve, 2)
     http, sip = http_wanted, sip_wanted
     if http + sip > room:

@@ -50,6 +50,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from ...limits import ACCEPT_BATCH, widen_backlog
 from ..endpoint import Endpoint
 from ..errors import SipParseError
 from ..events import Event
@@ -212,13 +213,28 @@ class SipTransport:
                 self._udp_buffered = getattr(transport, "get_write_buffer_size", lambda: 1)
                 sock = transport.get_extra_info("sockname")
             else:
+                listening = await self._tcp_socket(item.host, item.port)
                 server = await self.loop.create_server(
-                    lambda: _Tcp(self), item.host, item.port, reuse_address=True
+                    lambda: _Tcp(self), sock=listening, backlog=ACCEPT_BATCH
                 )
+                widen_backlog(listening)
                 self._servers.append(server)
                 sock = server.sockets[0].getsockname()
             self.bound[item.transport] = (str(sock[0]), int(sock[1]))
         self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _tcp_socket(self, host: str, port: int) -> socket.socket:
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def _udp_socket(self, host: str, port: int) -> socket.socket:
         infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
