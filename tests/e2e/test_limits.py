@@ -95,7 +95,11 @@ def serve(
         command = ["prlimit", f"--nofile={nofile}:{nofile}", *command]
     with log.open("wb") as sink:
         process = subprocess.Popen(
-            command, cwd=tmp_path, env={**os.environ, "PYTHONPATH": SOURCE}, stdout=sink, stderr=sink
+            command,
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": SOURCE},
+            stdout=sink,
+            stderr=sink,
         )
     try:
         base = f"http://127.0.0.1:{http_port}"
@@ -145,13 +149,6 @@ def tcp_options_answer(port: int, source: str, timeout: float = 1.0) -> bytes:
                 break
             data += chunk
         return data.split(b"\r\n", 1)[0]
-
-
-def timed(fn: object) -> float:
-    start = time.monotonic()
-    assert callable(fn)
-    fn()
-    return time.monotonic() - start
 
 
 def read_response(sock: socket.socket) -> bytes:
@@ -211,19 +208,17 @@ def test_slow_headers_from_1100_connections_under_1024_fds_leave_http_and_sip_an
         try:
             for _ in range(3):
                 with httpx.Client(timeout=1.0) as client:
-                    assert timed(lambda: client.get(f"{srv.base}/healthz").raise_for_status()) < 1
-                    posted: list[httpx.Response] = []
-                    took = timed(
-                        lambda: posted.append(
-                            client.post(f"{srv.base}/click2dial/calls", json=CALL, headers=AUTH)
-                        )
-                    )
-                    assert posted[0].status_code == 201, posted[0].text
-                    assert took < 1
-                answers: list[bytes] = []
-                took = timed(lambda: answers.append(tcp_options_answer(srv.sip_port, "127.0.0.1")))
-                assert answers[0].startswith(b"SIP/2.0 "), answers
-                assert took < 1
+                    start = time.monotonic()
+                    assert client.get(f"{srv.base}/healthz").status_code == 200
+                    assert time.monotonic() - start < 1
+                    start = time.monotonic()
+                    posted = client.post(f"{srv.base}/click2dial/calls", json=CALL, headers=AUTH)
+                    assert posted.status_code == 201, posted.text
+                    assert time.monotonic() - start < 1
+                start = time.monotonic()
+                answer = tcp_options_answer(srv.sip_port, "127.0.0.1")
+                assert answer.startswith(b"SIP/2.0 "), answer
+                assert time.monotonic() - start < 1
             # The flood really filled the table: the server turned part of it away.
             assert sum(closed_by_peer(sock) for sock in flood) > 100
         finally:
@@ -236,22 +231,24 @@ def test_slow_headers_from_1100_connections_under_1024_fds_leave_http_and_sip_an
 
 
 def test_a_connection_that_does_not_finish_its_head_in_time_is_closed(tmp_path: Path) -> None:
-    with serve(tmp_path, server="header_timeout = 1\nkeep_alive_timeout = 30") as srv:
-        with connect_from("127.0.0.2", srv.http_port) as slow, connect_from(
-            "127.0.0.2", srv.http_port
-        ) as silent, connect_from("127.0.0.2", srv.http_port) as kept:
-            slow.sendall(b"GET /healthz HTTP/1.1\r\n")
-            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert read_response(kept).startswith(b"HTTP/1.1 200")
-            start = time.monotonic()
-            for sock in (slow, silent):
-                sock.settimeout(5)
-                assert sock.recv(4096) == b""  # closed, no response
-            assert time.monotonic() - start < 3
-            # A kept-alive connection waits for its next request (the
-            # keep-alive timeout, not the header timeout, applies there).
-            kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert read_response(kept).startswith(b"HTTP/1.1 200")
+    with (
+        serve(tmp_path, server="header_timeout = 1\nkeep_alive_timeout = 30") as srv,
+        connect_from("127.0.0.2", srv.http_port) as slow,
+        connect_from("127.0.0.2", srv.http_port) as silent,
+        connect_from("127.0.0.2", srv.http_port) as kept,
+    ):
+        slow.sendall(b"GET /healthz HTTP/1.1\r\n")
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(kept).startswith(b"HTTP/1.1 200")
+        start = time.monotonic()
+        for sock in (slow, silent):
+            sock.settimeout(5)
+            assert sock.recv(4096) == b""  # closed, no response
+        assert time.monotonic() - start < 3
+        # A kept-alive connection waits for its next request (the
+        # keep-alive timeout, not the header timeout, applies there).
+        kept.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(kept).startswith(b"HTTP/1.1 200")
 
 
 def test_connections_over_the_per_source_cap_are_refused_while_other_sources_get_in(
@@ -335,20 +332,23 @@ def test_a_300_mib_body_is_refused_with_413_without_the_server_growing(tmp_path:
         assert after["VmRSS"] < before["VmRSS"] + 8 * 1024, (before, after)
         assert after["VmHWM"] < max(before["VmHWM"], before["VmRSS"]) + 8 * 1024, (before, after)
         # The server still serves a normal body.
-        assert httpx.post(f"{srv.base}/click2dial/calls", json=CALL, headers=AUTH).status_code == 201
+        normal = httpx.post(f"{srv.base}/click2dial/calls", json=CALL, headers=AUTH)
+        assert normal.status_code == 201
 
 
 def test_a_body_that_does_not_arrive_in_time_gets_408(tmp_path: Path) -> None:
-    with serve(tmp_path, server="body_timeout = 1") as srv:
-        with connect_from("127.0.0.1", srv.http_port) as sock:
-            sock.sendall(
-                b"POST /click2dial/calls HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-                b"\r\nAuthorization: Bearer " + ACME_KEY.encode() + b"\r\nContent-Length: 100"
-                b"\r\n\r\n{"
-            )
-            start = time.monotonic()
-            assert sock.recv(4096).startswith(b"HTTP/1.1 408")
-            assert time.monotonic() - start < 3
+    with (
+        serve(tmp_path, server="body_timeout = 1") as srv,
+        connect_from("127.0.0.1", srv.http_port) as sock,
+    ):
+        sock.sendall(
+            b"POST /click2dial/calls HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+            b"\r\nAuthorization: Bearer " + ACME_KEY.encode() + b"\r\nContent-Length: 100"
+            b"\r\n\r\n{"
+        )
+        start = time.monotonic()
+        assert sock.recv(4096).startswith(b"HTTP/1.1 408")
+        assert time.monotonic() - start < 3
 
 
 # --- SIP ---------------------------------------------------------------------
@@ -375,10 +375,10 @@ def test_4200_idle_sip_tcp_connections_from_one_source_lock_nobody_out(tmp_path:
                 for _ in range(4200):
                     with suppress(OSError):
                         flood.append(connect_from("127.0.0.2", srv.sip_port))
-                answers: list[bytes] = []
-                took = timed(lambda: answers.append(tcp_options_answer(srv.sip_port, "127.0.0.3")))
-                assert answers[0].startswith(b"SIP/2.0 200"), answers
-                assert took < 1
+                start = time.monotonic()
+                answer = tcp_options_answer(srv.sip_port, "127.0.0.3")
+                assert answer.startswith(b"SIP/2.0 200"), answer
+                assert time.monotonic() - start < 1
                 # All but the per-source cap (64) were turned away at once...
                 deadline = time.monotonic() + 10
                 while sum(not closed_by_peer(s) for s in flood) > 64:
@@ -411,7 +411,8 @@ def test_a_sip_request_flood_from_one_source_is_rate_limited_but_not_the_trunk(
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
                 sock.bind((source, 0))
                 for _ in range(count):
-                    sock.sendto(sip_options(srv.sip_port, source, "udp"), ("127.0.0.1", srv.sip_port))
+                    message = sip_options(srv.sip_port, source, "udp")
+                    sock.sendto(message, ("127.0.0.1", srv.sip_port))
                 got = 0
                 sock.settimeout(1.0)
                 with suppress(TimeoutError):
