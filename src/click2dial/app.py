@@ -17,7 +17,7 @@ from typing import Any
 import uvicorn
 
 from . import __version__
-from .api.app import build_app
+from .api.app import MAX_BODY, build_app, error_response
 from .api.auth import Authenticator
 from .calls.admission import Admission
 from .calls.cdr import cdr_payload
@@ -28,6 +28,17 @@ from .calls.outcome import Outcome
 from .calls.service import HANGUP_STORE_WAIT, CallService
 from .config import Config, IntegratorConfig
 from .health import Readiness, StoreHealth
+from .limits import (
+    ACCEPT_BATCH,
+    AcceptErrorLog,
+    BodyLimit,
+    FdBudget,
+    HttpLimits,
+    fd_budget,
+    http_protocol,
+    log_budget,
+    widen_backlog,
+)
 from .metrics import MetricFamily, Metrics
 from .notify import Notifier
 from .operator import build_operator_app
@@ -88,6 +99,7 @@ class Listener:
     server: _Server | None = None
     task: asyncio.Task[None] | None = None
     bound_port: int = 0
+    socket: socket.socket | None = None
 
 
 @dataclass
@@ -104,6 +116,8 @@ class Click2Dial:
     notifier: Notifier | None = None
     operator: Listener | None = None
     store_health: StoreHealth | None = None
+    fd: FdBudget | None = None
+    http_limits: HttpLimits | None = None
     _stopping: bool = False
 
     @property
@@ -137,6 +151,7 @@ class Click2Dial:
 
     async def start(self) -> None:
         cfg = self.config
+        self._apply_fd_budget()
         self.store = open_store(cfg.server.database)
         await self.store.open()
         self.store_health = StoreHealth(self.store)
@@ -157,6 +172,7 @@ class Click2Dial:
                 timers=self.timers,
                 session_expires=cfg.sip.session_expires,
                 min_se=cfg.sip.min_se,
+                **await self._sip_limits(),
             )
         )
         await self.ua.start()
@@ -209,6 +225,45 @@ class Click2Dial:
         self.notifier.wake()  # deliver what recover() and earlier runs left
         await self._start_http()
         await self._start_operator()
+
+    def _apply_fd_budget(self) -> None:
+        """Raise the open-file limit, fit the connection caps below it, log
+        the figures once, and log accept() failures once per interval."""
+        cfg = self.config
+        listeners = 1 + sum(i.http_port is not None for i in cfg.integrators.values())
+        listeners += sum(item.startswith("tcp:") for item in cfg.sip.listen)
+        self.fd = fd_budget(cfg.server.max_connections, cfg.sip.max_connections, listeners)
+        log_budget(self.fd, cfg.server.max_connections, cfg.sip.max_connections)
+        AcceptErrorLog().install(asyncio.get_running_loop())
+        self.http_limits = HttpLimits(
+            max_connections=self.fd.http_connections,
+            max_per_source=cfg.server.max_connections_per_source,
+            header_timeout=float(cfg.server.header_timeout),
+        )
+
+    async def _sip_limits(self) -> dict[str, Any]:
+        """The SIP limits of :class:`UserAgentConfig`; the trunk's (and the
+        PBX's) addresses are exempt from them."""
+        cfg = self.config
+        assert self.fd is not None
+        exempt: set[str] = set()
+        for uri in (cfg.trunk.uri, cfg.extensions.pbx_uri):
+            if not uri:
+                continue
+            host = parse_uri(uri).host.strip("[]")
+            exempt.add(host)
+            with contextlib.suppress(OSError):
+                for info in await asyncio.get_running_loop().getaddrinfo(host, None):
+                    exempt.add(str(info[4][0]))
+        return {
+            "max_connections": self.fd.sip_connections,
+            "idle_timeout": float(cfg.sip.idle_timeout),
+            "max_connections_per_source": cfg.sip.max_connections_per_source,
+            "idle_timeout_without_dialog": float(cfg.sip.idle_timeout_without_dialog),
+            "request_rate": float(cfg.sip.request_rate),
+            "request_burst": cfg.sip.request_burst,
+            "exempt_hosts": frozenset(exempt),
+        }
 
     async def replay_spool(self) -> int:
         """Write the call ends an earlier shutdown could not store (a store
@@ -286,12 +341,26 @@ class Click2Dial:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((listener.host, listener.port))
             listener.bound_port = sock.getsockname()[1]
+            assert self.http_limits is not None
+            limited = BodyLimit(
+                app,
+                max_body=MAX_BODY,
+                body_timeout=float(cfg.server.body_timeout),
+                reject=error_response,
+            )
             server = _Server(
-                # log_config=None: uvicorn's lines go through our handler and format.
                 uvicorn.Config(
-                    app, log_level="warning", access_log=False, lifespan="off", log_config=None
+                    limited,
+                    log_level="warning",
+                    access_log=False,
+                    lifespan="off",
+                    log_config=None,  # uvicorn's lines go through our handler and format
+                    http=http_protocol(self.http_limits),
+                    timeout_keep_alive=cfg.server.keep_alive_timeout,
+                    backlog=ACCEPT_BATCH,
                 )
             )
+            listener.socket = sock
             listener.server = server
             listener.task = asyncio.get_running_loop().create_task(server.serve([sock]))
             self.listeners.append(listener)
@@ -301,6 +370,8 @@ class Click2Dial:
                 if listener.task is not None and listener.task.done():
                     listener.task.result()
                 await asyncio.sleep(0.01)
+            if listener.socket is not None:
+                widen_backlog(listener.socket)
             log.info("HTTP listening on %s:%d for %s", listener.host, listener.bound_port,
                      ", ".join(i.name for i in listener.integrators) or "nobody")  # fmt: skip
 

@@ -127,6 +127,18 @@ MAX_RING_TIMEOUT: Final = 600
 MAX_CALL_DURATION: Final = 86400
 MIN_SECRET_LENGTH: Final = 16
 DEFAULT_REDIS_PORT: Final = 6379
+# Limits (issue 11): see limits.py and docs/configuration.md.
+DEFAULT_HTTP_KEEP_ALIVE_TIMEOUT: Final = 75
+DEFAULT_HTTP_HEADER_TIMEOUT: Final = 10
+DEFAULT_HTTP_BODY_TIMEOUT: Final = 30
+DEFAULT_HTTP_MAX_CONNECTIONS: Final = 4096
+DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE: Final = 128
+DEFAULT_SIP_MAX_CONNECTIONS: Final = 4096
+DEFAULT_SIP_MAX_CONNECTIONS_PER_SOURCE: Final = 64
+DEFAULT_SIP_IDLE_TIMEOUT: Final = 600
+DEFAULT_SIP_IDLE_TIMEOUT_WITHOUT_DIALOG: Final = 30
+DEFAULT_SIP_REQUEST_RATE: Final = 20
+DEFAULT_SIP_REQUEST_BURST: Final = 50
 
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -181,6 +193,11 @@ class ServerConfig:
     is believed (keyless loopback); none by default."""
     webhook_allow_link_local: bool = False
     """Whether webhook_url may point at link-local (cloud metadata) addresses."""
+    keep_alive_timeout: int = DEFAULT_HTTP_KEEP_ALIVE_TIMEOUT
+    header_timeout: int = DEFAULT_HTTP_HEADER_TIMEOUT
+    body_timeout: int = DEFAULT_HTTP_BODY_TIMEOUT
+    max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
+    max_connections_per_source: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE
 
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
@@ -235,6 +252,12 @@ class SipConfig:
     probe_interval: int = DEFAULT_PROBE_INTERVAL
     session_expires: int = DEFAULT_SESSION_EXPIRES
     min_se: int = DEFAULT_MIN_SE
+    max_connections: int = DEFAULT_SIP_MAX_CONNECTIONS
+    max_connections_per_source: int = DEFAULT_SIP_MAX_CONNECTIONS_PER_SOURCE
+    idle_timeout: int = DEFAULT_SIP_IDLE_TIMEOUT
+    idle_timeout_without_dialog: int = DEFAULT_SIP_IDLE_TIMEOUT_WITHOUT_DIALOG
+    request_rate: int = DEFAULT_SIP_REQUEST_RATE
+    request_burst: int = DEFAULT_SIP_REQUEST_BURST
 
     @property
     def listeners(self) -> tuple[SipListen, ...]:
@@ -725,8 +748,9 @@ class _Reader:
         )
         trusted_proxies = self.trusted_proxies(t)
         allow_link_local = t.boolean("webhook_allow_link_local", False)
+        limits = self.server_limits(t)
         t.finish(["http_host", "http_port", "database", "node_id", "spool", "operator_listen",
-                  "trusted_proxies", "webhook_allow_link_local"])  # fmt: skip
+                  "trusted_proxies", "webhook_allow_link_local", *limits])  # fmt: skip
         return ServerConfig(
             http_host=http_host,
             http_port=http_port,
@@ -736,6 +760,7 @@ class _Reader:
             operator_listen=operator_listen,
             trusted_proxies=trusted_proxies,
             webhook_allow_link_local=allow_link_local,
+            **limits,
         )
 
     def trusted_proxies(self, t: _Table) -> tuple[str, ...]:
@@ -774,6 +799,29 @@ class _Reader:
              "max_sip_transactions", "retry_after"]
         )  # fmt: skip
         return config
+
+    def server_limits(self, t: _Table) -> dict[str, int]:
+        """``[server]`` keys of the HTTP limits (issue 11)."""
+        seconds = "whole seconds 1-3600"
+        return {
+            "keep_alive_timeout": t.integer(
+                "keep_alive_timeout", DEFAULT_HTTP_KEEP_ALIVE_TIMEOUT, 1, 3600, seconds
+            ),
+            "header_timeout": t.integer(
+                "header_timeout", DEFAULT_HTTP_HEADER_TIMEOUT, 1, 3600, seconds
+            ),
+            "body_timeout": t.integer("body_timeout", DEFAULT_HTTP_BODY_TIMEOUT, 1, 3600, seconds),
+            "max_connections": t.integer(
+                "max_connections", DEFAULT_HTTP_MAX_CONNECTIONS, 1, 1_000_000, "1-1000000"
+            ),
+            "max_connections_per_source": t.integer(
+                "max_connections_per_source",
+                DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE,
+                0,
+                1_000_000,
+                "0 (no cap) to 1000000",
+            ),
+        }
 
     # [sip]
 
@@ -840,6 +888,7 @@ class _Reader:
             t.problem(
                 "session_expires", f"must not be below min_se ({min_se}), got {session_expires}"
             )
+        limits = self.sip_limits(t)
         t.finish(
             [
                 "listen",
@@ -850,6 +899,7 @@ class _Reader:
                 "probe_interval",
                 "session_expires",
                 "min_se",
+                *limits,
             ]
         )
         return SipConfig(
@@ -861,7 +911,51 @@ class _Reader:
             probe_interval=probe_interval,
             session_expires=session_expires,
             min_se=min_se,
+            **limits,
         )
+
+    def sip_limits(self, t: _Table) -> dict[str, int]:
+        """``[sip]`` keys of the SIP limits (issue 11)."""
+        seconds = "whole seconds 1-86400"
+        limits = {
+            "max_connections": t.integer(
+                "max_connections", DEFAULT_SIP_MAX_CONNECTIONS, 1, 1_000_000, "1-1000000"
+            ),
+            "max_connections_per_source": t.integer(
+                "max_connections_per_source",
+                DEFAULT_SIP_MAX_CONNECTIONS_PER_SOURCE,
+                0,
+                1_000_000,
+                "0 (no cap) to 1000000",
+            ),
+            "idle_timeout": t.integer("idle_timeout", DEFAULT_SIP_IDLE_TIMEOUT, 1, 86400, seconds),
+            "idle_timeout_without_dialog": t.integer(
+                "idle_timeout_without_dialog",
+                DEFAULT_SIP_IDLE_TIMEOUT_WITHOUT_DIALOG,
+                1,
+                86400,
+                seconds,
+            ),
+            "request_rate": t.integer(
+                "request_rate", DEFAULT_SIP_REQUEST_RATE, 0, 1_000_000, "0 (no limit) to 1000000"
+            ),
+            "request_burst": t.integer(
+                "request_burst", DEFAULT_SIP_REQUEST_BURST, 1, 1_000_000, "1-1000000"
+            ),
+        }
+        if limits["idle_timeout_without_dialog"] > limits["idle_timeout"]:
+            t.problem(
+                "idle_timeout_without_dialog",
+                f"must not be above idle_timeout ({limits['idle_timeout']}), "
+                f"got {limits['idle_timeout_without_dialog']}",
+            )
+        if limits["request_rate"] and limits["request_burst"] < limits["request_rate"]:
+            t.problem(
+                "request_burst",
+                f"must not be below request_rate ({limits['request_rate']}), "
+                f"got {limits['request_burst']}",
+            )
+        return limits
 
     def problems_for(self, key: str) -> bool:
         prefix = f"{self.source}: {key}"

@@ -79,6 +79,7 @@ from .dialog import Dialog, DialogId, DialogState
 from .errors import SipError, SipParseError
 from .headers import Address, CSeq, Via, parse_header_params
 from .message import Headers, Request, Response, parse_message
+from .pike import Pike
 from .timer import Timer, TimerQueue
 from .transaction import (
     MAGIC_COOKIE,
@@ -139,6 +140,12 @@ class EndpointConfig:
     #: off) and the smallest one we accept.
     session_expires: int = 1800
     min_se: int = 90
+    #: Requests outside known dialogs a second per source address (0: no
+    #: limit), the burst allowed, and the sources never limited (the trunk):
+    #: see :mod:`.pike`.
+    request_rate: float = 0.0
+    request_burst: int = 50
+    rate_exempt: frozenset[str] = frozenset()
 
 
 class OutgoingInvite:
@@ -250,6 +257,12 @@ class Endpoint:
         self._owners: dict[int, OutgoingInvite | ClientRequest] = {}
         self._dialogs: dict[DialogId, Dialog] = {}
         self.parse_errors = 0
+        self.rate_limited = 0
+        self._pike = (
+            Pike(config.request_rate, config.request_burst, config.rate_exempt)
+            if config.request_rate > 0
+            else None
+        )
         # Where the response being processed came from (for NAT flows).
         self._rx_transport = "udp"
         self._rx_source: tuple[str, int] = ("", 0)
@@ -281,6 +294,21 @@ class Endpoint:
     @property
     def dialogs(self) -> dict[DialogId, Dialog]:
         return self._dialogs
+
+    def busy_hosts(self) -> set[str]:
+        """Hosts of the peers we have a dialog or an open transaction with:
+        the transport spares their connections from its short idle timeout
+        and its per-source cap."""
+        hosts: set[str] = set()
+        for dialog in self._dialogs.values():
+            if dialog.flow is not None:
+                hosts.add(dialog.flow.host)
+            hosts.add(self._dialog_target(dialog).host)
+        for tx in self._client_tx.values():
+            hosts.add(tx.target.host)
+        for stx in self._server_tx.values():
+            hosts.add(stx.target.host)
+        return hosts
 
     @property
     def transaction_count(self) -> int:
@@ -912,6 +940,10 @@ class Endpoint:
         dialog: Dialog | None = None
         if to_tag:
             dialog = self._dialogs.get((request.call_id, to_tag, request.from_.tag or ""))
+        if dialog is None and self._pike is not None and not self._pike.allow(host, self.now()):
+            self.rate_limited += 1  # dropped: see pike.py for why not a 503
+            return
+        if to_tag:
             if dialog is None or dialog.state is DialogState.TERMINATED:
                 self._reply_stateless(request, target, 481)
                 return

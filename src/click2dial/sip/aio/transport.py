@@ -12,7 +12,15 @@ TCP connections are reused in both directions and keyed by the peer's
 address: a response or in-dialog request to a peer goes over the connection
 that peer opened, and an outgoing request opens one when none exists.  Idle
 connections are closed after ``idle_timeout``; a cap on open connections
-protects the process from a connection flood.  TLS and WebSocket plug in here
+protects the process from a connection flood.
+
+Limits (issue 11): connections a peer opens are also capped per source
+address, and one that stays idle ``idle_timeout_without_dialog`` seconds is
+closed unless its host carries a dialog or an open transaction
+(:meth:`Endpoint.busy_hosts`, asked only when a cap is hit or the sweep
+finds such a connection, never per message).  Hosts in ``exempt_hosts``
+(the trunk) and hosts with dialogs are never refused by either cap nor
+closed early, and connections we open ourselves are never refused.  TLS and WebSocket plug in here
 as further stream transports; until then a target over them fails at once
 (:meth:`Endpoint.transport_failed`, a 503), as a refused TCP connection does.
 
@@ -42,6 +50,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from ...limits import ACCEPT_BATCH, widen_backlog
 from ..endpoint import Endpoint
 from ..errors import SipParseError
 from ..events import Event
@@ -60,6 +69,8 @@ _UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNRE
 #: Names resolved to addresses, remembered so that a failure reported for the
 #: address reaches the transactions that name the host; cleared beyond this.
 _MAX_ALIASES = 1024
+#: Seconds between two log lines about refused connections.
+_REFUSAL_LOG_INTERVAL = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +112,9 @@ class _Udp(asyncio.DatagramProtocol):
 
 
 class _Tcp(asyncio.Protocol):
-    def __init__(self, owner: SipTransport) -> None:
+    def __init__(self, owner: SipTransport, inbound: bool = True) -> None:
         self.owner = owner
+        self.inbound = inbound
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
@@ -115,6 +127,7 @@ class _Tcp(asyncio.Protocol):
         self.peer = (str(peer[0]), int(peer[1]))
         self.last_activity = self.owner.loop.time()
         if not self.owner._register(self):
+            self.transport = None  # never registered: connection_lost has nothing to undo
             transport.abort()
 
     def data_received(self, data: bytes) -> None:
@@ -135,7 +148,8 @@ class _Tcp(asyncio.Protocol):
             self.owner._received(message, "tcp", self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.owner._unregister(self)
+        if self.transport is not None:
+            self.owner._unregister(self)
 
     def write(self, data: bytes) -> None:
         self.last_activity = self.owner.loop.time()
@@ -154,6 +168,9 @@ class SipTransport:
         *,
         max_connections: int = 4096,
         idle_timeout: float = 600.0,
+        max_per_source: int = 0,
+        idle_timeout_without_dialog: float | None = None,
+        exempt_hosts: frozenset[str] = frozenset(),
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.endpoint = endpoint_factory(self.loop.time)
@@ -161,6 +178,15 @@ class SipTransport:
         self.on_event = on_event
         self.max_connections = max_connections
         self.idle_timeout = idle_timeout
+        self.max_per_source = max_per_source  # 0: no per-source cap
+        self.idle_timeout_without_dialog = (
+            idle_timeout if idle_timeout_without_dialog is None else idle_timeout_without_dialog
+        )
+        self.exempt_hosts = exempt_hosts
+        self.refused = 0
+        self._per_source: dict[str, int] = {}
+        self._busy: tuple[float, set[str]] | None = None
+        self._refusal_logged = -_REFUSAL_LOG_INTERVAL
         self._udp: asyncio.DatagramTransport | None = None
         self._udp_sock: socket.socket | None = None
         self._aliases: dict[Target, Target] = {}
@@ -187,13 +213,28 @@ class SipTransport:
                 self._udp_buffered = getattr(transport, "get_write_buffer_size", lambda: 1)
                 sock = transport.get_extra_info("sockname")
             else:
+                listening = await self._tcp_socket(item.host, item.port)
                 server = await self.loop.create_server(
-                    lambda: _Tcp(self), item.host, item.port, reuse_address=True
+                    lambda: _Tcp(self), sock=listening, backlog=ACCEPT_BATCH
                 )
+                widen_backlog(listening)
                 self._servers.append(server)
                 sock = server.sockets[0].getsockname()
             self.bound[item.transport] = (str(sock[0]), int(sock[1]))
         self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _tcp_socket(self, host: str, port: int) -> socket.socket:
+        infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        family, kind, proto, _, address = infos[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+        except OSError:
+            sock.close()
+            raise
+        return sock
 
     async def _udp_socket(self, host: str, port: int) -> socket.socket:
         infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
@@ -237,24 +278,68 @@ class SipTransport:
         self.flush()
 
     def _register(self, conn: _Tcp) -> bool:
-        if len(self._connections) >= self.max_connections:
-            log.warning("connection cap %d reached, refusing %s", self.max_connections, conn.peer)
+        host = conn.peer[0]
+        count = self._per_source.get(host, 0)
+        over = conn.inbound and (
+            len(self._connections) >= self.max_connections
+            or (self.max_per_source and count >= self.max_per_source)
+        )
+        # The cheap test first; who is spared is asked only when over a cap.
+        if over and host not in self.exempt_hosts and host not in self._busy_hosts():
+            self.refused += 1
+            now = self.loop.time()
+            if now - self._refusal_logged >= _REFUSAL_LOG_INTERVAL:
+                self._refusal_logged = now
+                log.warning("SIP TCP connection caps reached (%d open, %d from %s): "
+                            "refusing new connections (%d so far)", len(self._connections),
+                            count, host, self.refused)  # fmt: skip
             return False
         self._connections[conn.peer] = conn
+        self._per_source[host] = count + 1
         return True
+
+    def _busy_hosts(self) -> set[str]:
+        """:meth:`Endpoint.busy_hosts`, recomputed at most once a second
+        however many connections a flood brings."""
+        now = self.loop.time()
+        if self._busy is None or now - self._busy[0] >= 1.0:
+            self._busy = (now, self.endpoint.busy_hosts())
+        return self._busy[1]
 
     def _unregister(self, conn: _Tcp) -> None:
         if self._connections.get(conn.peer) is conn:
             del self._connections[conn.peer]
+        host = conn.peer[0]
+        count = self._per_source.get(host, 0) - 1
+        if count > 0:
+            self._per_source[host] = count
+        else:
+            self._per_source.pop(host, None)
 
     async def _sweep(self) -> None:
-        interval = min(self.idle_timeout / 2, 30.0)
+        interval = min(self.idle_timeout_without_dialog / 2, 30.0)
         while True:
             await asyncio.sleep(interval)
-            deadline = self.loop.time() - self.idle_timeout
-            for conn in list(self._connections.values()):
-                if conn.last_activity < deadline and conn.transport is not None:
-                    conn.transport.close()
+            self.sweep()
+
+    def sweep(self) -> None:
+        """Close the connections idle past their timeout (module doc)."""
+        now = self.loop.time()
+        long_deadline = now - self.idle_timeout
+        short_deadline = now - self.idle_timeout_without_dialog
+        busy: set[str] | None = None
+        for conn in list(self._connections.values()):
+            if conn.transport is None or conn.last_activity >= short_deadline:
+                continue
+            if conn.last_activity >= long_deadline:
+                host = conn.peer[0]
+                if host in self.exempt_hosts:
+                    continue
+                if busy is None:
+                    busy = self.endpoint.busy_hosts()
+                if host in busy:
+                    continue
+            conn.transport.close()
 
     # ----------------------------------------------------------- outbound
     def flush(self) -> None:
@@ -393,7 +478,9 @@ class SipTransport:
     async def _connect(self, target: Target) -> None:
         key = (target.host, target.port)
         try:
-            await self.loop.create_connection(lambda: _Tcp(self), target.host, target.port)
+            await self.loop.create_connection(
+                lambda: _Tcp(self, inbound=False), target.host, target.port
+            )
         except OSError as exc:
             log.info("TCP connect to %s:%d failed: %s", target.host, target.port, exc)
             self._connecting.pop(key, None)

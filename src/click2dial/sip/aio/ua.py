@@ -293,6 +293,16 @@ class UserAgentConfig:
     timers: TimerConfig = field(default_factory=TimerConfig)
     max_connections: int = 4096
     idle_timeout: float = 600.0
+    #: Limits (issue 11, see transport.py and pike.py): inbound TCP
+    #: connections per source (0: no cap), the idle timeout of connections
+    #: whose host has no dialog (None: ``idle_timeout``), out-of-dialog
+    #: requests a second per source (0: no limit) and their burst, and the
+    #: hosts none of these apply to (the trunk).
+    max_connections_per_source: int = 0
+    idle_timeout_without_dialog: float | None = None
+    request_rate: float = 0.0
+    request_burst: int = 50
+    exempt_hosts: frozenset[str] = frozenset()
     #: RFC 4028 session timers: the interval we ask for (0: off) and the
     #: smallest we accept.
     session_expires: int = 1800
@@ -336,6 +346,9 @@ class UserAgent:
                     timers=self.config.timers,
                     session_expires=self.config.session_expires,
                     min_se=self.config.min_se,
+                    request_rate=self.config.request_rate,
+                    request_burst=self.config.request_burst,
+                    rate_exempt=self.config.exempt_hosts,
                 ),
                 clock,
             )
@@ -346,6 +359,9 @@ class UserAgent:
             self._on_event,
             max_connections=self.config.max_connections,
             idle_timeout=self.config.idle_timeout,
+            max_per_source=self.config.max_connections_per_source,
+            idle_timeout_without_dialog=self.config.idle_timeout_without_dialog,
+            exempt_hosts=self.config.exempt_hosts,
         )
         await self._transport.start()
         # Advertise the bound ports (port 0 in the configuration means "any").
