@@ -167,8 +167,9 @@ def _contact_ref_field(description: str, example: str) -> dict[str, Any]:
         "description": description,
         "anyOf": [
             {"type": "string", "pattern": anchored(CONTACT_REF_PATTERN)},
-            # A CRM's numeric record id is a fine reference.
-            {"type": "integer", "minimum": 0},
+            # A CRM's numeric record id is a fine reference; its decimal
+            # string (a minus sign included) meets the rule.
+            {"type": "integer"},
             {"type": "null"},
         ],
         "examples": [example],
