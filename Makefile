@@ -5,14 +5,23 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester
+APT_PACKAGES := sip-tester systemd
+PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
+# `make lock` resolves pyproject.toml's ranges into the hashed lock files with
+# uv, kept in a tool environment of its own (it is not a project dependency).
+# Pins already in the lock files are kept; `make lock-upgrade` moves them.
+LOCK_TOOLS := .lock-tools
+LOCK_FLAGS := --python-version 3.11 --generate-hashes --quiet --custom-compile-command 'make lock'
 
-.PHONY: run test install sys-deps lint bench clean
+.PHONY: run test install sys-deps lint bench clean lock lock-upgrade
 
-$(BIN)/.installed: pyproject.toml
+# Everything comes from the hashed lock file (transitive packages included);
+# click2dial itself is installed last, without dependencies or build isolation,
+# so that nothing unhashed is fetched.
+$(BIN)/.installed: requirements-dev.lock pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PIP) install --require-hashes -r requirements-dev.lock
+	$(PIP) install --no-deps --no-build-isolation -e .
 	touch $@
 
 install: $(BIN)/.installed
@@ -23,6 +32,17 @@ sys-deps:
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+
+$(LOCK_TOOLS)/bin/uv:
+	$(PYTHON) -m venv $(LOCK_TOOLS)
+	$(LOCK_TOOLS)/bin/python -m pip install -q --disable-pip-version-check 'uv>=0.9,<1'
+
+lock: $(LOCK_TOOLS)/bin/uv
+	$(LOCK_TOOLS)/bin/uv pip compile $(LOCK_FLAGS) $(UV_EXTRA) pyproject.toml requirements-build.in -o requirements.lock
+	$(LOCK_TOOLS)/bin/uv pip compile $(LOCK_FLAGS) $(UV_EXTRA) pyproject.toml requirements-build.in --extra dev -o requirements-dev.lock
+
+lock-upgrade:
+	$(MAKE) lock UV_EXTRA=--upgrade
 
 run: install
 	$(BIN)/click2dial serve
@@ -39,4 +59,4 @@ bench: install
 	$(BIN)/python bench/sip_parse.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(LOCK_TOOLS) .pytest_cache .mypy_cache .ruff_cache

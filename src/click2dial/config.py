@@ -19,6 +19,12 @@ Theory of operation:
   default.
 * Secrets (passwords, API keys, webhook secrets, passwords inside URLs) never
   appear in a message; a message says what is wrong with them instead.
+* Each secret key ``X`` (``password``, ``api_keys``, ``webhook_secret``) may
+  instead be given as ``X_env`` (the name of an environment variable holding
+  it; for ``api_keys`` an array of names) or ``X_file`` (a file holding it; for
+  ``api_keys`` one key per line), so that the file itself holds no secret.
+  They are read while the file is read: a variable that is unset or empty, or
+  a file that cannot be read or is empty, is a problem naming the key.
 * Numbers in pools and agent lists are checked with :mod:`click2dial.calls.rules`,
   so a caller ID means the same thing in a file and in a request; the prefix
   patterns of ``allowed_agents`` and ``allowed_outbound_ids`` are those of
@@ -431,7 +437,12 @@ def _syntax_problem(exc: tomllib.TOMLDecodeError, text: str, source: str) -> str
 # --- reading -----------------------------------------------------------------
 
 _MISSING: Final = object()
+#: A secret given as ``X_env``/``X_file`` that could not be read (already reported).
+_UNREADABLE: Final = object()
 T = TypeVar("T")
+#: The keys that may also be spelled ``<key>_env`` and ``<key>_file``.
+_SECRET_KEYS: Final = frozenset({"password", "api_keys", "webhook_secret"})
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _dotted(*parts: str) -> str:
@@ -562,7 +573,50 @@ class _Table:
         return self.data.get(name, _MISSING)
 
     def has(self, name: str) -> bool:
+        if name in _SECRET_KEYS:
+            return any(spelling in self.data for spelling in _secret_spellings(name))
         return name in self.data
+
+    def secret_raw(self, name: str, *, listed: bool = False) -> object:
+        """The secret ``name`` as written, or read through ``name_env`` or
+        ``name_file``: a string (for ``listed``, a list of strings),
+        ``_MISSING``, or ``_UNREADABLE`` once the problem is reported."""
+        given = [spelling for spelling in _secret_spellings(name) if spelling in self.data]
+        self.read.update(_secret_spellings(name))
+        if len(given) > 1:
+            self.problem(given[0], f"give only one of {', '.join(given)}")
+            return _UNREADABLE
+        if not given or given[0] == name:
+            return self.data.get(name, _MISSING)
+        spelling = given[0]
+        where = self.data[spelling]
+        if spelling.endswith("_env"):
+            if listed:
+                if not isinstance(where, list) or not all(isinstance(v, str) for v in where):
+                    self.problem(spelling, "must be an array of environment variable names")
+                    return _UNREADABLE
+                found = [self.reader.env_secret(f"{self.key(spelling)}[{i}]", v)
+                         for i, v in enumerate(where)]  # fmt: skip
+                return _UNREADABLE if None in found else found
+            if not isinstance(where, str):
+                self.problem(spelling, f"must be an environment variable name, got {_show(where)}")
+                return _UNREADABLE
+            value = self.reader.env_secret(self.key(spelling), where)
+            return _UNREADABLE if value is None else value
+        if not isinstance(where, str) or not where:
+            self.problem(spelling, f"must be a file path, got {_show(where)}")
+            return _UNREADABLE
+        text = self.reader.file_secret(self.key(spelling), where)
+        if text is None:
+            return _UNREADABLE
+        if not listed:
+            return text
+        keys = [line.strip() for line in text.splitlines()]
+        keys = [key for key in keys if key and not key.startswith("#")]
+        if not keys:
+            self.problem(spelling, f"{self.reader.resolve(where)} holds no key")
+            return _UNREADABLE
+        return keys
 
     def finish(self, known: Iterable[str]) -> None:
         known = list(known)
@@ -582,8 +636,8 @@ class _Table:
         secret: bool = False,
         empty_ok: bool = True,
     ) -> str | T:
-        value = self.raw(name)
-        if value is _MISSING:
+        value = self.secret_raw(name) if secret else self.raw(name)
+        if value is _MISSING or value is _UNREADABLE:
             return default
         if not isinstance(value, str):
             self.problem(name, f"must be a string, got {_shown(value, secret)}")
@@ -642,15 +696,17 @@ class _Table:
         """The array ``name`` as (dotted key of the item, text) pairs; items of
         the wrong type are reported and dropped.  ``None`` when absent or not an
         array.  ``numbers`` lets TOML integers stand for digit strings."""
-        value = self.raw(name)
-        if value is _MISSING:
+        value = self.secret_raw(name, listed=True) if secret else self.raw(name)
+        if value is _MISSING or value is _UNREADABLE:
             return None
         if not isinstance(value, list):
             self.problem(name, f"must be an array of strings, got {_shown(value, secret)}")
             return None
+        # Keys read through api_keys_env/api_keys_file are named by where they came from.
+        spelling = next((s for s in _secret_spellings(name) if s in self.data), name)
         items: list[tuple[str, str]] = []
         for index, item in enumerate(value):
-            key = f"{self.key(name)}[{index}]"
+            key = f"{self.key(spelling)}[{index}]"
             text = number_text(item) if numbers else item if isinstance(item, str) else None
             if text is None:
                 self.reader.problem(key, f"must be a string, got {_shown(item, secret)}")
@@ -670,6 +726,10 @@ class _Table:
 
 def _shown(value: object, secret: bool) -> str:
     return _kind(value) if secret else _show(value)
+
+
+def _secret_spellings(name: str) -> tuple[str, str, str]:
+    return (name, f"{name}_env", f"{name}_file")
 
 
 class _Reader:
@@ -958,8 +1018,42 @@ class _Reader:
         return limits
 
     def problems_for(self, key: str) -> bool:
-        prefix = f"{self.source}: {key}"
-        return any(p.startswith((prefix + ":", prefix + "[")) for p in self.problems)
+        prefixes = tuple(
+            f"{self.source}: {spelling}{end}"
+            for spelling in _secret_spellings(key)
+            for end in (":", "[")
+        )
+        return any(p.startswith(prefixes) for p in self.problems)
+
+    def env_secret(self, key: str, variable: str) -> str | None:
+        """The secret in environment variable ``variable`` (``key`` names it)."""
+        if not _ENV_NAME.fullmatch(variable):
+            self.problem(key, f"{_show(variable)} is not an environment variable name")
+            return None
+        value = os.environ.get(variable)
+        if value is None:
+            self.problem(key, f"environment variable {variable} is not set")
+        elif not value:
+            self.problem(key, f"environment variable {variable} is empty")
+        return value or None
+
+    def file_secret(self, key: str, path: str) -> str | None:
+        """The secret held in file ``path`` (relative to the configuration
+        file's folder), without its trailing line break."""
+        full = self.base / path
+        try:
+            text = full.read_bytes().decode("utf-8")
+        except OSError as exc:
+            self.problem(key, f"cannot read {full}: {exc.strerror or exc}")
+            return None
+        except UnicodeDecodeError:
+            self.problem(key, f"{full} is not UTF-8 text")
+            return None
+        text = text.removesuffix("\n").removesuffix("\r")
+        if not text.strip():
+            self.problem(key, f"{full} is empty")
+            return None
+        return text
 
     def resolve(self, path: str | None) -> str | None:
         return None if path is None else str(self.base / path)

@@ -50,6 +50,11 @@ __all__ = [
 
 E = TypeVar("E", bound=StrEnum)
 
+# What GET /click2dial/calls accepts (api/app.py): since as Unix seconds, and a
+# cursor as encoded by the store (unpadded URL-safe base64).
+_UNIX_SECONDS: Final = r"[0-9]{1,12}(?:\.[0-9]{1,9})?"
+_CURSOR: Final = r"[A-Za-z0-9_-]+"
+
 
 def _described(vocabulary: type[E], meanings: dict[E, str]) -> dict[str, str]:
     """``meanings`` keyed and ordered by ``vocabulary``; exactly one meaning
@@ -105,6 +110,8 @@ FIELD_ERROR_RULES: Final[dict[str, str]] = {
     "busy": "The agent already has a live Click2Dial call (409).",
     "length": "The Idempotency-Key header is not 1-255 characters long.",
     "range": "limit is not an integer 1-500.",
+    "invalid": "cursor is not a next_cursor Click2Dial returned.",
+    "enum": "state is not one of the accepted values (only undelivered).",
 }
 
 _NUMBER_INTEGER_NOTE = (
@@ -135,14 +142,24 @@ def _bullets(values: dict[str, str]) -> str:
     return "\n".join(f"- `{name}`: {meaning}" for name, meaning in values.items())
 
 
-def _number_field(description: str, regex: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "anyOf": [
-            {"type": "string", "pattern": anchored(regex)},
-            {"type": "integer", "minimum": 0, "description": _NUMBER_INTEGER_NOTE},
-        ],
-    }
+#: The JSON integers whose decimal string matches each number rule (an integer
+#: has no leading 0, so only the extension and 27... forms have any).
+_EXTENSION_INTEGERS: Final = {"minimum": 100, "maximum": 9999}
+_27_INTEGERS: Final = {"minimum": 27_000_000_000, "maximum": 27_999_999_999}
+#: An empty string: in a form or a query string, a field left blank (not given).
+_BLANK: Final = {"const": "", "description": "Not given (the integrator's default applies)."}
+
+
+def _number_field(
+    description: str, regex: str, integers: list[dict[str, int]], *, blank: bool = False
+) -> dict[str, Any]:
+    branches: list[dict[str, Any]] = [{"type": "string", "pattern": anchored(regex)}]
+    if blank:
+        branches.append(_BLANK)
+    branches += [
+        {"type": "integer", **bounds, "description": _NUMBER_INTEGER_NOTE} for bounds in integers
+    ]
+    return {"description": description, "anyOf": branches}
 
 
 def _contact_ref_field(description: str, example: str) -> dict[str, Any]:
@@ -150,8 +167,9 @@ def _contact_ref_field(description: str, example: str) -> dict[str, Any]:
         "description": description,
         "anyOf": [
             {"type": "string", "pattern": anchored(CONTACT_REF_PATTERN)},
-            # A CRM's numeric record id is a fine reference.
-            {"type": "integer", "minimum": 0},
+            # A CRM's numeric record id is a fine reference; its decimal
+            # string (a minus sign included) meets the rule.
+            {"type": "integer"},
             {"type": "null"},
         ],
         "examples": [example],
@@ -175,6 +193,7 @@ def _call_request_schema() -> dict[str, Any]:
             "agent": _number_field(
                 f"The agent's extension, or the first number connected: {AGENT_FORMS}.",
                 AGENT_PATTERN,
+                [_EXTENSION_INTEGERS, _27_INTEGERS],
             ),
             "callee": _number_field(
                 f"The number to dial: {CALLEE_FORMS}. A 3-4 digit extension is accepted "
@@ -182,6 +201,7 @@ def _call_request_schema() -> dict[str, Any]:
                 # The extension form is a configuration-dependent exception, not
                 # part of the callee rule (see calls/rules.py).
                 CALLEE_PATTERN,
+                [_27_INTEGERS],
             ),
             "outbound_id": _number_field(
                 f"The caller ID presented to the callee: {OUTBOUND_ID_FORMS}. "
@@ -189,6 +209,8 @@ def _call_request_schema() -> dict[str, Any]:
                 "number (10 digits starting 0) is accepted with a warning. Required "
                 "unless the integrator has a default_outbound_id; empty means not given.",
                 OUTBOUND_ID_PATTERN,
+                [_27_INTEGERS],
+                blank=True,
             ),
             "contact_ref": _contact_ref_field(
                 "The integrator's own reference (account, matter, ticket): " + _CONTACT_REF_RULE,
@@ -219,6 +241,11 @@ def _call_request_form_schema() -> dict[str, Any]:
     def field(regex: str, description: str) -> dict[str, Any]:
         return {"type": "string", "pattern": anchored(regex), "description": description}
 
+    outbound_id = {
+        "anyOf": [{"type": "string", "pattern": anchored(OUTBOUND_ID_PATTERN)}, _BLANK],
+        "description": OUTBOUND_ID_FORMS,
+    }
+
     return {
         "type": "object",
         "description": "The same request as a form: every value is a string, and an "
@@ -227,7 +254,7 @@ def _call_request_form_schema() -> dict[str, Any]:
         "properties": {
             "agent": field(AGENT_PATTERN, AGENT_FORMS),
             "callee": field(CALLEE_PATTERN, CALLEE_FORMS),
-            "outbound_id": field(OUTBOUND_ID_PATTERN, OUTBOUND_ID_FORMS),
+            "outbound_id": outbound_id,
             "contact_ref": field(CONTACT_REF_PATTERN, _CONTACT_REF_RULE),
             "call_ref": {
                 **field(
@@ -594,11 +621,13 @@ _CALL_REF_PARAM: Final = {
 }
 
 
-def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any]:
+def _query(
+    name: str, description: str, schema: dict[str, Any], *, required: bool = False
+) -> dict[str, Any]:
     return {
         "name": name,
         "in": "query",
-        "required": False,
+        "required": required,
         "description": description,
         "schema": schema,
     }
@@ -634,8 +663,9 @@ def _paths() -> dict[str, Any]:
                     _query("agent", "Only this agent's calls.", {"type": "string"}),
                     _query(
                         "since",
-                        "Only calls created at or after this time (Unix seconds).",
-                        {"type": "number"},
+                        "Only calls created at or after this time: Unix seconds, digits "
+                        "with an optional fraction (1733486400 or 1733486400.25).",
+                        {"type": "string", "pattern": anchored(_UNIX_SECONDS)},
                     ),
                     _query(
                         "limit",
@@ -645,7 +675,7 @@ def _paths() -> dict[str, Any]:
                     _query(
                         "cursor",
                         "The next_cursor of the previous page (opaque: pass it back as is).",
-                        {"type": "string"},
+                        {"type": "string", "pattern": anchored(_CURSOR)},
                     ),
                 ],
                 "responses": {
@@ -654,7 +684,10 @@ def _paths() -> dict[str, Any]:
                         "content": {"application/json": {"schema": _ref("CallList")}},
                     },
                     "401": {"$ref": "#/components/responses/Unauthorized"},
-                    "422": _error("since is not a number, or limit is not an integer 1-500."),
+                    "422": _error(
+                        "since is not Unix seconds, limit is not an integer 1-500, or cursor "
+                        "is not a next_cursor Click2Dial returned."
+                    ),
                 },
             },
         },
@@ -701,17 +734,26 @@ def _paths() -> dict[str, Any]:
                 "parameters": [
                     _IDEMPOTENCY_KEY,
                     _query(
-                        "agent", AGENT_FORMS, {"type": "string", "pattern": anchored(AGENT_PATTERN)}
+                        "agent",
+                        AGENT_FORMS,
+                        {"type": "string", "pattern": anchored(AGENT_PATTERN)},
+                        required=True,
                     ),
                     _query(
                         "callee",
                         CALLEE_FORMS,
                         {"type": "string", "pattern": anchored(CALLEE_PATTERN)},
+                        required=True,
                     ),
                     _query(
                         "outbound_id",
-                        OUTBOUND_ID_FORMS,
-                        {"type": "string", "pattern": anchored(OUTBOUND_ID_PATTERN)},
+                        OUTBOUND_ID_FORMS + "; empty means not given.",
+                        {
+                            "anyOf": [
+                                {"type": "string", "pattern": anchored(OUTBOUND_ID_PATTERN)},
+                                _BLANK,
+                            ]
+                        },
                     ),
                     _query(
                         "call_ref",
