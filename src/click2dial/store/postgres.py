@@ -64,6 +64,10 @@ _UNAVAILABLE = (
     asyncpg.PostgresConnectionError,
     asyncpg.exceptions.OperatorInterventionError,
     asyncpg.exceptions.InsufficientResourcesError,
+    # A pooled connection that lost its server mid-operation can be left in
+    # a state asyncpg refuses to use ("another operation is in progress"):
+    # seen during a PostgreSQL restart under load.
+    asyncpg.exceptions.InternalClientError,
 )
 
 
