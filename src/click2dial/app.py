@@ -19,6 +19,7 @@ import uvicorn
 from . import __version__
 from .api.app import MAX_BODY, build_app, error_response
 from .api.auth import Authenticator
+from .backlog import ACCEPT_BATCH, widen_backlog
 from .calls.admission import Admission
 from .calls.cdr import cdr_payload
 from .calls.control import CallController, TelephonySettings
@@ -29,7 +30,6 @@ from .calls.service import HANGUP_STORE_WAIT, CallService
 from .config import Config, IntegratorConfig
 from .health import Readiness, StoreHealth
 from .limits import (
-    ACCEPT_BATCH,
     AcceptErrorLog,
     BodyLimit,
     FdBudget,
@@ -37,7 +37,6 @@ from .limits import (
     fd_budget,
     http_protocol,
     log_budget,
-    widen_backlog,
 )
 from .metrics import MetricFamily, Metrics
 from .notify import Notifier

@@ -53,13 +53,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
-import socket
 from collections.abc import Awaitable, Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from .backlog import ACCEPT_BATCH
 
 log = logging.getLogger(__name__)
 
@@ -69,14 +70,6 @@ log = logging.getLogger(__name__)
 FD_RESERVE_MIN = 128
 #: ... or this fraction of the limit, whichever is more.
 FD_RESERVE_FRACTION = 0.125
-#: Connections asyncio accepts in one go per listener (its ``backlog``
-#: argument), before any protocol has seen them and could refuse them.
-#: asyncio accepts as many as the backlog per wake-up; kept small, the
-#: descriptors in flight stay within the reserve (room for three batches per
-#: listener is added to it).  :func:`widen_backlog` then gives the kernel
-#: queue its full length again, so a burst does not drop SYNs.
-ACCEPT_BATCH = 32
-LISTEN_BACKLOG = 1024
 
 
 # --- file descriptors --------------------------------------------------------
@@ -105,12 +98,6 @@ def raise_nofile() -> tuple[int, int]:
             return soft, soft
         return soft, target
     return soft, soft
-
-
-def widen_backlog(sock: socket.socket) -> None:
-    """Give a listening socket's kernel queue its full length (after asyncio
-    has set it to :data:`ACCEPT_BATCH`)."""
-    sock.listen(LISTEN_BACKLOG)
 
 
 def fd_budget(http_wanted: int, sip_wanted: int, listeners: int = 2) -> FdBudget:

@@ -50,7 +50,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from ...limits import ACCEPT_BATCH, widen_backlog
+from ...backlog import ACCEPT_BATCH, widen_backlog
 from ..endpoint import Endpoint
 from ..errors import SipParseError
 from ..events import Event
