@@ -142,6 +142,81 @@ def test_call_to_an_agent_whose_tls_port_is_closed_ends_at_once_as_error(
     run(main())
 
 
+def test_trunk_over_tls_carries_the_callee_leg(tmp_path: Path) -> None:
+    cert = self_signed(tmp_path)
+    seen: list[str] = []
+
+    async def phone(call: Call) -> None:
+        call.answer(build_offer("127.0.0.1", 40100).to_bytes())
+
+    async def trunk(call: Call) -> None:
+        assert call.request is not None
+        seen.append(call.request.via[0].transport)
+        call.answer(build_offer("127.0.0.1", 40200).to_bytes())
+
+    async def main() -> None:
+        phone_ua = UserAgent(UserAgentConfig([Listen("udp", "127.0.0.1", 0)]), on_invite=phone)
+        trunk_ua = UserAgent(
+            UserAgentConfig(
+                [Listen("udp", "127.0.0.1", 0), Listen("tls", "127.0.0.1", 0)],
+                tls_certificate=cert[0],
+                tls_private_key=cert[1],
+            ),
+            on_invite=trunk,
+        )
+        async with (
+            phone_ua,
+            trunk_ua,
+            running(
+                tmp_path,
+                agent_port=phone_ua.address()[1],
+                trunk_port=trunk_ua.address("tls")[1],
+                trunk_transport="tls",
+                sip=f'tls_ca_file = "{cert[0]}"',
+            ) as env,
+        ):
+            ref = (await env.place()).json()["call_ref"]
+            await env.wait_state(ref, {"talking"})
+            assert seen == ["TLS"]
+            await env.acme.delete(f"/click2dial/calls/{ref}")
+            await env.wait_ended(ref)
+            cdr = await stored_cdr(env, ref)
+            assert (cdr["end_reason"], cdr["hangup_side"]) == ("hungup", "api"), cdr
+
+    run(main())
+
+
+def test_unreachable_tls_trunk_ends_the_call_at_once_as_error(tmp_path: Path) -> None:
+    """The agent answers; the trunk's TLS port is closed: the callee leg
+    fails at once (503), not after a SIP time-out."""
+    cert = self_signed(tmp_path)
+
+    async def phone(call: Call) -> None:
+        call.answer(build_offer("127.0.0.1", 40100).to_bytes())
+
+    async def main() -> None:
+        phone_ua = UserAgent(UserAgentConfig([Listen("udp", "127.0.0.1", 0)]), on_invite=phone)
+        async with (
+            phone_ua,
+            running(
+                tmp_path,
+                agent_port=phone_ua.address()[1],
+                trunk_port=free_port("tcp"),
+                trunk_transport="tls",
+                sip=f'tls_ca_file = "{cert[0]}"',
+            ) as env,
+        ):
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            ref = (await env.place()).json()["call_ref"]
+            await env.wait_ended(ref, timeout=5)
+            assert loop.time() - started < 3
+            cdr = await stored_cdr(env, ref)
+            assert cdr["end_reason"] == "error" and cdr["sip_status"] == 503, cdr
+
+    run(main())
+
+
 def test_websocket_and_tls_listeners_of_the_service_answer_and_readyz_names_a_closed_one(
     tmp_path: Path,
 ) -> None:
