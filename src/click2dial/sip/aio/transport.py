@@ -273,11 +273,13 @@ class _WebSocket:
     async def _write(self) -> None:
         while True:
             data = await self._queue.get()
+            message: str | bytes
             try:
-                # Text when it is (SIP is UTF-8 text): what browsers expect.
-                await self.ws.send(data.decode())
+                message = data.decode()  # a text frame: SIP is UTF-8 text
             except UnicodeDecodeError:
-                await self.ws.send(data)
+                message = data
+            try:
+                await self.ws.send(message)
             except ConnectionClosed:
                 return
 
@@ -349,7 +351,10 @@ class SipTransport:
         """Open every listener; raises :class:`ListenerError` naming the
         first that cannot start (the caller then closes this transport)."""
         if self.tls_ca_file is not None:
-            self._client_tls = client_tls_context(self.tls_ca_file)
+            try:
+                self._client_tls = client_tls_context(self.tls_ca_file)
+            except OSError as exc:  # ssl.SSLError too
+                raise OSError(f"TLS CA file {self.tls_ca_file} unusable: {exc}") from exc
         for item in self.listen:
             try:
                 sock = await self._start_listener(item)
