@@ -81,6 +81,15 @@ def _log_late_bye(task: asyncio.Task[int]) -> None:
         log.warning("recovery BYE failed: %s", task.exception())
 
 
+def _tcp_socket(host: str) -> socket.socket:
+    """A listening socket for uvicorn.  IPPROTO_TCP must be named: asyncio
+    sets TCP_NODELAY only on sockets that say they are TCP, and without it a
+    response written in two parts on a kept-alive connection waits for the
+    client's delayed ACK (40 ms on Linux)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to us: several of them
     run in one process, one per HTTP port."""
@@ -333,7 +342,7 @@ class Click2Dial:
                 readiness=self.readiness,
                 notifier=self.notifier,
             )
-            sock = socket.socket(socket.AF_INET6 if ":" in listener.host else socket.AF_INET)
+            sock = _tcp_socket(listener.host)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind((listener.host, listener.port))
             listener.bound_port = sock.getsockname()[1]
@@ -507,7 +516,7 @@ class Click2Dial:
         app = build_operator_app(
             metrics=self.scrape, live_calls=self.operator_calls, hangup=self.operator_hangup
         )
-        sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        sock = _tcp_socket(host)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
