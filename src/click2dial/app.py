@@ -183,7 +183,11 @@ class Click2Dial:
             self.registrar = Registrar(
                 self.store,
                 {ext: agent.password for ext, agent in cfg.agents.items() if agent.password},
-                RegistrarConfig(realm=cfg.sip.public_host, node_id=cfg.server.node_id),
+                RegistrarConfig(
+                    realm=cfg.sip.public_host,
+                    node_id=cfg.server.node_id,
+                    algorithms=cfg.extensions.digest_algorithms,
+                ),
             )
             await self.registrar.start()
         settings = TelephonySettings(

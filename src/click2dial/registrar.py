@@ -57,6 +57,10 @@ class RegistrarConfig:
     failure_window: float = 60.0
     block_for: float = 300.0
     refresh_interval: float = 30.0
+    #: The challenges of a 401, in this order.  MD5 alone by default: phones
+    #: that know only MD5 (baresip 1.0's libre, SIP.js) give up on a 401
+    #: carrying any challenge they cannot answer, or read only the first.
+    algorithms: tuple[str, ...] = ("MD5",)
     nonce_secret: bytes = field(default_factory=lambda: secrets.token_bytes(32))
 
 
@@ -168,10 +172,9 @@ class Registrar:
         respond(tx, status, headers)
 
     def _challenge(self, stale: bool = False) -> list[tuple[str, str]]:
-        # SHA-256 first: RFC 8760 says a client uses the first it supports.
         return [
-            ("WWW-Authenticate", self.digest.challenge(stale=stale, algorithm="SHA-256")),
-            ("WWW-Authenticate", self.digest.challenge(stale=stale, algorithm="MD5")),
+            ("WWW-Authenticate", self.digest.challenge(stale=stale, algorithm=algorithm))
+            for algorithm in self.config.algorithms
         ]
 
     def _failed(self, source: str, agent: str, now: float) -> None:
