@@ -172,9 +172,10 @@ class Registrar:
         respond(tx, status, headers)
 
     def _challenge(self, stale: bool = False) -> list[tuple[str, str]]:
+        now = self.clock()
         return [
-            ("WWW-Authenticate", self.digest.challenge(stale=stale, algorithm=algorithm))
-            for algorithm in self.config.algorithms
+            ("WWW-Authenticate", self.digest.challenge(stale=stale, algorithm=a, now=now))
+            for a in self.config.algorithms
         ]
 
     def _failed(self, source: str, agent: str, now: float) -> None:
