@@ -77,3 +77,54 @@ def test_baresip_registers_and_answers_a_rest_call(tmp_path: Path, transport: st
                     assert int(sent[1]) >= 50, phone.output()
 
     run(main())
+
+
+def results(peer: Sipp) -> list[str]:
+    return [line.split("RESULT ", 1)[1].strip() for line in peer.logs().splitlines()
+            if "RESULT " in line]  # fmt: skip
+
+
+def test_wrong_passwords_are_refused_then_blocked(tmp_path: Path) -> None:
+    async def main() -> None:
+        sip_port = free_port_both()
+        async with running(
+            tmp_path, agent_port=None, trunk_port=None, sip_port=sip_port, agent=AGENT
+        ) as env:
+            registrar = env.service.registrar
+            assert registrar is not None
+            with Sipp("uac_register", remote_port=sip_port, service="1001", username="1001",
+                      password=PASSWORD) as good:  # fmt: skip
+                await asyncio.to_thread(good.assert_success, 20)
+                assert results(good) == ["registered"], good.report()
+            (binding,) = registrar.contacts("1001")
+            assert binding.port == good.port
+            with Sipp("uac_register", remote_port=sip_port, service="1001", username="1001",
+                      password="wrong", calls=5) as guesser:  # fmt: skip
+                await asyncio.to_thread(guesser.assert_success, 20)
+                assert results(guesser) == ["refused"] * 5, guesser.report()
+            # Five failures in a minute: now even the right password is refused,
+            # without a challenge (no more guesses to make).
+            with Sipp("uac_register", remote_port=sip_port, service="1001", username="1001",
+                      password=PASSWORD) as late:  # fmt: skip
+                await asyncio.to_thread(late.assert_success, 20)
+                assert results(late) == ["blocked"], late.report()
+            assert registrar.blocked_count == 1 and registrar.failed_count == 5
+
+    run(main())
+
+
+def test_a_call_to_an_unregistered_agent_ends_at_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path, agent_port=None, trunk_port=None, agent=AGENT) as env:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            response = await env.place()
+            if response.status_code == 201:
+                ended = await env.wait_ended(response.json()["call_ref"], timeout=5)
+                assert loop.time() - started < 2  # not after the 10 s ring timeout
+                assert ended["end_reason"] != "timeout", ended
+                print(ended)
+            else:
+                print(response.status_code, response.text)
+
+    run(main())
