@@ -159,13 +159,7 @@ class Click2Dial:
         self.store_health = StoreHealth(self.store)
         self.store_health.start()
         self.notifier = self.make_notifier()
-        listen: list[Listen] = []
-        for item in cfg.sip.listen:
-            if item.split(":", 1)[0] in ("udp", "tcp"):
-                listen.append(Listen.parse(item))
-            else:
-                # TLS and WebSocket (browser agents) come with the WebRTC work.
-                log.warning("SIP listener %s is not served yet by this version", item)
+        listen = [Listen.parse(item) for item in cfg.sip.listen]
         self.ua = UserAgent(
             UserAgentConfig(
                 listen,
@@ -174,6 +168,9 @@ class Click2Dial:
                 timers=self.timers,
                 session_expires=cfg.sip.session_expires,
                 min_se=cfg.sip.min_se,
+                tls_certificate=cfg.sip.tls_certificate,
+                tls_private_key=cfg.sip.tls_private_key,
+                tls_ca_file=cfg.sip.tls_ca_file,
                 **await self._sip_limits(),
             )
         )
@@ -268,7 +265,7 @@ class Click2Dial:
         the figures once, and log accept() failures once per interval."""
         cfg = self.config
         listeners = 1 + sum(i.http_port is not None for i in cfg.integrators.values())
-        listeners += sum(item.startswith("tcp:") for item in cfg.sip.listen)
+        listeners += sum(not item.startswith("udp:") for item in cfg.sip.listen)
         self.fd = fd_budget(cfg.server.max_connections, cfg.sip.max_connections, listeners)
         log_budget(self.fd, cfg.server.max_connections, cfg.sip.max_connections)
         AcceptErrorLog().install(asyncio.get_running_loop())

@@ -111,7 +111,7 @@ DEFAULT_SPOOL: Final = "click2dial-ends.jsonl"
 #: machine; 10,000 live calls fit well under 1 GiB).
 DEFAULT_MAX_CALLS_PER_SECOND: Final = 150
 DEFAULT_MAX_LIVE_CALLS: Final = 10000
-DEFAULT_MAX_LOOP_LAG_MS: Final = 200
+DEFAULT_MAX_LOOP_LAG_MS: Final = 300
 DEFAULT_MAX_SIP_TRANSACTIONS: Final = 50000
 DEFAULT_OPERATOR_LISTEN: Final = "127.0.0.1:9300"
 DEFAULT_SIP_LISTEN: Final = ("udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:8088")
@@ -255,6 +255,9 @@ class SipConfig:
     rtpengine: str | None = None
     tls_certificate: str | None = None
     tls_private_key: str | None = None
+    tls_ca_file: str | None = None
+    """CA certificates (PEM) that outgoing TLS (a ``sips:`` or
+    ``;transport=tls`` trunk or contact) trusts instead of the system's."""
     probe_interval: int = DEFAULT_PROBE_INTERVAL
     session_expires: int = DEFAULT_SESSION_EXPIRES
     min_se: int = DEFAULT_MIN_SE
@@ -930,6 +933,7 @@ class _Reader:
         )
         cert = t.string("tls_certificate", None, check=self.file_problem, empty_ok=False)
         private_key = t.string("tls_private_key", None, check=self.file_problem, empty_ok=False)
+        ca_file = t.string("tls_ca_file", None, check=self.file_problem, empty_ok=False)
         secure = [str(e) for e in parsed if e.transport in ("tls", "wss")]
         if secure:
             for name, value in (("tls_certificate", cert), ("tls_private_key", private_key)):
@@ -958,6 +962,7 @@ class _Reader:
                 "rtpengine",
                 "tls_certificate",
                 "tls_private_key",
+                "tls_ca_file",
                 "probe_interval",
                 "session_expires",
                 "min_se",
@@ -970,6 +975,7 @@ class _Reader:
             rtpengine=rtpengine,
             tls_certificate=self.resolve(cert),
             tls_private_key=self.resolve(private_key),
+            tls_ca_file=self.resolve(ca_file),
             probe_interval=probe_interval,
             session_expires=session_expires,
             min_se=min_se,

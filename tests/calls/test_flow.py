@@ -182,6 +182,7 @@ def scenario_agent_unreachable() -> None:
     out = d.feed(Start(agent_reachable=False))
     assert [type(a) for a in out] == [StopRingback, Finish, Done]
     assert out[1].outcome.sip_status == 480 and out[1].outcome.hangup_side == "agent"
+    assert (out[1].outcome.end_reason, out[1].outcome.end_code) == ("error", 20)
 
 
 def scenario_agent_rejects() -> None:

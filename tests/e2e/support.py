@@ -134,13 +134,17 @@ def config_text(
     agent: str = "",
     spool: str | None = None,
     operator_port: int | None = None,
+    listen: tuple[str, ...] = (),
 ) -> str:
     """The configuration text.  ``sip`` adds lines to ``[sip]`` (e.g.
-    ``probe_interval = 5``), ``agent`` to ``[agents."1001"]``, ``acme`` and
-    ``extra`` to the integrators ``acme`` and ``beta``."""
+    ``probe_interval = 5``), ``listen`` SIP listeners to the UDP and TCP
+    ones (e.g. ``tls:127.0.0.1:PORT``, with the ``tls_*`` keys in ``sip``),
+    ``agent`` lines to ``[agents."1001"]``, ``acme`` and ``extra`` to the
+    integrators ``acme`` and ``beta``."""
     http_port = http_port or free_port("tcp")
     operator_port = operator_port or free_port("tcp")
     sip_port = sip_port or free_port_both()
+    sip_listen = (f"udp:127.0.0.1:{sip_port}", f"tcp:127.0.0.1:{sip_port}", *listen)
     trunk = f'uri = "sip:127.0.0.1:{trunk_port or 9};transport={trunk_transport}"'
     if trunk_auth:
         trunk += f'\nusername = "{trunk_auth[0]}"\npassword = "{trunk_auth[1]}"'
@@ -157,7 +161,7 @@ operator_listen = "127.0.0.1:{operator_port}"
 {f'spool = "{spool}"' if spool else ""}
 
 [sip]
-listen = ["udp:127.0.0.1:{sip_port}", "tcp:127.0.0.1:{sip_port}"]
+listen = [{", ".join(f'"{item}"' for item in sip_listen)}]
 public_host = "127.0.0.1"
 {sip}
 

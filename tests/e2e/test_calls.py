@@ -386,3 +386,18 @@ def test_max_call_duration_hangs_up_both_legs(tmp_path: Path, backend: str) -> N
             assert 0.9 <= ended["ended_at"] - answered < 3
 
     run(main())
+
+
+def test_an_agent_nobody_can_reach_ends_at_once_as_error_20(tmp_path: Path, backend: str) -> None:
+    async def main() -> None:
+        async with running(tmp_path, backend=backend, agent_port=None, trunk_port=None) as env:
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            response = await env.place(agent="1002")  # registrar mode, no contact, no binding
+            assert response.status_code == 201, response.text
+            ended = await env.wait_ended(response.json()["call_ref"])
+            assert loop.time() - started < 2  # not after the agent ring timeout (10 s here)
+            assert (ended["end_reason"], ended["end_code"]) == ("error", 20)
+            assert ended["hangup_side"] == "agent"
+
+    run(main())

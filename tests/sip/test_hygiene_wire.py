@@ -228,10 +228,16 @@ def test_refused_tcp_connection_to_a_host_name_fails_at_once_with_503() -> None:
 
 
 @pytest.mark.parametrize("transport", ["tls", "ws", "wss"])
-def test_target_over_a_transport_we_do_not_serve_fails_at_once_with_503(transport: str) -> None:
+def test_tls_refused_or_websocket_peer_not_connected_fails_at_once_with_503(
+    transport: str,
+) -> None:
+    """TLS: nothing listens there (a refused connection, as for TCP);
+    WebSocket: we never connect out, and no such peer is connected."""
+
     async def main() -> None:
         async with make_ua() as ua:
-            uri = f"sip:trunk@127.0.0.1:5061;transport={transport}"
+            port = unused_port(socket.SOCK_STREAM)
+            uri = f"sip:trunk@127.0.0.1:{port};transport={transport}"
             failed, elapsed = await fails_fast(ua, uri)
             assert failed.status == 503
             assert elapsed < 0.5

@@ -28,9 +28,10 @@ from ..config import AdmissionConfig
 
 #: Seconds between two looks at the event loop's lateness.
 LAG_PERIOD = 0.05
-#: How fast an observed lag is forgotten (per period): a burst of lateness
-#: keeps the node refusing for a few hundred milliseconds, not forever.
-LAG_DECAY = 0.7
+#: Weight of the newest look in the lag average: a lone stall (a garbage
+#: collection, a burst of requests) is smoothed away; lateness that lasts a
+#: few hundred milliseconds is what saturation looks like.
+LAG_WEIGHT = 0.2
 
 
 class Admission:
@@ -52,7 +53,7 @@ class Admission:
         self._tokens = rate
         self._stamp = monotonic()
         self.lag = 0.0
-        """Recent event-loop lateness in seconds (decaying maximum)."""
+        """Recent event-loop lateness in seconds (a moving average)."""
         self.refused: dict[str, int] = {}
         """Refusals by reason (a metric)."""
         self._task: asyncio.Task[None] | None = None
@@ -92,7 +93,7 @@ class Admission:
 
     def observe_lag(self, lateness: float) -> None:
         """One look at how late the loop woke up."""
-        self.lag = max(lateness, self.lag * LAG_DECAY)
+        self.lag += (lateness - self.lag) * LAG_WEIGHT
 
     # ------------------------------------------------------- lag watcher
     def start(self) -> None:

@@ -20,13 +20,13 @@ the actions then continue from its completion.
 
 What is written where:
 
-* state changes (``Persist``) go to the store through one ordered writer;
-  they are for live visibility only, so a store outage merely delays them;
+* state changes (``Persist``) are kept in memory (this node answers for its
+  own calls from there) and ride along with the next durable write;
 * the end (``Finish``) goes to :class:`~.ending.EndWriter` with the fields
   the call reached, which writes it with its CDR whatever the store does;
   the call leaves the live set and frees its agent at that moment;
-* an established leg's dialog (``PersistDialog``) is kept so that a crash
-  can still BYE it at the next start.
+* an established leg's dialog (``PersistDialog``) is written, with the
+  states reached so far, so that a crash can still BYE it at the next start.
 
 Nothing here speaks HTTP or builds SIP messages: the API calls
 :meth:`CallController.place` / :meth:`hangup`, the SIP side is the
@@ -73,8 +73,6 @@ AUTO_ANSWER_HEADERS: dict[str, Callable[[str], tuple[str, str]]] = {
     "alert-info": lambda host: ("Alert-Info", f"<http://{host}/>;info=alert-autoanswer"),
 }
 
-#: The key of a dialog to keep in the ordered writes (never a column name).
-_DIALOG = "_dialog"
 #: Seconds before a dialog the store refused is offered again.
 DIALOG_RETRY = 1.0
 #: Fields a ``Persist`` may carry that ``finish_call`` writes with the end
@@ -168,6 +166,8 @@ class LiveCall:
     timer: asyncio.TimerHandle | None = None
     timer_at: float | None = None
     reached: dict[str, Any] = field(default_factory=dict)
+    unwritten: dict[str, Any] = field(default_factory=dict)
+    """State changes not in the store yet (see ``_write_states``)."""
     end: PendingEnd | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -209,7 +209,7 @@ class CallController:
         self.spool = spool
         self.live: dict[str, LiveCall] = {}
         self.ends = EndWriter(store, on_written=self._end_written)
-        self._writes: deque[tuple[str, dict[str, Any]]] = deque()
+        self._writes: deque[tuple[LiveCall, str, dict[str, Any]]] = deque()
         self._writer: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -567,44 +567,42 @@ class CallController:
                 self.on_answered(record, Leg.AGENT)
             elif "callee_answered_at" in fields:
                 self.on_answered(record, Leg.CALLEE)
-        self._queue_write(record.call_ref, fields)
+        live.unwritten.update(fields)  # rides along with the next durable write
 
     async def _write_states(self) -> None:
-        """The one writer of live state changes, in the order they happened.
-        They only serve live visibility (the end carries what was reached),
-        so one the store refuses is dropped, not retried; a dialog (for
-        crash recovery) is retried while its call is live."""
+        """The one writer of established dialogs, in the order they happened.
+
+        A call's row is written where a crash must find it: at creation (the
+        service), when a leg's dialog is established (here, so that a restart
+        can BYE it) and at the end (:class:`~.ending.EndWriter`).  The states
+        reached in between ride along with the next of those writes: they
+        only serve other readers of the store (this node shows its own calls
+        from memory), and the end carries them all anyway.  A dialog the
+        store refuses is offered again while its call is live."""
         while self._writes:
-            ref, fields = self._writes.popleft()
-            if self.ends.pending(ref) is not None:
-                continue  # the end is on its way: it carries these fields
-            dialog: tuple[str, dict[str, Any]] | None = fields.get(_DIALOG)
-            update = None if dialog is not None else fields
-            if dialog is not None and self._writes and self._writes[0][0] == ref:
-                nxt = self._writes[0][1]
-                if _DIALOG not in nxt:
-                    # The state the dialog came with: one write for both.
-                    self._writes.popleft()
-                    update = {**nxt, DIALOG_COLUMNS[dialog[0]]: dialog[1]}
+            live, leg, state = self._writes.popleft()
+            ref = live.call_ref
+            if live.end is not None:
+                continue  # the end is on its way: it carries the fields
+            update = {**live.unwritten, DIALOG_COLUMNS[leg]: state}
+            live.unwritten.clear()
             try:
-                if dialog is not None and update is None:
-                    await self.store.save_dialog(ref, *dialog)
-                elif update is not None:
-                    await self.store.update_call(ref, **update)
+                await self.store.update_call(ref, **update)
             except Exception as exc:
-                log.warning("call %s: state not stored (%s)", ref, exc)
-                if dialog is not None:
-                    asyncio.get_running_loop().call_later(
-                        DIALOG_RETRY, self._retry_write, ref, {_DIALOG: dialog}
-                    )
+                log.warning("call %s: %s dialog not stored yet (%s)", ref, leg, exc)
+                for name, value in update.items():
+                    if name not in DIALOG_COLUMNS.values():
+                        live.unwritten.setdefault(name, value)
+                asyncio.get_running_loop().call_later(
+                    DIALOG_RETRY, self._retry_write, live, leg, state
+                )
 
-    def _retry_write(self, ref: str, fields: dict[str, Any]) -> None:
-        live = self.live.get(ref)
-        if live is not None and live.end is None:
-            self._queue_write(ref, fields)
+    def _retry_write(self, live: LiveCall, leg: str, state: dict[str, Any]) -> None:
+        if live.end is None and live.call_ref in self.live:
+            self._queue_write(live, leg, state)
 
-    def _queue_write(self, ref: str, fields: dict[str, Any]) -> None:
-        self._writes.append((ref, fields))
+    def _queue_write(self, live: LiveCall, leg: str, state: dict[str, Any]) -> None:
+        self._writes.append((live, leg, state))
         if self._writer is None or self._writer.done():
             self._writer = asyncio.get_running_loop().create_task(self._write_states())
 
@@ -613,7 +611,7 @@ class CallController:
         start can still BYE it (``Click2Dial.recover``)."""
         dialog = live.legs[leg].dialog
         if dialog is not None:
-            self._queue_write(live.call_ref, {_DIALOG: (leg.value, dialog.snapshot())})
+            self._queue_write(live, leg.value, dialog.snapshot())
 
     def _finish(self, live: LiveCall, action: f.Finish) -> None:
         record = live.record

@@ -52,8 +52,9 @@ from typing import Any
 
 from ..sip.errors import SipError
 from ..sip.sdp import SessionDescription, parse_sdp
+from ..vocabulary import EndReason
 from .media import LegSession
-from .outcome import Outcome
+from .outcome import SUBSCRIBER_ABSENT, Outcome
 
 
 class Leg(enum.StrEnum):
@@ -395,7 +396,12 @@ class CallFlow:
     def _start(self, event: Start, now: float) -> None:
         if not event.agent_reachable:
             self.phase = Phase.AGENT_RINGING  # for _end's bookkeeping
-            self._end(Outcome.from_sip(480, "Agent not registered", "agent"), now)
+            # Not the phone's refusal: nobody to ring at all, so subscriber
+            # absent (Q.850 20), at once, never a ring time-out.
+            self._end(
+                Outcome(EndReason.ERROR, SUBSCRIBER_ABSENT, 480, "Agent not registered", "agent"),
+                now,
+            )
             return
         self._callee_reachable = event.callee_reachable
         self.phase = Phase.AGENT_RINGING

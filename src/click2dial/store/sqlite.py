@@ -2,18 +2,22 @@
 
 Theory of operation: one ``sqlite3`` connection lives on one dedicated worker
 thread (a single-thread executor) and every method is a single job on that
-thread.  The event loop never waits on disk, and because jobs run one after
-another each job is a complete unit: a transaction is never interleaved with
-another task's statements.  Writes use ``BEGIN IMMEDIATE`` so that, should a
-second process open the same file, the write lock is taken up front and the
-UNIQUE indexes still decide the races.
+thread.  The event loop never waits on disk.  Jobs run in *group commits*:
+whatever jobs are queued when the worker comes round run one after another
+in one ``BEGIN IMMEDIATE`` transaction, each inside a savepoint of its own
+(a job that fails, e.g. on a UNIQUE index, undoes only itself), and one
+``COMMIT`` ends the group; no caller hears back before that commit.  Each
+job is still a complete unit (its statements are never interleaved with
+another job's), the write lock is taken up front should a second process
+open the same file, and the UNIQUE indexes still decide the races.
 
 Durability: WAL journal with ``synchronous=FULL``.  ``NORMAL`` would survive a
 process crash but a power cut could roll back the last commits, among them a
 CDR whose notification has already been delivered; the call would then come
 back "live", be closed again as ``failed`` at start-up, and the integrator
-would get two CDRs for one call.  The cost, one fsync per commit, is small
-next to the rate at which calls end.
+would get two CDRs for one call.  The cost is one fsync per group, shared by
+every call that changed at the same moment: under load the groups grow
+instead of the queue.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import asyncio
 import functools
 import sqlite3
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -60,6 +65,16 @@ _MIN_SQLITE = (3, 30, 0)  # row values (keyset pagination), aggregate FILTER (st
 _TRANSIENT = frozenset({5, 6, 10, 13, 14})
 
 
+def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, exc in outcomes:
+        if future.done():
+            continue  # its caller gave up waiting
+        if exc is not None:
+            future.set_exception(exc)
+        else:
+            future.set_result(result)
+
+
 class SQLiteStore(Store):
     """``path`` is a file name, or ``":memory:"`` for a throw-away database."""
 
@@ -67,12 +82,35 @@ class SQLiteStore(Store):
         self.path = path
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # touched on the worker only
+        self._jobs: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
+        self._group_due = False
+        self.groups = 0
+        """Group commits so far (each one transaction and one fsync)."""
 
     # -- plumbing -------------------------------------------------------------
 
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one job on the worker, in the next group commit (see
+        :meth:`_run_group`); its result once that group is durable."""
         if self._executor is None:
             raise StoreError("the store is not open")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self._jobs.append((functools.partial(fn, *args), future))
+        if not self._group_due:
+            self._group_due = True
+            loop.run_in_executor(self._executor, self._run_group, loop)
+        try:
+            result: T = await future
+        except sqlite3.Error as exc:
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _TRANSIENT:
+                raise self._unavailable(f"SQLite: {exc}") from exc
+            raise StoreError(f"SQLite: {exc}") from exc
+        return result
+
+    async def _run_alone(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a job outside any group (opening and closing the connection)."""
+        assert self._executor is not None
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._executor, functools.partial(fn, *args))
@@ -80,6 +118,39 @@ class SQLiteStore(Store):
             if getattr(exc, "sqlite_errorcode", 0) & 0xFF in _TRANSIENT:
                 raise self._unavailable(f"SQLite: {exc}") from exc
             raise StoreError(f"SQLite: {exc}") from exc
+
+    def _run_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Group commit, on the worker: every job queued by now runs in one
+        transaction, each in a savepoint of its own (a job that fails undoes
+        only itself), and one COMMIT (one fsync) makes them all durable
+        before any of their callers hears back.  Under load, calls that end
+        or change at the same moment share the cost of the disk."""
+        self._group_due = False  # before taking the jobs: a job queued from now gets a group
+        jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        while self._jobs:
+            jobs.append(self._jobs.popleft())
+        if not jobs:
+            return
+        self.groups += 1
+        outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
+        try:
+            conn = self._db
+            conn.execute("BEGIN IMMEDIATE")
+        except BaseException as exc:
+            outcomes = [(future, None, exc) for _, future in jobs]
+        else:
+            for job, future in jobs:
+                try:
+                    outcomes.append((future, job(), None))
+                except Exception as exc:
+                    outcomes.append((future, None, exc))
+            try:
+                conn.execute("COMMIT")
+            except BaseException as exc:
+                with suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                outcomes = [(future, None, exc) for future, _, _ in outcomes]
+        loop.call_soon_threadsafe(_settle, outcomes)
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -89,14 +160,17 @@ class SQLiteStore(Store):
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
+        """One job's writes: a savepoint of the group's transaction, undone
+        alone if the job fails."""
         conn = self._db
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("SAVEPOINT job")
         try:
             yield conn
         except BaseException:
-            conn.execute("ROLLBACK")
+            conn.execute("ROLLBACK TO job")
+            conn.execute("RELEASE job")
             raise
-        conn.execute("COMMIT")
+        conn.execute("RELEASE job")
 
     # -- life cycle -------------------------------------------------------------
 
@@ -105,7 +179,7 @@ class SQLiteStore(Store):
             return
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="click2dial-sqlite")
         try:
-            await self._run(self._open)
+            await self._run_alone(self._open)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -139,7 +213,7 @@ class SQLiteStore(Store):
         if self._executor is None:
             return
         try:
-            await self._run(self._close)
+            await self._run_alone(self._close)
         finally:
             # The queue is empty once _close has run, so this only joins an
             # idle thread.

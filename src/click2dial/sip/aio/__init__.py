@@ -1,6 +1,6 @@
 """asyncio adapters for the sans-IO SIP core: sockets, clock, user-agent API."""
 
-from .transport import Listen, SipTransport
+from .transport import Listen, ListenerError, SipTransport
 from .ua import (
     Acked,
     Answered,
@@ -21,6 +21,7 @@ __all__ = [
     "Ended",
     "Failed",
     "Listen",
+    "ListenerError",
     "Progress",
     "SipTransport",
     "UserAgent",

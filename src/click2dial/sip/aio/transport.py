@@ -1,4 +1,5 @@
-"""asyncio adapter for the sans-IO endpoint: UDP and TCP sockets, the clock.
+"""asyncio adapter for the sans-IO endpoint: UDP, TCP, TLS and WebSocket
+sockets, the clock.
 
 Theory of operation
 -------------------
@@ -8,11 +9,29 @@ into the core, :meth:`SipTransport.flush` sends what the core queued,
 hands its events to the ``on_event`` callback and re-arms one loop timer for
 the core's next deadline.
 
-TCP connections are reused in both directions and keyed by the peer's
-address: a response or in-dialog request to a peer goes over the connection
-that peer opened, and an outgoing request opens one when none exists.  Idle
-connections are closed after ``idle_timeout``; a cap on open connections
-protects the process from a connection flood.
+Stream connections (TCP, TLS, WebSocket) are reused in both directions and
+keyed by transport and the peer's address: a response or in-dialog request
+to a peer goes over the connection that peer opened, and an outgoing TCP or
+TLS request opens one when none exists.  Idle connections are closed after
+``idle_timeout``; a cap on open connections protects the process from a
+connection flood.
+
+TLS (``ssl`` of the standard library, TLS 1.2 and later) is TCP with a
+handshake: the same framing, caps and timeouts.  Outgoing TLS verifies the
+peer's certificate against the system's CA store, or against ``ca_file``
+alone when one is configured (a private CA), and checks the host name the
+request was addressed to (before DNS).  A refused connection or a failed
+handshake fails every transaction waiting on that target at once
+(:meth:`Endpoint.transport_failed`, a 503).
+
+WebSocket (RFC 7118, the ``websockets`` library: handshake, ping/pong,
+close) is served only: browsers connect to us on path ``/ws`` with the
+subprotocol ``sip`` (a handshake without it is refused with 400), and each
+WebSocket message is one SIP message.  A browser has no address we could
+connect to (its Contact is ``...@xyz.invalid;transport=ws``): its connection
+is the flow, and a target ``Target("ws"|"wss", host, port)`` naming the
+connection's source reaches it; with no such connection the target fails at
+once, as does any ws/wss target named by host name.
 
 Limits (issue 11): connections a peer opens are also capped per source
 address, and one that stays idle ``idle_timeout_without_dialog`` seconds is
@@ -20,9 +39,12 @@ closed unless its host carries a dialog or an open transaction
 (:meth:`Endpoint.busy_hosts`, asked only when a cap is hit or the sweep
 finds such a connection, never per message).  Hosts in ``exempt_hosts``
 (the trunk) and hosts with dialogs are never refused by either cap nor
-closed early, and connections we open ourselves are never refused.  TLS and WebSocket plug in here
-as further stream transports; until then a target over them fails at once
-(:meth:`Endpoint.transport_failed`, a 503), as a refused TCP connection does.
+closed early, and connections we open ourselves are never refused.  A TLS
+connection is counted once its handshake is done; a WebSocket one before its
+handshake is answered (503 over the caps).
+
+A listener that cannot start (port taken, unreadable certificate) raises
+:class:`ListenerError` naming it.
 
 Unreachable UDP peers: Linux reports an ICMP port/host unreachable on an
 unconnected socket only with ``IP_RECVERR`` (``IPV6_RECVERR``).  The UDP
@@ -45,10 +67,20 @@ import errno
 import ipaddress
 import logging
 import socket
+import ssl
 import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from http import HTTPStatus
 from typing import Any
+
+from websockets.asyncio.server import Server as WsServer
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers as WsHeaders
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request as WsRequest
+from websockets.http11 import Response as WsResponse
+from websockets.typing import Subprotocol
 
 from ...backlog import ACCEPT_BATCH, widen_backlog
 from ..endpoint import Endpoint
@@ -71,11 +103,23 @@ _UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNRE
 _MAX_ALIASES = 1024
 #: Seconds between two log lines about refused connections.
 _REFUSAL_LOG_INTERVAL = 10.0
+TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
+#: Seconds a TLS or WebSocket opening handshake may take.
+HANDSHAKE_TIMEOUT = 10.0
+#: RFC 7118: the WebSocket path we serve and the subprotocol we require.
+WS_PATH = "/ws"
+WS_SUBPROTOCOL = Subprotocol("sip")
+#: The largest WebSocket message we take: a SIP message is far smaller.
+_WS_MAX_MESSAGE = 65536
+
+
+class ListenerError(OSError):
+    """A listener could not start; the message names it and says why."""
 
 
 @dataclass(frozen=True, slots=True)
 class Listen:
-    transport: str  # "udp" | "tcp"
+    transport: str  # "udp" | "tcp" | "tls" | "ws" | "wss"
     host: str
     port: int
 
@@ -84,9 +128,37 @@ class Listen:
         """``udp:127.0.0.1:5060`` (the configuration's ``sip.listen`` form)."""
         transport, _, rest = text.partition(":")
         host, _, port = rest.rpartition(":")
-        if transport not in ("udp", "tcp") or not host or not port.isdigit():
+        if transport not in TRANSPORTS or not host or not port.isdigit():
             raise ValueError(f"listen address must look like udp:HOST:PORT, got {text!r}")
         return cls(transport, host.strip("[]"), int(port))
+
+    def __str__(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{self.transport}:{host}:{self.port}"
+
+
+def server_tls_context(certificate: str, private_key: str) -> ssl.SSLContext:
+    """The context of our ``tls:``/``wss:`` listeners (TLS 1.2+)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(certificate, private_key)
+    return context
+
+
+def client_tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """The context of outgoing TLS: certificate and host name verified,
+    against the system CA store or, when given, ``ca_file`` alone."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_file)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
+
+
+def _subprotocols(headers: WsHeaders) -> list[str]:
+    return [
+        name.strip()
+        for value in headers.get_all("Sec-WebSocket-Protocol")
+        for name in value.split(",")
+    ]
 
 
 def _is_ip(host: str) -> bool:
@@ -111,13 +183,17 @@ class _Udp(asyncio.DatagramProtocol):
         self.owner.flush()
 
 
-class _Tcp(asyncio.Protocol):
-    def __init__(self, owner: SipTransport, inbound: bool = True) -> None:
+class _Stream(asyncio.Protocol):
+    """A TCP or TLS connection (asyncio runs the TLS layer below it)."""
+
+    def __init__(self, owner: SipTransport, kind: str = "tcp", inbound: bool = True) -> None:
         self.owner = owner
+        self.kind = kind
         self.inbound = inbound
         self.framer = StreamFramer()
         self.transport: asyncio.Transport | None = None
         self.peer: tuple[str, int] = ("", 0)
+        self.key: tuple[str, str, int] = (kind, "", 0)
         self.last_activity = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -125,6 +201,7 @@ class _Tcp(asyncio.Protocol):
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1]))
+        self.key = (self.kind, *self.peer)
         self.last_activity = self.owner.loop.time()
         if not self.owner._register(self):
             self.transport = None  # never registered: connection_lost has nothing to undo
@@ -136,7 +213,7 @@ class _Tcp(asyncio.Protocol):
             messages = self.framer.feed(data)
         except SipParseError as exc:
             # A broken stream cannot be re-synchronised: drop the connection.
-            log.info("closing TCP connection from %s: %s", self.peer, exc)
+            log.info("closing %s connection from %s: %s", self.kind, self.peer, exc)
             if self.transport is not None:
                 self.transport.abort()
             return
@@ -145,7 +222,7 @@ class _Tcp(asyncio.Protocol):
                 if self.transport is not None:
                     self.transport.write(b"\r\n")  # RFC 5626 keep-alive pong
                 continue
-            self.owner._received(message, "tcp", self.peer)
+            self.owner._received(message, self.kind, self.peer)
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.transport is not None:
@@ -155,6 +232,63 @@ class _Tcp(asyncio.Protocol):
         self.last_activity = self.owner.loop.time()
         if self.transport is not None:
             self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+class _WebSocket:
+    """A browser's WebSocket connection: one SIP message per WebSocket
+    message.  Sends go through one writer task so they keep their order."""
+
+    def __init__(self, owner: SipTransport, kind: str, ws: ServerConnection) -> None:
+        self.owner = owner
+        self.kind = kind
+        self.ws = ws
+        self.inbound = True
+        address = ws.remote_address
+        self.peer: tuple[str, int] = (str(address[0]), int(address[1]))
+        self.key: tuple[str, str, int] = (kind, *self.peer)
+        self.last_activity = owner.loop.time()
+        self.transport: _WebSocket | None = self  # "open", as for _Stream
+        self._queue: asyncio.Queue[bytes] = asyncio.Queue()
+
+    async def run(self) -> None:
+        writer = self.owner.loop.create_task(self._write())
+        try:
+            async for message in self.ws:
+                self.last_activity = self.owner.loop.time()
+                data = message.encode() if isinstance(message, str) else message
+                if not data.strip(b"\r\n"):
+                    self.write(b"\r\n")  # RFC 5626 keep-alive (SIP.js sends it): pong
+                    continue
+                self.owner._received(data, self.kind, self.peer)
+        except ConnectionClosed:
+            pass
+        finally:
+            writer.cancel()
+            self.transport = None
+
+    async def _write(self) -> None:
+        while True:
+            data = await self._queue.get()
+            message: str | bytes
+            try:
+                message = data.decode()  # a text frame: SIP is UTF-8 text
+            except UnicodeDecodeError:
+                message = data
+            try:
+                await self.ws.send(message)
+            except ConnectionClosed:
+                return
+
+    def write(self, data: bytes) -> None:
+        self.last_activity = self.owner.loop.time()
+        self._queue.put_nowait(data)
+
+    def close(self) -> None:
+        self.owner._spawn(self.ws.close())
 
 
 class SipTransport:
@@ -171,7 +305,13 @@ class SipTransport:
         max_per_source: int = 0,
         idle_timeout_without_dialog: float | None = None,
         exempt_hosts: frozenset[str] = frozenset(),
+        tls_certificate: str | None = None,
+        tls_private_key: str | None = None,
+        tls_ca_file: str | None = None,
     ) -> None:
+        """``tls_certificate``/``tls_private_key``: the PEM files of the
+        ``tls``/``wss`` listeners; ``tls_ca_file``: the CA certificates that
+        outgoing TLS trusts instead of the system's."""
         self.loop = asyncio.get_running_loop()
         self.endpoint = endpoint_factory(self.loop.time)
         self.listen = listen
@@ -191,9 +331,16 @@ class SipTransport:
         self._udp_sock: socket.socket | None = None
         self._aliases: dict[Target, Target] = {}
         self._udp_buffered: Callable[[], int] = lambda: 1
+        self.tls_certificate = tls_certificate
+        self.tls_private_key = tls_private_key
+        self.tls_ca_file = tls_ca_file
+        self._client_tls: ssl.SSLContext | None = None
         self._servers: list[asyncio.Server] = []
-        self._connections: dict[tuple[str, int], _Tcp] = {}
-        self._connecting: dict[tuple[str, int], list[bytes]] = {}
+        self._ws_servers: list[WsServer] = []
+        #: transport -> the listening asyncio server of a stream listener
+        self._listeners: dict[str, asyncio.Server] = {}
+        self._connections: dict[tuple[str, str, int], _Stream | _WebSocket] = {}
+        self._connecting: dict[tuple[str, str, int], list[bytes]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._sweeper: asyncio.Task[None] | None = None
@@ -201,27 +348,112 @@ class SipTransport:
         self.bound: dict[str, tuple[str, int]] = {}
 
     async def start(self) -> None:
+        """Open every listener; raises :class:`ListenerError` naming the
+        first that cannot start (the caller then closes this transport)."""
+        if self.tls_ca_file is not None:
+            try:
+                self._client_tls = client_tls_context(self.tls_ca_file)
+            except OSError as exc:  # ssl.SSLError too
+                raise OSError(f"TLS CA file {self.tls_ca_file} unusable: {exc}") from exc
         for item in self.listen:
-            if item.transport == "udp":
-                udp_sock = await self._udp_socket(item.host, item.port)
-                transport, _ = await self.loop.create_datagram_endpoint(
-                    lambda: _Udp(self), sock=udp_sock
-                )
-                self._udp = transport
-                self._udp_sock = udp_sock
-                # asyncio's datagram transports have it; typeshed does not say so.
-                self._udp_buffered = getattr(transport, "get_write_buffer_size", lambda: 1)
-                sock = transport.get_extra_info("sockname")
-            else:
-                listening = await self._tcp_socket(item.host, item.port)
-                server = await self.loop.create_server(
-                    lambda: _Tcp(self), sock=listening, backlog=ACCEPT_BATCH
-                )
-                widen_backlog(listening)
-                self._servers.append(server)
-                sock = server.sockets[0].getsockname()
+            try:
+                sock = await self._start_listener(item)
+            except (OSError, ValueError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+                raise ListenerError(f"SIP listener {item} cannot start: {reason}") from exc
             self.bound[item.transport] = (str(sock[0]), int(sock[1]))
         self._sweeper = self.loop.create_task(self._sweep())
+
+    async def _start_listener(self, item: Listen) -> tuple[Any, ...]:
+        if item.transport == "udp":
+            udp_sock = await self._udp_socket(item.host, item.port)
+            transport, _ = await self.loop.create_datagram_endpoint(
+                lambda: _Udp(self), sock=udp_sock
+            )
+            self._udp = transport
+            self._udp_sock = udp_sock
+            # asyncio's datagram transports have it; typeshed does not say so.
+            self._udp_buffered = getattr(transport, "get_write_buffer_size", lambda: 1)
+            return tuple(transport.get_extra_info("sockname"))
+        context = None
+        if item.transport in ("tls", "wss"):
+            if not self.tls_certificate or not self.tls_private_key:
+                raise ValueError("no TLS certificate and private key configured")
+            try:
+                context = server_tls_context(self.tls_certificate, self.tls_private_key)
+            except OSError as exc:
+                raise ValueError(f"TLS certificate or key unusable: {exc}") from exc
+        listening = await self._tcp_socket(item.host, item.port)
+        try:
+            server = await self._serve_stream(item.transport, listening, context)
+        except BaseException:
+            listening.close()
+            raise
+        widen_backlog(listening)
+        self._listeners[item.transport] = server
+        return tuple(server.sockets[0].getsockname())
+
+    async def _serve_stream(
+        self, kind: str, listening: socket.socket, context: ssl.SSLContext | None
+    ) -> asyncio.Server:
+        if kind in ("tcp", "tls"):
+            server = await self.loop.create_server(
+                lambda: _Stream(self, kind),
+                sock=listening,
+                backlog=ACCEPT_BATCH,
+                ssl=context,
+                ssl_handshake_timeout=HANDSHAKE_TIMEOUT if context else None,
+            )
+            self._servers.append(server)
+            return server
+
+        async def handler(ws: ServerConnection) -> None:
+            conn = _WebSocket(self, kind, ws)
+            if not self._register(conn):
+                await ws.close(1013, "connection caps reached")
+                return
+            try:
+                await conn.run()
+            finally:
+                self._unregister(conn)
+
+        ws_server = await serve(
+            handler,
+            sock=listening,
+            backlog=ACCEPT_BATCH,
+            ssl=context,
+            subprotocols=[WS_SUBPROTOCOL],
+            process_request=self._ws_handshake,
+            open_timeout=HANDSHAKE_TIMEOUT,
+            max_size=_WS_MAX_MESSAGE,
+            compression=None,
+        )
+        self._ws_servers.append(ws_server)
+        return ws_server.server
+
+    def _ws_handshake(self, ws: ServerConnection, request: WsRequest) -> WsResponse | None:
+        """Refuse a handshake on another path, without the ``sip``
+        subprotocol, or over the connection caps."""
+        if request.path.partition("?")[0] != WS_PATH:
+            return ws.respond(HTTPStatus.NOT_FOUND, f"SIP over WebSocket is on {WS_PATH}\n")
+        offered = _subprotocols(request.headers)
+        if WS_SUBPROTOCOL not in offered:
+            return ws.respond(HTTPStatus.BAD_REQUEST, "the subprotocol 'sip' is required\n")
+        if not self._admits(str(ws.remote_address[0]), inbound=True):
+            return ws.respond(HTTPStatus.SERVICE_UNAVAILABLE, "too many connections\n")
+        return None
+
+    def listening(self) -> dict[str, bool]:
+        """Per transport listened on: whether its socket is open now."""
+        state: dict[str, bool] = {}
+        for item in self.listen:
+            if item.transport == "udp":
+                udp = self._udp
+                state["udp"] = udp is not None and not udp.is_closing()
+            else:
+                server = self._listeners.get(item.transport)
+                state[item.transport] = server is not None and server.is_serving()
+        return state
 
     async def _tcp_socket(self, host: str, port: int) -> socket.socket:
         infos = await self.loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -261,8 +493,11 @@ class SipTransport:
         for task in list(self._tasks):
             task.cancel()
         for conn in list(self._connections.values()):
-            if conn.transport is not None:
-                conn.transport.close()
+            if isinstance(conn, _Stream):
+                conn.close()
+        for ws_server in self._ws_servers:
+            ws_server.close()
+            await ws_server.wait_closed()
         for server in self._servers:
             server.close()
             await server.wait_closed()
@@ -277,10 +512,10 @@ class SipTransport:
             log.exception("SIP core failed on a message from %s", source)
         self.flush()
 
-    def _register(self, conn: _Tcp) -> bool:
-        host = conn.peer[0]
+    def _admits(self, host: str, inbound: bool) -> bool:
+        """Whether the connection caps let a new connection from ``host`` in."""
         count = self._per_source.get(host, 0)
-        over = conn.inbound and (
+        over = inbound and (
             len(self._connections) >= self.max_connections
             or (self.max_per_source and count >= self.max_per_source)
         )
@@ -290,12 +525,18 @@ class SipTransport:
             now = self.loop.time()
             if now - self._refusal_logged >= _REFUSAL_LOG_INTERVAL:
                 self._refusal_logged = now
-                log.warning("SIP TCP connection caps reached (%d open, %d from %s): "
+                log.warning("SIP connection caps reached (%d open, %d from %s): "
                             "refusing new connections (%d so far)", len(self._connections),
                             count, host, self.refused)  # fmt: skip
             return False
-        self._connections[conn.peer] = conn
-        self._per_source[host] = count + 1
+        return True
+
+    def _register(self, conn: _Stream | _WebSocket) -> bool:
+        host = conn.peer[0]
+        if not self._admits(host, conn.inbound):
+            return False
+        self._connections[conn.key] = conn
+        self._per_source[host] = self._per_source.get(host, 0) + 1
         return True
 
     def _busy_hosts(self) -> set[str]:
@@ -306,9 +547,9 @@ class SipTransport:
             self._busy = (now, self.endpoint.busy_hosts())
         return self._busy[1]
 
-    def _unregister(self, conn: _Tcp) -> None:
-        if self._connections.get(conn.peer) is conn:
-            del self._connections[conn.peer]
+    def _unregister(self, conn: _Stream | _WebSocket) -> None:
+        if self._connections.get(conn.key) is conn:
+            del self._connections[conn.key]
         host = conn.peer[0]
         count = self._per_source.get(host, 0) - 1
         if count > 0:
@@ -339,7 +580,7 @@ class SipTransport:
                     busy = self.endpoint.busy_hosts()
                 if host in busy:
                     continue
-            conn.transport.close()
+            conn.close()
 
     # ----------------------------------------------------------- outbound
     def flush(self) -> None:
@@ -373,17 +614,29 @@ class SipTransport:
             log.exception("SIP core failed in a timer")
         self.flush()
 
-    def _send(self, data: bytes, target: Target) -> None:
+    def _send(self, data: bytes, target: Target, hostname: str | None = None) -> None:
+        """``hostname``: the name ``target`` was resolved from (TLS checks
+        the certificate against it)."""
+        transport = target.transport
+        if transport in ("ws", "wss"):
+            # Only a connection the peer opened reaches it (module doc).
+            ws = self._connections.get((transport, target.host, target.port))
+            if ws is None:
+                log.info("no %s connection from %s:%d", transport, target.host, target.port)
+                self._fail(target)
+            else:
+                ws.write(data)
+            return
         if not _is_ip(target.host):
             self._spawn(self._resolve_and_send(data, target))
             return
-        if target.transport == "udp":
+        if transport == "udp":
             if self._udp is None:
                 self._fail(target)
                 return
             self._sendto(data, target)
-        elif target.transport == "tcp":
-            key = (target.host, target.port)
+        elif transport in ("tcp", "tls"):
+            key = (transport, target.host, target.port)
             conn = self._connections.get(key)
             if conn is not None:
                 conn.write(data)
@@ -391,9 +644,9 @@ class SipTransport:
                 self._connecting[key].append(data)
             else:
                 self._connecting[key] = [data]
-                self._spawn(self._connect(target))
+                self._spawn(self._connect(target, hostname or target.host))
         else:
-            log.warning("no %s transport configured for %s", target.transport, target)
+            log.warning("no %s transport for %s", transport, target)
             self._fail(target)
 
     def _sendto(self, data: bytes, target: Target) -> None:
@@ -472,17 +725,25 @@ class SipTransport:
                 if len(self._aliases) >= _MAX_ALIASES:
                     self._aliases.clear()
                 self._aliases[resolved] = target
-            self._send(data, resolved)
+            self._send(data, resolved, target.host)
         self.flush()
 
-    async def _connect(self, target: Target) -> None:
-        key = (target.host, target.port)
+    async def _connect(self, target: Target, hostname: str) -> None:
+        kind = target.transport
+        key = (kind, target.host, target.port)
+        tls: dict[str, Any] = {}
+        if kind == "tls":
+            if self._client_tls is None:
+                self._client_tls = client_tls_context()
+            tls = {"ssl": self._client_tls, "server_hostname": hostname,
+                   "ssl_handshake_timeout": HANDSHAKE_TIMEOUT}  # fmt: skip
         try:
             await self.loop.create_connection(
-                lambda: _Tcp(self, inbound=False), target.host, target.port
+                lambda: _Stream(self, kind, inbound=False), target.host, target.port, **tls
             )
-        except OSError as exc:
-            log.info("TCP connect to %s:%d failed: %s", target.host, target.port, exc)
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            log.info("%s connect to %s:%d failed: %s", kind.upper(), target.host, target.port,
+                     exc)  # fmt: skip
             self._connecting.pop(key, None)
             self._fail(target)
             return

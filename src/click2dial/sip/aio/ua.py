@@ -307,6 +307,11 @@ class UserAgentConfig:
     #: smallest we accept.
     session_expires: int = 1800
     min_se: int = 90
+    #: PEM files of the ``tls``/``wss`` listeners, and the CA certificates
+    #: outgoing TLS trusts instead of the system's (None: the system's).
+    tls_certificate: str | None = None
+    tls_private_key: str | None = None
+    tls_ca_file: str | None = None
 
 
 class UserAgent:
@@ -362,8 +367,17 @@ class UserAgent:
             max_per_source=self.config.max_connections_per_source,
             idle_timeout_without_dialog=self.config.idle_timeout_without_dialog,
             exempt_hosts=self.config.exempt_hosts,
+            tls_certificate=self.config.tls_certificate,
+            tls_private_key=self.config.tls_private_key,
+            tls_ca_file=self.config.tls_ca_file,
         )
-        await self._transport.start()
+        try:
+            await self._transport.start()
+        except BaseException:
+            # A listener that cannot start (ListenerError): close the others.
+            started, self._transport = self._transport, None
+            await started.close()
+            raise
         # Advertise the bound ports (port 0 in the configuration means "any").
         for transport, (host, port) in self._transport.bound.items():
             addresses[transport] = (self.config.public_host or host, port)
@@ -387,16 +401,9 @@ class UserAgent:
         """Per transport this agent was asked to listen on: whether its
         socket is bound and open now (readiness)."""
         transport = self._transport
-        wanted = [item.transport for item in self.config.listen]
         if transport is None:
-            return dict.fromkeys(wanted, False)
-        udp = transport._udp
-        tcp_open = bool(transport._servers) and all(s.is_serving() for s in transport._servers)
-        state = {
-            "udp": udp is not None and not udp.is_closing(),
-            "tcp": tcp_open,
-        }
-        return {name: name in transport.bound and state.get(name, False) for name in wanted}
+            return dict.fromkeys((item.transport for item in self.config.listen), False)
+        return transport.listening()
 
     def _local_host(self, transport: str) -> str:
         """Our host for a From URI; any bound one for a transport we do not
