@@ -127,3 +127,35 @@ def test_a_call_to_an_unregistered_agent_ends_at_once(tmp_path: Path) -> None:
             assert (ended["end_reason"], ended["end_code"]) == ("error", 20), ended
 
     run(main())
+
+
+def test_a_rest_call_rings_every_registered_phone_and_one_gets_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        sip_port = free_port_both()
+        with Sipp("trunk_answer_hangup", variables={"ring_ms": 200, "talk_ms": 1500}) as trunk:
+            async with running(
+                tmp_path, agent_port=None, trunk_port=trunk.port, sip_port=sip_port, agent=AGENT
+            ) as env:
+                with (
+                    Baresip("1001", PASSWORD, sip_port) as one,
+                    Baresip("1001", PASSWORD, sip_port, transport="tcp") as two,
+                ):
+                    await wait_bound(env, "1001", count=2)
+                    response = await env.place()
+                    assert response.status_code == 201, response.text
+                    ref = response.json()["call_ref"]
+                    ended = await env.wait_ended(ref, timeout=30)
+                    assert ended["end_reason"] == "callee_hungup", ended
+                    await asyncio.to_thread(trunk.assert_success, 20)
+                    # Both phones were rung (each over its own flow); only
+                    # the winner was connected to the callee (re-INVITEd
+                    # with its media); the other got CANCEL, or BYE when
+                    # its 200 crossed the winner's.
+                    for phone in (one, two):
+                        await phone.wait_for(r"^INVITE sip:1001")
+                    connected = [p for p in (one, two) if "got re-INVITE" in p.output()]
+                    assert len(connected) == 1, (one.output(), two.output())
+                    (loser,) = [p for p in (one, two) if p not in connected]
+                    await loser.wait_for(r"^(CANCEL|BYE) sip:1001")
+
+    run(main())
