@@ -5,7 +5,7 @@ VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester systemd
+APT_PACKAGES := sip-tester systemd baresip-core
 PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
 # `make lock` resolves pyproject.toml's ranges into the hashed lock files with
 # uv, kept in a tool environment of its own (it is not a project dependency).

@@ -22,7 +22,7 @@ from .api.auth import Authenticator
 from .backlog import ACCEPT_BATCH, widen_backlog
 from .calls.admission import Admission
 from .calls.cdr import cdr_payload
-from .calls.control import CallController, TelephonySettings
+from .calls.control import CallController, Destination, TelephonySettings
 from .calls.ending import replay_spool
 from .calls.flow import Leg
 from .calls.outcome import Outcome
@@ -41,8 +41,10 @@ from .limits import (
 from .metrics import MetricFamily, Metrics
 from .notify import Notifier
 from .operator import build_operator_app
+from .registrar import Registrar, RegistrarConfig, binding_target
 from .sip.aio import Listen, UserAgent, UserAgentConfig
-from .sip.transaction import TimerConfig
+from .sip.message import Request
+from .sip.transaction import ServerTransaction, TimerConfig
 from .sip.uri import parse_uri
 from .store import CallRecord, Notification, Store, open_store
 
@@ -126,6 +128,7 @@ class Click2Dial:
     store_health: StoreHealth | None = None
     fd: FdBudget | None = None
     http_limits: HttpLimits | None = None
+    registrar: Registrar | None = None
     _stopping: bool = False
 
     @property
@@ -181,6 +184,18 @@ class Click2Dial:
             )
         )
         await self.ua.start()
+        self.ua.on_request = self._sip_request
+        if cfg.extensions.mode == "registrar":
+            self.registrar = Registrar(
+                self.store,
+                {ext: agent.password for ext, agent in cfg.agents.items() if agent.password},
+                RegistrarConfig(
+                    realm=cfg.sip.public_host,
+                    node_id=cfg.server.node_id,
+                    algorithms=cfg.extensions.digest_algorithms,
+                ),
+            )
+            await self.registrar.start()
         settings = TelephonySettings(
             public_host=cfg.sip.public_host,
             trunk_uri=parse_uri(cfg.trunk.uri),
@@ -195,6 +210,7 @@ class Click2Dial:
             agent_nat={ext: agent.nat for ext, agent in cfg.agents.items()},
             node_id=cfg.server.node_id,
             probe_interval=float(cfg.sip.probe_interval),
+            registered=self._registered if self.registrar is not None else None,
         )
         self.controller = CallController(
             settings=settings,
@@ -230,6 +246,28 @@ class Click2Dial:
         self.notifier.wake()  # deliver what recover() and earlier runs left
         await self._start_http()
         await self._start_operator()
+
+    def _registered(self, agent: str) -> list[Destination]:
+        """The agent's registered contacts, each reached over its flow."""
+        assert self.registrar is not None
+        return [
+            Destination(parse_uri(b.contact), None, True, binding_target(b))
+            for b in self.registrar.contacts(agent)
+        ]
+
+    async def _sip_request(self, request: Request, tx: ServerTransaction) -> None:
+        """Requests outside any dialog other than INVITE."""
+        ua = self.ua
+        assert ua is not None
+        method = request.method
+        if method == "REGISTER" and self.registrar is not None:
+            await self.registrar.on_register(
+                request, tx, lambda t, status, headers: ua.respond(t, status, headers=headers)
+            )
+        elif method == "OPTIONS":
+            ua.respond(tx, 200, headers=[("Accept", "application/sdp")])
+        else:
+            ua.respond(tx, 405 if method in ("MESSAGE", "SUBSCRIBE") else 501)
 
     def _apply_fd_budget(self) -> None:
         """Raise the open-file limit, fit the connection caps below it, log
@@ -559,6 +597,8 @@ class Click2Dial:
             await self.controller.close()
         if self.notifier is not None:
             await self.notifier.close()
+        if self.registrar is not None:
+            await self.registrar.close()
         if self.ua is not None:
             await self.ua.close()
         if self.store_health is not None:

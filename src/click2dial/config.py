@@ -289,6 +289,8 @@ class ExtensionsConfig:
 
     mode: ExtensionsMode = "registrar"
     pbx_uri: str | None = None
+    digest_algorithms: tuple[str, ...] = ("MD5",)
+    """The registrar's 401 challenges, in this order (``MD5``, ``SHA-256``)."""
 
 
 @dataclass(frozen=True)
@@ -1106,8 +1108,21 @@ class _Reader:
         )
         if mode == "pbx" and pbx_uri is None and not self.problems_for(t.key("pbx_uri")):
             t.problem("pbx_uri", 'required with mode = "pbx"')
-        t.finish(["mode", "pbx_uri"])
-        return ExtensionsConfig(mode=cast(ExtensionsMode, mode), pbx_uri=pbx_uri)
+        algorithms: list[str] = []
+        items = t.string_list("digest_algorithms")
+        for key, text in items or []:
+            if text.upper() not in ("MD5", "SHA-256"):
+                self.problem(key, f'must be "MD5" or "SHA-256", got {_show(text)}')
+            elif text.upper() not in algorithms:
+                algorithms.append(text.upper())
+        if items is not None and not items:
+            t.problem("digest_algorithms", "must list at least one algorithm")
+        t.finish(["mode", "pbx_uri", "digest_algorithms"])
+        return ExtensionsConfig(
+            mode=cast(ExtensionsMode, mode),
+            pbx_uri=pbx_uri,
+            digest_algorithms=tuple(algorithms) or ("MD5",),
+        )
 
     # [agents."1001"]
 

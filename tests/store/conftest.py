@@ -49,7 +49,11 @@ def _opened(kind: str, url: str, *, empty_first: bool = False) -> Iterator[Db]:
             runner.run(db.store.open())
             if empty_first:
                 # DELETE, not TRUNCATE: on a few rows it is 50 times faster.
-                runner.run(pg_execute(url, "DELETE FROM calls; DELETE FROM notifications"))
+                runner.run(
+                    pg_execute(
+                        url, "DELETE FROM calls; DELETE FROM notifications; DELETE FROM bindings"
+                    )
+                )
             yield db
         finally:
             runner.run(db.store.close())

@@ -55,7 +55,7 @@ from ..sip.errors import SipError
 from ..sip.headers import Address
 from ..sip.message import Request, Response
 from ..sip.sdp import SessionDescription
-from ..sip.transaction import ServerTransaction
+from ..sip.transaction import ServerTransaction, Target
 from ..sip.uri import Uri
 from ..store import CallRecord, Notification, Store
 from ..store.model import DIALOG_COLUMNS
@@ -87,6 +87,8 @@ class Destination:
     uri: Uri
     credentials: DigestClient | None
     nat: bool = False
+    target: Target | None = None
+    """Where requests go when not to the URI's host (a registered flow)."""
 
 
 @dataclass
@@ -106,6 +108,8 @@ class TelephonySettings:
     from (default on: most agents of a hosted service sit behind NAT)."""
     node_id: str = "node"
     probe_interval: float = 45.0
+    registered: Callable[[str], list[Destination]] | None = None
+    """``[extensions] mode = "registrar"``: an extension's bound contacts."""
 
     @property
     def trunk_credentials(self) -> DigestClient | None:
@@ -129,7 +133,23 @@ class TelephonySettings:
             uri = self.pbx_uri.copy()
             uri.user = agent
             return Destination(uri, None)
-        return None  # not registered (the registrar arrives with the WebRTC work)
+        if self.extensions_mode == "registrar" and self.registered is not None:
+            bound = self.registered(agent)
+            return bound[0] if bound else None
+        return None  # not registered
+
+    def agent_destinations(self, agent: str) -> list[Destination]:
+        """Every destination to ring at once for ``agent`` (its registered
+        contacts), or the one of :meth:`agent_destination`."""
+        if (
+            len(agent) <= 4
+            and agent not in self.agent_contacts
+            and self.extensions_mode == "registrar"
+            and self.registered is not None
+        ):
+            return self.registered(agent)
+        one = self.agent_destination(agent)
+        return [] if one is None else [one]
 
 
 @dataclass(eq=False)
@@ -457,16 +477,23 @@ class CallController:
             headers.insert(0, ("P-Asserted-Identity", f"<{caller.uri}>"))
         if destination is None:
             raise SipError(f"no destination for the {action.leg.value}")
-        call = self.ua.invite(
-            destination.uri,
-            sdp=action.sdp,
-            from_=caller,
-            to=Address(destination.uri.copy()),
-            headers=headers,
-            target=uri_target(destination.uri),
-            credentials=destination.credentials,
-            nat=destination.nat,
-        )
+        forks = s.agent_destinations(record.agent) if action.leg is Leg.AGENT else []
+        if len(forks) > 1:  # an agent's registered phones ring at once
+            call = self.ua.invite_fork(
+                [(d.uri, d.target or uri_target(d.uri), d.nat) for d in forks],
+                sdp=action.sdp, from_=caller, headers=headers,
+            )  # fmt: skip
+        else:
+            call = self.ua.invite(
+                destination.uri,
+                sdp=action.sdp,
+                from_=caller,
+                to=Address(destination.uri.copy()),
+                headers=headers,
+                target=destination.target or uri_target(destination.uri),
+                credentials=destination.credentials,
+                nat=destination.nat,
+            )
         leg = action.leg
         live.legs[leg] = call
         call.on_event = lambda event: self._on_leg_event(live, leg, event)

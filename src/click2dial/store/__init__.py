@@ -15,10 +15,11 @@ from click2dial.store.base import (
     StoreUnavailableError,
 )
 from click2dial.store.migrations import SchemaTooNewError
-from click2dial.store.model import CallRecord, Notification
+from click2dial.store.model import Binding, CallRecord, Notification
 
 __all__ = [
     "AgentBusyError",
+    "Binding",
     "CallRecord",
     "InvalidCursorError",
     "Notification",

@@ -35,6 +35,7 @@ from click2dial.store.model import (
     ENDED,
     STATES,
     UPDATABLE_CALL_FIELDS,
+    Binding,
     CallRecord,
     Notification,
 )
@@ -316,3 +317,20 @@ class Store(ABC):
     async def outbox_stats(
         self, *, now: float | None = None, integrator: str | None = None
     ) -> OutboxStats: ...
+
+    # -- registrar bindings --------------------------------------------------
+
+    @abstractmethod
+    async def save_binding(self, binding: Binding) -> None:
+        """Insert or replace the binding of (agent, contact)."""
+
+    @abstractmethod
+    async def delete_binding(self, agent: str, contact: str) -> bool: ...
+
+    @abstractmethod
+    async def bindings(self, agent: str | None = None, *, now: float) -> list[Binding]:
+        """The bindings not expired at ``now``, of one agent or of all."""
+
+    @abstractmethod
+    async def purge_bindings(self, now: float) -> int:
+        """Delete the bindings expired at ``now``; how many went."""

@@ -151,6 +151,30 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE calls ADD COLUMN callee_dialog {json}",
         ),
     ),
+    Migration(
+        3,
+        "registrar bindings",
+        (
+            # One row per (agent, contact URI) (RFC 3261 §10.3); the flow is
+            # where the REGISTER came from, and where requests to the agent go.
+            """
+            CREATE TABLE bindings (
+                agent       TEXT NOT NULL,
+                contact     TEXT NOT NULL,
+                expires_at  {real} NOT NULL,
+                transport   TEXT NOT NULL,
+                host        TEXT NOT NULL,
+                port        INTEGER NOT NULL,
+                call_id     TEXT NOT NULL,
+                cseq        INTEGER NOT NULL,
+                node_id     TEXT NOT NULL,
+                updated_at  {real} NOT NULL,
+                PRIMARY KEY (agent, contact)
+            )
+            """,
+            "CREATE INDEX bindings_by_expiry ON bindings (expires_at)",
+        ),
+    ),
 )
 
 LATEST: Final = MIGRATIONS[-1].version

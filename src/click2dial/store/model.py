@@ -141,3 +141,37 @@ IMMUTABLE_CALL_FIELDS: Final = frozenset(
     }
 )
 UPDATABLE_CALL_FIELDS: Final = frozenset(CALL_COLUMNS) - IMMUTABLE_CALL_FIELDS
+
+
+BINDING_COLUMNS: Final = (
+    "agent",
+    "contact",
+    "expires_at",
+    "transport",
+    "host",
+    "port",
+    "call_id",
+    "cseq",
+    "node_id",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Binding:
+    """One registered contact of an agent (RFC 3261 §10): ``contact`` is the
+    Contact URI (the Request-URI of requests to it), and ``transport``,
+    ``host``, ``port`` the flow its REGISTER came over, where those requests
+    are sent (behind NAT and over TCP the Contact is not reachable itself).
+    ``call_id``/``cseq`` order the REGISTERs that refreshed it (§10.3)."""
+
+    agent: str
+    contact: str
+    expires_at: float
+    transport: str
+    host: str
+    port: int
+    call_id: str
+    cseq: int
+    node_id: str
+    updated_at: float = field(default_factory=time.time)

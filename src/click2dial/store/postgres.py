@@ -27,6 +27,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import asyncpg  # type: ignore[import-untyped]
 
+from click2dial.store import sql
 from click2dial.store.base import (
     DEFAULT_LEASE,
     AgentBusyError,
@@ -43,7 +44,7 @@ from click2dial.store.base import (
     encode_cursor,
 )
 from click2dial.store.migrations import apply_postgres
-from click2dial.store.model import CallRecord, Notification
+from click2dial.store.model import Binding, CallRecord, Notification
 from click2dial.store.sql import NOTIFICATION_LIST, POSTGRES, Statement, stats_from
 
 SQL = POSTGRES
@@ -369,3 +370,23 @@ class PostgresStore(Store):
         sql, args = SQL.outbox_stats(integrator)
         row = await self._p.fetchrow(sql, *args)
         return stats_from(row, time.time() if now is None else now)
+
+    # -- registrar bindings --------------------------------------------------------
+
+    @_db_errors
+    async def save_binding(self, binding: Binding) -> None:
+        await self._p.execute(sql.binding_upsert(SQL), *sql.binding_params(binding))
+
+    @_db_errors
+    async def delete_binding(self, agent: str, contact: str) -> bool:
+        return await self._changed(sql.binding_delete(SQL, agent, contact))
+
+    @_db_errors
+    async def bindings(self, agent: str | None = None, *, now: float) -> list[Binding]:
+        text, args = sql.bindings_of(SQL, agent, now)
+        return [sql.binding_from(row) for row in await self._p.fetch(text, *args)]
+
+    @_db_errors
+    async def purge_bindings(self, now: float) -> int:
+        text, args = sql.bindings_purge(SQL, now)
+        return _rowcount(await self._p.execute(text, *args))

@@ -22,9 +22,11 @@ from typing import Any, Final, Protocol
 
 from click2dial.store.base import OutboxStats
 from click2dial.store.model import (
+    BINDING_COLUMNS,
     CALL_COLUMNS,
     DIALOG_COLUMNS,
     NOTIFICATION_COLUMNS,
+    Binding,
     CallRecord,
     Notification,
 )
@@ -290,3 +292,44 @@ def stats_from(row: Sequence[Any], now: float) -> OutboxStats:
 
 SQLITE: Final = Sql(numbered=False, json_text=True)
 POSTGRES: Final = Sql(numbered=True, json_text=False)
+
+
+# -- bindings -------------------------------------------------------------------
+
+_BINDING_LIST: Final = ", ".join(BINDING_COLUMNS)
+
+
+def binding_params(b: Binding) -> tuple[Any, ...]:
+    return tuple(getattr(b, name) for name in BINDING_COLUMNS)
+
+
+def binding_from(row: Row) -> Binding:
+    return Binding(**{name: row[name] for name in BINDING_COLUMNS})
+
+
+def binding_upsert(sql: Sql) -> str:
+    updates = ", ".join(f"{name} = excluded.{name}" for name in BINDING_COLUMNS[2:])
+    return sql.render(
+        f"INSERT INTO bindings ({_BINDING_LIST}) VALUES ({_values(len(BINDING_COLUMNS))})"
+        f" ON CONFLICT (agent, contact) DO UPDATE SET {updates}"
+    )
+
+
+def binding_delete(sql: Sql, agent: str, contact: str) -> Statement:
+    return sql._stmt("DELETE FROM bindings WHERE agent = ? AND contact = ?", (agent, contact))
+
+
+def bindings_of(sql: Sql, agent: str | None, now: float) -> Statement:
+    if agent is None:
+        return sql._stmt(
+            f"SELECT {_BINDING_LIST} FROM bindings WHERE expires_at > ? ORDER BY agent, contact",
+            (now,),
+        )
+    return sql._stmt(
+        f"SELECT {_BINDING_LIST} FROM bindings WHERE agent = ? AND expires_at > ? ORDER BY contact",
+        (agent, now),
+    )
+
+
+def bindings_purge(sql: Sql, now: float) -> Statement:
+    return sql._stmt("DELETE FROM bindings WHERE expires_at <= ?", (now,))

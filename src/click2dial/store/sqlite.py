@@ -34,6 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
+from click2dial.store import sql
 from click2dial.store.base import (
     DEFAULT_LEASE,
     AgentBusyError,
@@ -49,7 +50,7 @@ from click2dial.store.base import (
     encode_cursor,
 )
 from click2dial.store.migrations import apply_sqlite
-from click2dial.store.model import CallRecord, Notification
+from click2dial.store.model import Binding, CallRecord, Notification
 from click2dial.store.sql import NOTIFICATION_LIST, SQLITE, Statement, stats_from
 
 T = TypeVar("T")
@@ -409,3 +410,28 @@ class SQLiteStore(Store):
         row = await self._run(self._one, SQL.outbox_stats(integrator))
         assert row is not None
         return stats_from(row, time.time() if now is None else now)
+
+    # -- registrar bindings --------------------------------------------------------
+
+    async def save_binding(self, binding: Binding) -> None:
+        await self._run(self._save_binding, sql.binding_params(binding))
+
+    def _save_binding(self, params: tuple[Any, ...]) -> None:
+        with self._write() as conn:
+            conn.execute(sql.binding_upsert(SQL), params)
+
+    async def delete_binding(self, agent: str, contact: str) -> bool:
+        return await self._run(self._changed, sql.binding_delete(SQL, agent, contact))
+
+    async def bindings(self, agent: str | None = None, *, now: float) -> list[Binding]:
+        return await self._run(self._bindings, sql.bindings_of(SQL, agent, now))
+
+    def _bindings(self, stmt: Statement) -> list[Binding]:
+        return [sql.binding_from(row) for row in self._db.execute(*stmt)]
+
+    async def purge_bindings(self, now: float) -> int:
+        return await self._run(self._purge, sql.bindings_purge(SQL, now))
+
+    def _purge(self, stmt: Statement) -> int:
+        with self._write() as conn:
+            return int(conn.execute(*stmt).rowcount)

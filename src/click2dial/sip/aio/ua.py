@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -475,6 +475,25 @@ class UserAgent:
         self.calls.add(call)
         call.ended.add_done_callback(lambda _: self.calls.discard(call))
         return call
+
+    def invite_fork(
+        self,
+        branches: Sequence[tuple[Uri, Target | None, bool]],
+        *,
+        sdp: bytes | None = None,
+        from_: Address | str | None = None,
+        to: Address | None = None,
+        headers: list[tuple[str, str]] | None = None,
+        credentials: DigestClient | None = None,
+    ) -> Call:
+        """Ring several ``(uri, target, nat)`` contacts at once, as one
+        :class:`Call` (see :mod:`.fork`): the first to answer wins, the
+        others get CANCEL."""
+        from .fork import invite_fork
+
+        return invite_fork(
+            self, branches, sdp=sdp, from_=from_, to=to, headers=headers, credentials=credentials
+        )
 
     async def request(
         self,

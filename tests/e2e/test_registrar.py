@@ -1,0 +1,161 @@
+"""Registered agents end to end: a real phone (baresip) registers with digest
+over UDP or TCP, a REST call rings it over the flow it registered from, it
+answers by itself and talks with a sipp trunk that echoes RTP; wrong
+passwords are refused and then blocked; an agent with no binding ends the
+call at once."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.baresip import Baresip
+from tests.e2e.support import Env, running
+from tests.sipp.harness import Sipp, free_port_both
+
+PASSWORD = "s3cret-1001"
+AGENT = f'password = "{PASSWORD}"'
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 90))
+
+
+async def wait_bound(env: Env, agent: str, count: int = 1, timeout: float = 10) -> None:
+    registrar = env.service.registrar
+    assert registrar is not None
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while len(registrar.contacts(agent)) < count:
+        if loop.time() > deadline:
+            raise AssertionError(f"{agent} not registered: {registrar.contacts(agent)}")
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("transport", ["udp", "tcp"])
+def test_baresip_registers_and_answers_a_rest_call(tmp_path: Path, transport: str) -> None:
+    async def main() -> None:
+        sip_port = free_port_both()
+        with Sipp(
+            "trunk_answer_hangup",
+            variables={"ring_ms": 200, "talk_ms": 2000},
+            extra_args=["-rtp_echo"],
+        ) as trunk:
+            async with running(
+                tmp_path, agent_port=None, trunk_port=trunk.port, sip_port=sip_port, agent=AGENT
+            ) as env:
+                with Baresip("1001", PASSWORD, sip_port, transport=transport) as phone:
+                    await phone.wait_for(r"1001@127\.0\.0\.1.*200 OK")
+                    await wait_bound(env, "1001")
+                    (binding,) = env.service.registrar.contacts("1001")  # type: ignore[union-attr]
+                    assert binding.transport == transport
+                    assert f":{phone.port}" in binding.contact
+                    # Over UDP the flow is the phone's socket; over TCP the
+                    # connection it opened (an ephemeral port), which the
+                    # INVITE must reuse: nothing listens there but baresip's
+                    # end of that connection.
+                    assert (binding.port == phone.port) == (transport == "udp")
+                    response = await env.place()
+                    assert response.status_code == 201, response.text
+                    ref = response.json()["call_ref"]
+                    try:
+                        ended = await env.wait_ended(ref, timeout=30)
+                    except AssertionError:
+                        print(phone.output())
+                        raise
+                    assert ended["end_reason"] == "callee_hungup", ended
+                    assert ended["legs"]["agent"]["answered_at"] is not None
+                    await asyncio.to_thread(trunk.assert_success, 20)
+                    await phone.wait_for(r"Call established")
+                    # baresip's own statistics at the end of the call: its
+                    # RTP went out for the 2 s the trunk talked (50 a second).
+                    sent = await phone.wait_for(r"^packets:\s+(\d+)\s+(\d+)")
+                    assert int(sent[1]) >= 50, phone.output()
+
+    run(main())
+
+
+def results(peer: Sipp) -> list[str]:
+    return [line.split("RESULT ", 1)[1].strip() for line in peer.logs().splitlines()
+            if "RESULT " in line]  # fmt: skip
+
+
+def test_wrong_passwords_are_refused_then_blocked(tmp_path: Path) -> None:
+    async def main() -> None:
+        sip_port = free_port_both()
+        async with running(
+            tmp_path, agent_port=None, trunk_port=None, sip_port=sip_port, agent=AGENT
+        ) as env:
+            registrar = env.service.registrar
+            assert registrar is not None
+            with Sipp("uac_register", remote_port=sip_port, service="1001", username="1001",
+                      password=PASSWORD) as good:  # fmt: skip
+                await asyncio.to_thread(good.assert_success, 20)
+                assert results(good) == ["registered"], good.report()
+            (binding,) = registrar.contacts("1001")
+            assert binding.port == good.port
+            with Sipp("uac_register", remote_port=sip_port, service="1001", username="1001",
+                      password="wrong", calls=5) as guesser:  # fmt: skip
+                await asyncio.to_thread(guesser.assert_success, 20)
+                assert results(guesser) == ["refused"] * 5, guesser.report()
+            # Five failures in a minute: now even the right password is refused,
+            # without a challenge (no more guesses to make).
+            with Sipp("uac_register", remote_port=sip_port, service="1001", username="1001",
+                      password=PASSWORD) as late:  # fmt: skip
+                await asyncio.to_thread(late.assert_success, 20)
+                assert results(late) == ["blocked"], late.report()
+            assert registrar.blocked_count == 1 and registrar.failed_count == 5
+
+    run(main())
+
+
+def test_a_call_to_an_unregistered_agent_ends_at_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with running(tmp_path, agent_port=None, trunk_port=None, agent=AGENT) as env:
+            registrar = env.service.registrar
+            assert registrar is not None and registrar.contacts("1001") == []
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            response = await env.place()
+            assert response.status_code == 201, response.text
+            ended = await env.wait_ended(response.json()["call_ref"], timeout=5)
+            assert loop.time() - started < 2  # at once, not after the 10 s ring timeout
+            assert (ended["end_reason"], ended["end_code"]) == ("error", 20), ended
+
+    run(main())
+
+
+def test_a_rest_call_rings_every_registered_phone_and_one_gets_it(tmp_path: Path) -> None:
+    async def main() -> None:
+        sip_port = free_port_both()
+        with Sipp("trunk_answer_hangup", variables={"ring_ms": 200, "talk_ms": 1500}) as trunk:
+            async with running(
+                tmp_path, agent_port=None, trunk_port=trunk.port, sip_port=sip_port, agent=AGENT
+            ) as env:
+                with (
+                    Baresip("1001", PASSWORD, sip_port) as one,
+                    Baresip("1001", PASSWORD, sip_port, transport="tcp") as two,
+                ):
+                    await wait_bound(env, "1001", count=2)
+                    response = await env.place()
+                    assert response.status_code == 201, response.text
+                    ref = response.json()["call_ref"]
+                    ended = await env.wait_ended(ref, timeout=30)
+                    assert ended["end_reason"] == "callee_hungup", ended
+                    await asyncio.to_thread(trunk.assert_success, 20)
+                    # Both phones were rung (each over its own flow); only
+                    # the winner was connected to the callee (re-INVITEd
+                    # with its media); the other got CANCEL, or BYE when
+                    # its 200 crossed the winner's.
+                    for phone in (one, two):
+                        await phone.wait_for(r"^INVITE sip:1001")
+                    connected = [p for p in (one, two) if "got re-INVITE" in p.output()]
+                    assert len(connected) == 1, (one.output(), two.output())
+                    (loser,) = [p for p in (one, two) if p not in connected]
+                    await loser.wait_for(r"^(CANCEL|BYE) sip:1001")
+
+    run(main())

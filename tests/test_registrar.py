@@ -1,0 +1,257 @@
+"""The registrar's REGISTER handling (RFC 3261 §10.3) on a real SQLite store:
+digest challenge and replay, expiry, 423, the maximum, several contacts,
+un-REGISTER, ``Contact: *``, reordered REGISTERs, blocking after repeated
+failures.  REGISTERs are parsed from wire text and handed to the registrar
+as the user agent would; the clock is the test's (expiry without waiting).
+baresip and sipp register over the network in tests/e2e/test_registrar.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Coroutine
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from click2dial.registrar import Registrar, RegistrarConfig
+from click2dial.sip.auth import DigestClient
+from click2dial.sip.message import Request, parse_message
+from click2dial.sip.transaction import Target
+from click2dial.store import open_store
+
+PASSWORDS = {"1001": "pw-1001", "1002": "pw-1002"}
+
+
+@dataclass
+class FakeTx:
+    """Stands for the server transaction: the registrar reads only where the
+    request came from."""
+
+    target: Target
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Phone:
+    """Builds REGISTERs of one extension and answers the challenges."""
+
+    def __init__(self, registrar: Registrar, ext: str, password: str, source: str = "10.0.0.9"):
+        self.registrar, self.ext = registrar, ext
+        self.client = DigestClient(ext, password)
+        self.call_id = f"reg-{ext}@{source}"
+        self.cseq = 0
+        self.tx = FakeTx(Target("udp", source, 5062))
+
+    def build(self, contacts: list[str] | str, expires: int | None, auth: str | None,
+              call_id: str | None = None, cseq: int | None = None) -> Request:  # fmt: skip
+        if cseq is None:
+            self.cseq += 1
+            cseq = self.cseq
+        lines = [
+            "REGISTER sip:127.0.0.1 SIP/2.0",
+            "Via: SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bK" + f"{cseq}x{id(self)}",
+            f"From: <sip:{self.ext}@127.0.0.1>;tag=f1",
+            f"To: <sip:{self.ext}@127.0.0.1>",
+            f"Call-ID: {call_id or self.call_id}",
+            f"CSeq: {cseq} REGISTER",
+        ]
+        if contacts == "*":
+            lines.append("Contact: *")
+        else:
+            lines += [f"Contact: {c}" for c in contacts]
+        if expires is not None:
+            lines.append(f"Expires: {expires}")
+        if auth is not None:
+            lines.append(f"Authorization: {auth}")
+        message = parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
+        assert isinstance(message, Request)
+        return message
+
+    async def send(self, request: Request) -> tuple[int, list[tuple[str, str]]]:
+        return await self.registrar._register(request, self.tx)  # type: ignore[arg-type]
+
+    async def register(
+        self, contacts: list[str] | str, expires: int | None = None, **kw: Any
+    ) -> tuple[int, list[tuple[str, str]]]:
+        """A REGISTER, its 401, and the REGISTER with credentials."""
+        status, headers = await self.send(self.build(contacts, expires, None, **kw))
+        if status != 401:
+            return status, headers
+        challenge = dict(headers)["WWW-Authenticate"]
+        auth = self.client.authorization(challenge, "REGISTER", "sip:127.0.0.1")
+        kw.pop("cseq", None)
+        return await self.send(self.build(contacts, expires, auth, **kw))
+
+
+def contacts_of(headers: list[tuple[str, str]]) -> dict[str, int]:
+    out = {}
+    for name, value in headers:
+        if name == "Contact":
+            uri, _, expires = value.partition(";expires=")
+            out[uri.strip("<>")] = int(expires)
+    return out
+
+
+@dataclass
+class Env:
+    registrar: Registrar
+    clock: Clock
+
+    def phone(self, ext: str = "1001", source: str = "10.0.0.9", password: str = "") -> Phone:
+        return Phone(self.registrar, ext, password or PASSWORDS[ext], source)
+
+
+def run(tmp_path: Path, body: Callable[[Env], Coroutine[Any, Any, None]], **config: Any) -> None:
+    async def main() -> None:
+        async with _env(tmp_path, **config) as env:
+            await body(env)
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+@asynccontextmanager
+async def _env(tmp_path: Path, **config: Any) -> AsyncIterator[Env]:
+    store = open_store(f"sqlite:///{tmp_path}/reg.db")
+    await store.open()
+    clock = Clock()
+    registrar = Registrar(
+        store, PASSWORDS, RegistrarConfig(realm="127.0.0.1", **config), clock=clock
+    )
+    await registrar.start()
+    try:
+        yield Env(registrar, clock)
+    finally:
+        await registrar.close()
+        await store.close()
+
+
+A = "<sip:1001@10.0.0.9:5062>"
+B = "<sip:1001@10.0.0.10:5064;transport=tcp>"
+
+
+def test_challenge_then_binding_with_expiry_stored_and_purged(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        phone = env.phone()
+        status, headers = await phone.send(phone.build([A], 120, None))
+        assert status == 401
+        challenges = [v for n, v in headers if n == "WWW-Authenticate"]
+        assert len(challenges) == 1 and "algorithm=MD5" in challenges[0]
+        status, headers = await phone.register([A], 120)
+        assert status == 200 and contacts_of(headers) == {"sip:1001@10.0.0.9:5062": 120}
+        (binding,) = env.registrar.contacts("1001")
+        assert (binding.transport, binding.host, binding.port) == ("udp", "10.0.0.9", 5062)
+        assert await env.registrar.store.bindings("1001", now=env.clock.now) == [binding]
+        env.clock.now += 119
+        assert len(env.registrar.contacts("1001")) == 1
+        env.clock.now += 2
+        assert env.registrar.contacts("1001") == []  # expired: ignored at once
+        await env.registrar.refresh()  # and purged from the store
+        assert await env.registrar.store.bindings("1001", now=0) == []
+
+    run(tmp_path, body)
+
+
+def test_sha256_challenge_and_replayed_credentials(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        phone = env.phone()
+        status, headers = await phone.send(phone.build([A], 120, None))
+        assert status == 401
+        challenges = [v for n, v in headers if n == "WWW-Authenticate"]
+        assert ["SHA-256" in c for c in challenges] == [True, False]
+        auth = phone.client.authorization(challenges[0], "REGISTER", "sip:127.0.0.1")
+        assert "algorithm=SHA-256" in auth
+        request = phone.build([A], 120, auth)
+        assert (await phone.send(request))[0] == 200
+        # The same Authorization again (same nonce and nc): a replay.
+        status, headers = await phone.send(phone.build([A], 120, auth))
+        assert status == 401 and "stale=true" in dict(headers)["WWW-Authenticate"]
+
+    run(tmp_path, body, algorithms=("SHA-256", "MD5"))
+
+
+def test_423_under_the_minimum_and_the_maximum_clamp(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        phone = env.phone()
+        status, headers = await phone.register([A], 30)
+        assert status == 423 and dict(headers)["Min-Expires"] == "60"
+        assert env.registrar.contacts("1001") == []
+        status, headers = await phone.register([f"{A};expires=7200"])
+        assert status == 200 and contacts_of(headers) == {"sip:1001@10.0.0.9:5062": 3600}
+
+    run(tmp_path, body)
+
+
+def test_several_contacts_unregister_and_star(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        phone = env.phone()
+        status, headers = await phone.register([A, f"{B};expires=300"], 600)
+        assert status == 200
+        assert contacts_of(headers) == {
+            "sip:1001@10.0.0.9:5062": 600,
+            "sip:1001@10.0.0.10:5064;transport=tcp": 300,
+        }
+        other = env.phone(source="10.0.0.11")  # another phone of the same agent
+        status, headers = await other.register(["<sip:1001@10.0.0.11>"], 600)
+        assert status == 200 and len(contacts_of(headers)) == 3
+        assert len(env.registrar.contacts("1001")) == 3
+        # Un-REGISTER one contact.
+        status, headers = await phone.register([f"{B};expires=0"])
+        assert status == 200 and "sip:1001@10.0.0.10:5064;transport=tcp" not in contacts_of(headers)
+        assert len(await env.registrar.store.bindings("1001", now=env.clock.now)) == 2
+        # A query (no Contact) lists the bindings.
+        status, headers = await phone.register([])
+        assert status == 200 and len(contacts_of(headers)) == 2
+        # "*" needs Expires: 0.
+        assert (await phone.register("*", 60))[0] == 400
+        status, headers = await phone.register("*", 0)
+        assert status == 200 and contacts_of(headers) == {}
+        assert env.registrar.contacts("1001") == []
+        assert await env.registrar.store.bindings("1001", now=0) == []
+
+    run(tmp_path, body)
+
+
+def test_a_reordered_register_of_the_same_call_id_is_refused(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        phone = env.phone()
+        assert (await phone.register([A], 600))[0] == 200  # CSeq 2, after the 401's 1
+        status, headers = await phone.send(phone.build([A], 60, None))
+        auth = phone.client.authorization(
+            dict(headers)["WWW-Authenticate"], "REGISTER", "sip:127.0.0.1"
+        )
+        # Valid credentials, but CSeq 1 of the same Call-ID: an older REGISTER.
+        status, _ = await phone.send(phone.build([A], 60, auth, cseq=1))
+        assert status == 500
+        (binding,) = env.registrar.contacts("1001")
+        assert binding.expires_at == env.clock.now + 600 and binding.cseq == 2
+
+    run(tmp_path, body)
+
+
+def test_repeated_failures_block_the_source_and_the_extension(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        scanner = env.phone(source="198.51.100.7", password="guess")
+        for _ in range(5):
+            assert (await scanner.register([A], 600))[0] == 403
+        # Blocked: even the right password from there gets 403, no challenge.
+        right = env.phone(source="198.51.100.7")
+        assert (await right.send(right.build([A], 600, None)))[0] == 403
+        other_ext = env.phone("1002", source="198.51.100.7")
+        assert (await other_ext.send(other_ext.build([A], 600, None)))[0] == 403
+        # The extension is blocked from anywhere too, 1002 elsewhere is not.
+        elsewhere = env.phone(source="10.0.0.9")
+        assert (await elsewhere.register([A], 600))[0] == 403
+        assert (await env.phone("1002").register(["<sip:1002@10.0.0.9>"], 600))[0] == 200
+        # Until the block expires.
+        env.clock.now += 301
+        assert (await elsewhere.register([A], 600))[0] == 200
+        assert env.registrar.blocked_count >= 3
+
+    run(tmp_path, body)
