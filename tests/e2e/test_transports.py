@@ -21,9 +21,12 @@ from websockets.typing import Subprotocol
 from click2dial.app import Click2Dial
 from click2dial.config import parse_config
 from click2dial.sip.aio import Call, Listen, ListenerError, UserAgent, UserAgentConfig
+from click2dial.sip.auth import DigestClient
+from click2dial.sip.headers import Address
 from click2dial.sip.message import Response, parse_message
 from click2dial.sip.sdp import build_offer
 from click2dial.sip.transaction import TimerConfig
+from click2dial.sip.uri import parse_uri
 from tests.certs import self_signed
 from tests.e2e.support import config_text, running
 from tests.e2e.test_calls import stored_cdr
@@ -277,5 +280,67 @@ def test_a_listener_that_cannot_bind_stops_start_naming_it(tmp_path: Path, kind:
         finally:
             await service.stop()
             taken.close()
+
+    run(main())
+
+
+def test_register_over_tls_binds_and_a_rest_call_reaches_the_agent_over_tls(
+    tmp_path: Path,
+) -> None:
+    """Issue 9 acceptance: REGISTER over TLS with a certificate the test
+    generates gets a binding, and a REST call reaches that agent over TLS,
+    on the connection it registered from."""
+    cert = self_signed(tmp_path)
+    port = free_port("tcp")
+    got: list[Call] = []
+
+    async def phone(call: Call) -> None:
+        got.append(call)
+        call.answer(build_offer("127.0.0.1", 40300).to_bytes())
+
+    async def trunk(call: Call) -> None:
+        call.answer(build_offer("127.0.0.1", 40400).to_bytes())
+
+    async def main() -> None:
+        phone_ua = UserAgent(
+            UserAgentConfig([Listen("udp", "127.0.0.1", 0)], tls_ca_file=cert[0]),
+            on_invite=phone,
+        )
+        trunk_ua = UserAgent(UserAgentConfig([Listen("udp", "127.0.0.1", 0)]), on_invite=trunk)
+        async with (
+            phone_ua,
+            trunk_ua,
+            running(
+                tmp_path,
+                agent_port=None,
+                agent='password = "tls-phone-secret-1001"',
+                trunk_port=trunk_ua.address()[1],
+                sip=tls_keys(cert),
+                listen=(f"tls:127.0.0.1:{port}",),
+            ) as env,
+        ):
+            aor = Address(parse_uri("sip:1001@127.0.0.1"))
+            status, response = await phone_ua.request(
+                "REGISTER",
+                f"sip:127.0.0.1:{port};transport=tls",
+                from_=aor,
+                to=aor,
+                headers=[("Expires", "120")],
+                credentials=DigestClient("1001", "tls-phone-secret-1001"),
+            )
+            assert status == 200, response
+            assert response is not None and response.via[0].transport == "TLS"
+            assert response.contact, "the 200 lists the binding"
+
+            ref = (await env.place()).json()["call_ref"]
+            await env.wait_state(ref, {"talking"})
+            [invite] = got
+            assert invite.request is not None
+            assert invite.request.via[0].transport == "TLS"  # over the registered flow
+            assert invite.request.headers.get("X-Teleforge-Call-Ref") == ref
+            assert (await env.acme.delete(f"/click2dial/calls/{ref}")).status_code < 300
+            await env.wait_ended(ref)
+            cdr = await stored_cdr(env, ref)
+            assert cdr["call_ref"] == ref and cdr["extension"] == "1001"
 
     run(main())
