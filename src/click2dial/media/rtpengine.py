@@ -257,7 +257,9 @@ class RtpEngine:
 
     async def delete(self, call_id: str, from_tag: str | None = None) -> dict[str, Value]:
         """End the call's media (every leg of it without ``from_tag``'s
-        narrowing); the reply carries the final statistics."""
+        narrowing); the reply carries the final statistics.  Deleting a call
+        rtpengine does not know is not an error (it answers ``ok`` with a
+        ``warning``), so ending a call twice is harmless."""
         options: dict[str, Encodable] = {"call-id": call_id}
         if from_tag is not None:
             options["from-tag"] = from_tag

@@ -1,0 +1,218 @@
+"""The rtpengine client against a real rtpengine (started per test by the
+``real_rtpengine`` fixture on free ports, userspace, its own config)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import socket
+import struct
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import pytest
+
+from click2dial.media.rtpengine import (
+    Profile,
+    RtpEngine,
+    RtpEngineError,
+    RtpEngineTimeoutError,
+    UnknownCallError,
+)
+from tests.media.harness import RunningRtpEngine
+from tests.sipp.harness import free_port
+
+
+def run(coro: Coroutine[Any, Any, None]) -> None:
+    asyncio.run(asyncio.wait_for(coro, 30))
+
+
+def plain_sdp(port: int, session: int = 1) -> bytes:
+    return (
+        "v=0\r\n"
+        f"o=- {session} 1 IN IP4 127.0.0.1\r\n"
+        "s=-\r\n"
+        "c=IN IP4 127.0.0.1\r\n"
+        "t=0 0\r\n"
+        f"m=audio {port} RTP/AVP 0 101\r\n"
+        "a=rtpmap:0 PCMU/8000\r\n"
+        "a=rtpmap:101 telephone-event/8000\r\n"
+        "a=sendrecv\r\n"
+    ).encode()
+
+
+def media(sdp: bytes) -> tuple[str, int, str]:
+    """(connection address, audio port, transport) of the first audio stream."""
+    text = sdp.decode()
+    conn = re.search(r"^c=IN IP4 (\S+)\r?$", text, re.M)
+    m = re.search(r"^m=audio (\d+) (\S+) ", text, re.M)
+    assert conn and m, text
+    return conn.group(1), int(m.group(1)), m.group(2)
+
+
+def test_ping_answers_pong(real_rtpengine: RunningRtpEngine) -> None:
+    async def main() -> None:
+        client = RtpEngine(real_rtpengine.address)
+        try:
+            await client.ping()
+            reply = await client.request("ping")
+            assert reply == {"result": b"pong"}
+        finally:
+            await client.close()
+
+    run(main())
+
+
+def test_offer_from_plain_rtp_towards_a_browser_then_answer_delete_and_query(
+    real_rtpengine: RunningRtpEngine,
+) -> None:
+    async def main() -> None:
+        client = RtpEngine(real_rtpengine.address)
+        try:
+            offered = await client.offer(
+                "call-webrtc", "tag-a", plain_sdp(40000), towards=Profile.WEBRTC
+            )
+            text = offered.decode()
+            _, port, transport = media(offered)
+            assert transport == "UDP/TLS/RTP/SAVPF", text
+            assert real_rtpengine.port_min <= port <= real_rtpengine.port_max, text
+            for line in ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:", "a=candidate:"):
+                assert line in text, (line, text)
+            assert "a=rtcp-mux" in text, text
+            assert "a=mid:" in text, text  # generate-mid
+            # rtpengine is DTLS passive towards the browser; an offer may
+            # leave the choice to the answerer (actpass) or say passive.
+            assert re.search(r"^a=setup:(passive|actpass)\r?$", text, re.M), text
+            assert "a=crypto:" not in text, text  # SDES off
+
+            # The browser's answer, rewritten back for the plain RTP side.
+            browser_answer = (
+                "v=0\r\no=- 7 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+                "m=audio 41000 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\n"
+                "a=rtpmap:0 PCMU/8000\r\na=mid:0\r\na=rtcp-mux\r\na=setup:active\r\n"
+                "a=fingerprint:sha-256 "
+                + ":".join(["AB"] * 32)
+                + "\r\na=ice-ufrag:bRwS\r\na=ice-pwd:0123456789abcdefghijklmn\r\n"
+                "a=candidate:1 1 udp 2130706431 127.0.0.1 41000 typ host\r\n"
+                "a=sendrecv\r\n"
+            ).encode()
+            answered = await client.answer(
+                "call-webrtc", "tag-a", "tag-b", browser_answer, towards=Profile.RTP
+            )
+            atext = answered.decode()
+            _, aport, atransport = media(answered)
+            assert atransport == "RTP/AVP", atext
+            assert real_rtpengine.port_min <= aport <= real_rtpengine.port_max, atext
+            for absent in ("a=ice-", "a=fingerprint", "a=setup", "a=candidate", "a=rtcp-mux"):
+                assert absent not in atext, (absent, atext)
+
+            state = await client.query("call-webrtc")
+            assert state["result"] == b"ok", state
+            tags = state["tags"]
+            assert isinstance(tags, dict) and set(tags) == {"tag-a", "tag-b"}, state
+
+            deleted = await client.delete("call-webrtc", "tag-a")
+            assert deleted["result"] == b"ok", deleted
+            with pytest.raises(UnknownCallError, match=r"rtpengine query: .*[Uu]nknown call"):
+                await client.query("call-webrtc")
+            # Deleting again is harmless (a call ends once, but both legs
+            # may report it): ok, with rtpengine's warning.
+            again = await client.delete("call-webrtc")
+            assert again["result"] == b"ok" and b"not found" in again["warning"], again
+        finally:
+            await client.close()
+
+    run(main())
+
+
+def rtp(seq: int, ssrc: int, payload: bytes) -> bytes:
+    return struct.pack("!BBHII", 0x80, 0, seq, seq * 160, ssrc) + payload
+
+
+async def receive(sock: socket.socket, count: int, timeout: float = 5) -> list[bytes]:
+    loop = asyncio.get_running_loop()
+    got: list[bytes] = []
+    async with asyncio.timeout(timeout):
+        while len(got) < count:
+            got.append(await loop.sock_recv(sock, 2048))
+    return got
+
+
+def test_plain_rtp_on_both_sides_is_relayed_both_ways(real_rtpengine: RunningRtpEngine) -> None:
+    async def main() -> None:
+        client = RtpEngine(real_rtpengine.address)
+        side_a = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        side_b = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            for sock in (side_a, side_b):
+                sock.bind(("127.0.0.1", 0))
+                sock.setblocking(False)
+            a_port = side_a.getsockname()[1]
+            b_port = side_b.getsockname()[1]
+            # A offers; the SDP rtpengine gives B names the port B sends to.
+            to_b = await client.offer("call-rtp", "a", plain_sdp(a_port), towards=Profile.RTP)
+            b_target = media(to_b)
+            assert b_target[2] == "RTP/AVP" and b_target[1] != a_port, to_b
+            # B answers; the SDP rtpengine gives A names the port A sends to.
+            to_a = await client.answer(
+                "call-rtp", "a", "b", plain_sdp(b_port, 2), towards=Profile.RTP
+            )
+            a_target = media(to_a)
+            assert a_target[1] != b_port and a_target[1] != b_target[1], to_a
+
+            sent_ab = [rtp(i, 0xA, b"from A %d" % i) for i in range(1, 6)]
+            sent_ba = [rtp(i, 0xB, b"from B %d" % i) for i in range(1, 6)]
+            for packet in sent_ab:
+                side_a.sendto(packet, (a_target[0], a_target[1]))
+            got_b = await receive(side_b, len(sent_ab))
+            for packet in sent_ba:
+                side_b.sendto(packet, (b_target[0], b_target[1]))
+            got_a = await receive(side_a, len(sent_ba))
+            # Userspace relays the packets unchanged (no transcoding asked).
+            assert got_b == sent_ab
+            assert got_a == sent_ba
+
+            stats = await client.query("call-rtp")
+            assert stats["result"] == b"ok"
+            await client.delete("call-rtp")
+            with pytest.raises(UnknownCallError):
+                await client.query("call-rtp")
+        finally:
+            side_a.close()
+            side_b.close()
+            await client.close()
+
+    run(main())
+
+
+def test_an_error_reply_is_raised_with_its_reason(real_rtpengine: RunningRtpEngine) -> None:
+    async def main() -> None:
+        client = RtpEngine(real_rtpengine.address)
+        try:
+            with pytest.raises(RtpEngineError, match=r"rtpengine offer: .*SDP") as info:
+                await client.offer("x", "y", b"this is not SDP", towards=Profile.RTP)
+            assert "SDP" in info.value.reason and not isinstance(info.value, UnknownCallError)
+        finally:
+            await client.close()
+
+    run(main())
+
+
+def test_an_unreachable_rtpengine_is_a_clear_timeout_within_two_seconds() -> None:
+    async def main() -> None:
+        dead = f"127.0.0.1:{free_port('udp')}"
+        client = RtpEngine(dead)
+        told: list[RtpEngineTimeoutError] = []
+        client.on_unreachable = told.append
+        started = time.monotonic()
+        try:
+            with pytest.raises(RtpEngineTimeoutError, match=f"no reply from {dead} after 3 tries"):
+                await client.ping()
+        finally:
+            await client.close()
+        elapsed = time.monotonic() - started
+        assert 1.4 <= elapsed < 2.0, elapsed
+        assert len(told) == 1
+
+    run(main())
