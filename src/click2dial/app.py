@@ -28,7 +28,7 @@ from .calls.flow import Leg
 from .calls.outcome import Outcome
 from .calls.service import HANGUP_STORE_WAIT, CallService
 from .config import Config, IntegratorConfig
-from .health import Readiness, StoreHealth
+from .health import Readiness, RtpEngineHealth, StoreHealth
 from .limits import (
     AcceptErrorLog,
     BodyLimit,
@@ -38,6 +38,7 @@ from .limits import (
     http_protocol,
     log_budget,
 )
+from .media.rtpengine import RtpEngine
 from .metrics import MetricFamily, Metrics
 from .notify import Notifier
 from .operator import build_operator_app
@@ -126,6 +127,9 @@ class Click2Dial:
     notifier: Notifier | None = None
     operator: Listener | None = None
     store_health: StoreHealth | None = None
+    rtpengine: RtpEngine | None = None
+    """The media relay's client, when ``[sip] rtpengine`` is set."""
+    rtpengine_health: RtpEngineHealth | None = None
     fd: FdBudget | None = None
     http_limits: HttpLimits | None = None
     registrar: Registrar | None = None
@@ -167,6 +171,10 @@ class Click2Dial:
         await self.store.open()
         self.store_health = StoreHealth(self.store)
         self.store_health.start()
+        if cfg.sip.rtpengine is not None:
+            self.rtpengine = RtpEngine(cfg.sip.rtpengine)
+            self.rtpengine_health = RtpEngineHealth(self.rtpengine)
+            self.rtpengine_health.start()
         self.notifier = self.make_notifier()
         listen = [Listen.parse(item) for item in cfg.sip.listen]
         self.ua = UserAgent(
@@ -435,6 +443,9 @@ class Click2Dial:
         else:
             closed = sorted(name for name, up in self.ua.listening().items() if not up)
             checks["sip"] = f"not listening on {', '.join(closed)}" if closed else "ok"
+        if self.config.sip.rtpengine is not None:
+            rtpengine = self.rtpengine_health
+            checks["rtpengine"] = "not started" if rtpengine is None else rtpengine.state
         return Readiness(checks)
 
     def make_notifier(self) -> Notifier:
@@ -603,5 +614,9 @@ class Click2Dial:
             await self.ua.close()
         if self.store_health is not None:
             await self.store_health.close()
+        if self.rtpengine_health is not None:
+            await self.rtpengine_health.close()
+        if self.rtpengine is not None:
+            await self.rtpengine.close()
         if self.store is not None:
             await self.store.close()

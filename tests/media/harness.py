@@ -78,10 +78,11 @@ def _pings(address: tuple[str, int]) -> bool:
 
 
 @contextmanager
-def rtpengine(directory: Path) -> Iterator[RunningRtpEngine]:
-    """rtpengine running in the foreground until the block ends."""
+def rtpengine(directory: Path, port: int | None = None) -> Iterator[RunningRtpEngine]:
+    """rtpengine running in the foreground until the block ends, its ng
+    control socket on ``port`` (a free one by default)."""
     directory.mkdir(parents=True, exist_ok=True)
-    port = free_port("udp")
+    port = port or free_port("udp")
     port_min = _media_range()
     port_max = port_min + PORT_SPAN - 1
     config = directory / "rtpengine.conf"

@@ -9,8 +9,10 @@ import socket
 import struct
 import time
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from click2dial.media.rtpengine import (
@@ -20,7 +22,8 @@ from click2dial.media.rtpengine import (
     RtpEngineTimeoutError,
     UnknownCallError,
 )
-from tests.media.harness import RunningRtpEngine
+from tests.e2e.test_api import bare
+from tests.media.harness import RunningRtpEngine, rtpengine
 from tests.sipp.harness import free_port
 
 
@@ -207,12 +210,68 @@ def test_an_unreachable_rtpengine_is_a_clear_timeout_within_two_seconds() -> Non
         client.on_unreachable = told.append
         started = time.monotonic()
         try:
-            with pytest.raises(RtpEngineTimeoutError, match=f"no reply from {dead} after 3 tries"):
+            expected = re.escape(f"no reply from {dead} after 3 tries")
+            with pytest.raises(RtpEngineTimeoutError, match=expected):
                 await client.ping()
         finally:
             await client.close()
         elapsed = time.monotonic() - started
         assert 1.4 <= elapsed < 2.0, elapsed
         assert len(told) == 1
+
+    run(main())
+
+
+async def readyz_when(
+    client: httpx.AsyncClient, rtpengine_state: str, timeout: float
+) -> tuple[int, dict[str, Any]]:
+    """Status and body of the first /readyz whose rtpengine check is
+    ``rtpengine_state``, polled until ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        response = await client.get("/readyz")
+        body: dict[str, Any] = response.json()
+        if body["checks"].get("rtpengine") == rtpengine_state:
+            return response.status_code, body
+        assert time.monotonic() < deadline, f"/readyz: {response.status_code} {body}"
+        await asyncio.sleep(0.05)
+
+
+def test_readyz_says_an_unreachable_rtpengine_is_not_ok(tmp_path: Path) -> None:
+    dead = free_port("udp")
+
+    async def main() -> None:
+        async with (
+            bare(tmp_path, sip=f'rtpengine = "127.0.0.1:{dead}"') as env,
+            httpx.AsyncClient(base_url=env.acme.base_url, timeout=10) as anonymous,
+        ):
+            first = await anonymous.get("/readyz")
+            # Not ready before the first probe has an answer, either.
+            assert first.status_code == 503, first.text
+            assert first.json()["checks"]["rtpengine"] in {"not probed yet", "unreachable"}
+            status, body = await readyz_when(anonymous, "unreachable", 3)
+            assert status == 503, body
+            assert body["status"] == "not ready" and body["not_ready"] == ["rtpengine"], body
+            assert body["checks"]["store"] == "ok" and body["checks"]["sip"] == "ok", body
+
+    run(main())
+
+
+def test_readyz_follows_a_real_rtpengine_stopping_and_starting_again(tmp_path: Path) -> None:
+    async def main() -> None:
+        with rtpengine(tmp_path / "first") as running:
+            async with (
+                bare(tmp_path, sip=f'rtpengine = "{running.address}"') as env,
+                httpx.AsyncClient(base_url=env.acme.base_url, timeout=10) as anonymous,
+            ):
+                status, up = await readyz_when(anonymous, "ok", 5)
+                assert status == 200 and up["not_ready"] == [], up
+                running.stop()
+                status, down = await readyz_when(anonymous, "unreachable", 5)
+                assert status == 503 and down["not_ready"] == ["rtpengine"], down
+                port = int(running.address.rpartition(":")[2])
+                with rtpengine(tmp_path / "second", port=port):
+                    status, again = await readyz_when(anonymous, "ok", 5)
+                    assert status == 200 and again["not_ready"] == [], again
 
     run(main())

@@ -932,6 +932,12 @@ def _readiness_response(description: str, status: str) -> dict[str, Any]:
                     ("service", "ok, or stopping."),
                     ("store", "ok, or unreachable (the last probe, every second)."),
                     ("sip", "ok while every configured SIP listener is bound and open."),
+                    (
+                        "rtpengine",
+                        "Only when [sip] rtpengine is set: ok, unreachable (the last "
+                        "ping, every second, or a call's request, got no reply), or "
+                        "not probed yet.",
+                    ),
                 )
             },
         },
