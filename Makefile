@@ -1,11 +1,11 @@
 # The two newcomer commands live here: `make run` and `make test`.
 # Both create the virtual environment on first use; `make test` also installs
-# the system packages the real-peer tests start (sipp).
+# the system packages the real-peer tests start (sipp, baresip, rtpengine).
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester systemd baresip-core
+APT_PACKAGES := sip-tester systemd baresip-core rtpengine-daemon
 PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
 # `make lock` resolves pyproject.toml's ranges into the hashed lock files with
 # uv, kept in a tool environment of its own (it is not a project dependency).
@@ -31,6 +31,16 @@ sys-deps:
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@# The tests start their own rtpengine per test (own config, free ports,
+	@# userspace); the packaged services (kernel table, iptables rules, fixed
+	@# ports) must not run on a test machine.
+	@if [ -d /run/systemd/system ]; then \
+	  for unit in rtpengine-daemon rtpengine-recording-daemon; do \
+	    if systemctl is-enabled --quiet $$unit 2>/dev/null || systemctl is-active --quiet $$unit 2>/dev/null; then \
+	      echo "disabling the packaged $$unit service"; $(SUDO) systemctl disable --now $$unit >/dev/null 2>&1 || true; \
+	    fi; \
+	  done; \
 	fi
 
 $(LOCK_TOOLS)/bin/uv:
