@@ -54,6 +54,19 @@ def media(sdp: bytes) -> tuple[str, int, str]:
     return conn.group(1), int(m.group(1)), m.group(2)
 
 
+def browser_sdp(port: int, setup: str) -> bytes:
+    """What a browser sends: ICE, DTLS-SRTP, RTCP multiplexed."""
+    return (
+        "v=0\r\no=- 7 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
+        f"m=audio {port} UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\n"
+        f"a=rtpmap:0 PCMU/8000\r\na=mid:0\r\na=rtcp-mux\r\na=setup:{setup}\r\n"
+        "a=fingerprint:sha-256 " + ":".join(["AB"] * 32) + "\r\n"
+        "a=ice-ufrag:bRwS\r\na=ice-pwd:0123456789abcdefghijklmn\r\n"
+        f"a=candidate:1 1 udp 2130706431 127.0.0.1 {port} typ host\r\n"
+        "a=sendrecv\r\n"
+    ).encode()
+
+
 def test_ping_answers_pong(real_rtpengine: RunningRtpEngine) -> None:
     async def main() -> None:
         client = RtpEngine(real_rtpengine.address)
@@ -84,22 +97,12 @@ def test_offer_from_plain_rtp_towards_a_browser_then_answer_delete_and_query(
                 assert line in text, (line, text)
             assert "a=rtcp-mux" in text, text
             assert "a=mid:" in text, text  # generate-mid
-            # rtpengine is DTLS passive towards the browser; an offer may
-            # leave the choice to the answerer (actpass) or say passive.
-            assert re.search(r"^a=setup:(passive|actpass)\r?$", text, re.M), text
+            # An offerer leaves the DTLS role to the answerer (RFC 5763 §5).
+            assert re.search(r"^a=setup:actpass\r?$", text, re.M), text
             assert "a=crypto:" not in text, text  # SDES off
 
             # The browser's answer, rewritten back for the plain RTP side.
-            browser_answer = (
-                "v=0\r\no=- 7 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n"
-                "m=audio 41000 UDP/TLS/RTP/SAVPF 0\r\nc=IN IP4 127.0.0.1\r\n"
-                "a=rtpmap:0 PCMU/8000\r\na=mid:0\r\na=rtcp-mux\r\na=setup:active\r\n"
-                "a=fingerprint:sha-256 "
-                + ":".join(["AB"] * 32)
-                + "\r\na=ice-ufrag:bRwS\r\na=ice-pwd:0123456789abcdefghijklmn\r\n"
-                "a=candidate:1 1 udp 2130706431 127.0.0.1 41000 typ host\r\n"
-                "a=sendrecv\r\n"
-            ).encode()
+            browser_answer = browser_sdp(41000, "active")
             answered = await client.answer(
                 "call-webrtc", "tag-a", "tag-b", browser_answer, towards=Profile.RTP
             )
@@ -123,6 +126,41 @@ def test_offer_from_plain_rtp_towards_a_browser_then_answer_delete_and_query(
             # may report it): ok, with rtpengine's warning.
             again = await client.delete("call-webrtc")
             assert again["result"] == b"ok" and b"not found" in again["warning"], again
+        finally:
+            await client.close()
+
+    run(main())
+
+
+def test_offer_from_a_browser_towards_plain_rtp_and_the_answer_back_to_it(
+    real_rtpengine: RunningRtpEngine,
+) -> None:
+    """The agent-placed call: the browser offers, the trunk answers."""
+
+    async def main() -> None:
+        client = RtpEngine(real_rtpengine.address)
+        try:
+            to_trunk = await client.offer(
+                "call-browser", "b", browser_sdp(42000, "actpass"), towards=Profile.RTP
+            )
+            text = to_trunk.decode()
+            assert media(to_trunk)[2] == "RTP/AVP", text
+            for absent in ("a=ice-", "a=fingerprint", "a=setup", "a=candidate", "a=rtcp-mux"):
+                assert absent not in text, (absent, text)
+            assert "a=rtcp:" in text, text  # RTCP demultiplexed: its own port
+
+            to_browser = await client.answer(
+                "call-browser", "b", "t", plain_sdp(43000), towards=Profile.WEBRTC
+            )
+            atext = to_browser.decode()
+            assert media(to_browser)[2] == "UDP/TLS/RTP/SAVPF", atext
+            # rtpengine takes the passive DTLS role; the browser connects.
+            assert re.search(r"^a=setup:passive\r?$", atext, re.M), atext
+            assert re.search(r"^a=rtcp-mux\r?$", atext, re.M), atext
+            assert "a=mid:0" in atext, atext  # the browser's mid, answered
+            for line in ("a=ice-ufrag:", "a=ice-pwd:", "a=fingerprint:", "a=candidate:"):
+                assert line in atext, (line, atext)
+            await client.delete("call-browser")
         finally:
             await client.close()
 
