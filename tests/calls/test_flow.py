@@ -17,6 +17,7 @@ from click2dial.calls.flow import (
     Ack,
     AckAgent,
     AgentConnected,
+    AnswerAgent,
     Answered,
     Bye,
     CallFlow,
@@ -36,18 +37,15 @@ from click2dial.calls.flow import (
     PersistDialog,
     Phase,
     Progress,
+    RejectAgent,
     RequestDone,
     Respond,
+    RingAgent,
     Send,
     Start,
+    StartIncoming,
     StopRingback,
     Tick,
-)
-from click2dial.calls.flow import (
-    AnswerAgent,
-    RejectAgent,
-    RingAgent,
-    StartIncoming,
 )
 from click2dial.sip.sdp import build_offer, parse_sdp
 
