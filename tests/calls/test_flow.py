@@ -632,6 +632,12 @@ def scenario_agent_placed_call_without_offer_is_refused() -> None:
         assert out[1].status == 488 and not only(out, Invite)
 
 
+def scenario_agent_placed_call_cancelled_before_start() -> None:
+    out = Driver().feed(StartIncoming(AGENT_OFFER, cancelled=True))
+    assert [type(a) for a in out] == [Finish, Done]
+    assert out[0].outcome.hangup_side == "agent"
+
+
 def scenario_agent_placed_call_to_unreachable_callee() -> None:
     d = Driver()
     out = d.feed(StartIncoming(AGENT_OFFER, callee_reachable=False))

@@ -111,6 +111,8 @@ class StartIncoming:
 
     offer: bytes | None
     callee_reachable: bool = True
+    cancelled: bool = False
+    """The agent cancelled its INVITE while the call was being admitted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -476,6 +478,10 @@ class CallFlow:
         agent.state = LegState.OFFERED
         self._ringback = False  # the agent's phone makes its own from our 180
         self.phase = Phase.AGENT_CALLING
+        if event.cancelled:
+            agent.state = LegState.GONE
+            self._end(Outcome.hangup(Leg.AGENT.value), now)
+            return
         offer: SessionDescription | None = None
         if event.offer:
             try:
