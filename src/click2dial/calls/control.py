@@ -28,6 +28,10 @@ What is written where:
 * an established leg's dialog (``PersistDialog``) is written, with the
   states reached so far, so that a crash can still BYE it at the next start.
 
+A call the agent placed itself (:meth:`CallController.start_incoming`) runs
+the same way: its agent leg is the agent's incoming INVITE, answered with
+the flow's ``RingAgent`` / ``AnswerAgent`` / ``RejectAgent``.
+
 Nothing here speaks HTTP or builds SIP messages: the API calls
 :meth:`CallController.place` / :meth:`hangup`, the SIP side is the
 :class:`~click2dial.sip.aio.UserAgent` API.
