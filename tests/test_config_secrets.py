@@ -41,6 +41,7 @@ username = "c2d"
 password_env = "C2D_TRUNK_PASSWORD"
 [agents."1001"]
 password_file = "{agent}"
+integrator = "acme"
 [integrators.acme]
 api_keys_file = "{keys}"
 webhook_url = "https://crm.example.com/hook"

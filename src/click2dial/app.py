@@ -21,6 +21,7 @@ from .api.app import MAX_BODY, build_app, error_response
 from .api.auth import Authenticator
 from .backlog import ACCEPT_BATCH, widen_backlog
 from .calls.admission import Admission
+from .calls.agent_calls import AgentCalls
 from .calls.cdr import cdr_payload
 from .calls.control import CallController, Destination, TelephonySettings
 from .calls.ending import replay_spool
@@ -246,6 +247,14 @@ class Click2Dial:
             on_placed=self._call_placed,
             admission=self.admission,
         )
+        if self.registrar is not None:
+            # Agents' phones and softphones place calls by INVITE (SPEC §4).
+            self.ua.on_invite = AgentCalls(
+                registrar=self.registrar,
+                service=lambda: self.service,
+                integrator_of=cfg.agent_integrator,
+                host=cfg.sip.public_host,
+            ).on_invite
         self.metrics.add_families(self._scrape_families)
         self.notifier.on_webhook_attempt = self._webhook_attempt
         await self.replay_spool()

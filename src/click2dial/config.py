@@ -51,7 +51,13 @@ from types import MappingProxyType
 from typing import Final, Literal, TypeVar, cast
 from urllib.parse import SplitResult, urlsplit
 
-from .calls.policy import NumberKind, is_prefix_pattern, may_use_outbound_id, prefix_can_match
+from .calls.policy import (
+    NumberKind,
+    is_prefix_pattern,
+    may_use_agent,
+    may_use_outbound_id,
+    prefix_can_match,
+)
 from .calls.rules import (
     AGENT_FORMS,
     OUTBOUND_NUMBER_FORMS,
@@ -302,6 +308,9 @@ class AgentConfig:
     auto_answer: AutoAnswer = "none"
     contact: str | None = None
     nat: bool = True
+    integrator: str | None = None
+    """The integrator whose calls this agent places (SIP INVITEs from it);
+    without it, the only integrator whose ``allowed_agents`` admit it."""
 
 
 @dataclass(frozen=True)
@@ -352,6 +361,15 @@ class Config:
         default_factory=lambda: MappingProxyType({})
     )
     source: str = EMBEDDED_SOURCE
+
+    def agent_integrator(self, extension: str) -> IntegratorConfig | None:
+        """The integrator whose calls ``extension`` places (SPEC §4): the one
+        its ``[agents]`` section names, or the only one that admits it."""
+        agent = self.agents.get(extension)
+        if agent is not None and agent.integrator is not None:
+            return self.integrators.get(agent.integrator)
+        admitting = [i for i in self.integrators.values() if may_use_agent(i, extension)]
+        return admitting[0] if len(admitting) == 1 else None
 
 
 # --- entry points ------------------------------------------------------------
@@ -765,6 +783,8 @@ class _Reader:
         integrators = self.integrators(integ_t, server) if integ_t else {}
         admission = self.admission(admission_t) if admission_t else AdmissionConfig()
         self.check_ports(server, sip, integrators)
+        if integ_t:
+            self.check_agent_integrators(extensions, agents, integrators)
         return Config(
             server=server,
             sip=sip,
@@ -1154,13 +1174,15 @@ class _Reader:
                 empty_ok=False,
             )
             nat = sub.boolean("nat", True)
-            sub.finish(["password", "auto_answer", "contact", "nat"])
+            integrator = sub.string("integrator", None, empty_ok=False)
+            sub.finish(["password", "auto_answer", "contact", "nat", "integrator"])
             agents[extension] = AgentConfig(
                 extension=extension,
                 password=password,
                 auto_answer=cast(AutoAnswer, auto_answer),
                 contact=contact,
                 nat=nat,
+                integrator=integrator,
             )
         return agents
 
@@ -1454,6 +1476,36 @@ class _Reader:
         return float(value)
 
     # Across sections: no two listeners may want the same port.
+
+    def check_agent_integrators(
+        self,
+        extensions: ExtensionsConfig,
+        agents: Mapping[str, AgentConfig],
+        integrators: Mapping[str, IntegratorConfig],
+    ) -> None:
+        """Every agent that can place calls (a registrar agent with a
+        password) belongs to exactly one integrator."""
+        for ext, agent in agents.items():
+            key = _dotted("agents", ext, "integrator")
+            if agent.integrator is not None:
+                named = integrators.get(agent.integrator)
+                if named is None:
+                    self.problem(key, f"no integrator is named {_show(agent.integrator)}")
+                elif not may_use_agent(named, ext):
+                    self.problem(
+                        key,
+                        f"integrators.{agent.integrator}.allowed_agents does not admit {ext}",
+                    )
+                continue
+            if extensions.mode != "registrar" or agent.password is None:
+                continue
+            admitting = [i.name for i in integrators.values() if may_use_agent(i, ext)]
+            if len(admitting) > 1:
+                self.problem(
+                    key,
+                    f"is missing: integrators {', '.join(admitting)} all admit {ext}; "
+                    "name the one whose calls this agent places",
+                )
 
     def check_ports(
         self, server: ServerConfig, sip: SipConfig, integrators: Mapping[str, IntegratorConfig]

@@ -171,10 +171,12 @@ class Registrar:
         status, headers = await self._register(request, tx)
         respond(tx, status, headers)
 
-    def _challenge(self, stale: bool = False) -> list[tuple[str, str]]:
+    def _challenge(
+        self, stale: bool = False, header: str = "WWW-Authenticate"
+    ) -> list[tuple[str, str]]:
         now = self.clock()
         return [
-            ("WWW-Authenticate", self.digest.challenge(stale=stale, algorithm=a, now=now))
+            (header, self.digest.challenge(stale=stale, algorithm=a, now=now))
             for a in self.config.algorithms
         ]
 
@@ -184,6 +186,34 @@ class Registrar:
             if self._failures.fail(key, now):
                 log.warning("registrar: %s blocked for %.0f s after failed authentications",
                             key, self.config.block_for)  # fmt: skip
+
+    def authenticate(
+        self, request: Request, source: str, claimed: str
+    ) -> tuple[str | None, int, list[tuple[str, str]]]:
+        """Digest-check a request other than REGISTER (an agent's INVITE) with
+        a proxy challenge (RFC 3261 §22.3): ``(agent, 0, [])`` when it carries
+        valid credentials of an agent, else ``(None, status, headers)`` to
+        refuse it with: 407 and a challenge, or 403 for wrong credentials and
+        while ``source`` or the ``claimed`` extension is blocked.  Failures
+        count towards blocking as a REGISTER's do."""
+        now = self.clock()
+        if self._failures.blocked(f"ip:{source}", now) or self._failures.blocked(
+            f"ext:{claimed}", now
+        ):
+            self.blocked_count += 1
+            return None, 403, []
+        authorization = request.headers.get("Proxy-Authorization")
+        if authorization is None:
+            return None, 407, self._challenge(header="Proxy-Authenticate")
+        result = self.digest.verify(request.method, authorization, self.passwords.get, now=now)
+        if result.stale:
+            return None, 407, self._challenge(stale=True, header="Proxy-Authenticate")
+        if not result.ok or not result.username:
+            log.info("registrar: %s from %s for %r refused: %s", request.method, source,
+                     claimed, result.reason)  # fmt: skip
+            self._failed(source, result.username or claimed, now)
+            return None, 403, []
+        return result.username, 0, []
 
     async def _register(
         self, request: Request, tx: ServerTransaction

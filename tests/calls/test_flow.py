@@ -17,6 +17,7 @@ from click2dial.calls.flow import (
     Ack,
     AckAgent,
     AgentConnected,
+    AnswerAgent,
     Answered,
     Bye,
     CallFlow,
@@ -36,10 +37,13 @@ from click2dial.calls.flow import (
     PersistDialog,
     Phase,
     Progress,
+    RejectAgent,
     RequestDone,
     Respond,
+    RingAgent,
     Send,
     Start,
+    StartIncoming,
     StopRingback,
     Tick,
 )
@@ -574,6 +578,136 @@ def scenario_abort_in_every_live_phase_ends_once_as_failed() -> None:
         if d.flow.phase is Phase.ENDING:  # a leg still to go: nothing more
             assert d.feed(Abort("again")) == []
         assert len(d.finishes()) == 1
+
+
+# ------------------------------------------- calls placed by the agent
+def agent_calling() -> Driver:
+    d = Driver()
+    out = d.feed(StartIncoming(AGENT_OFFER))
+    assert [type(a) for a in out] == [Persist, AgentConnected, Invite, Persist]
+    invite = out[2]
+    assert invite.leg is C and parse_sdp(invite.sdp).media[0].port == 4000
+    assert parse_sdp(invite.sdp).origin.address == "203.0.113.5"
+    assert d.flow.phase is Phase.AGENT_CALLING
+    return d
+
+
+def connecting() -> Driver:
+    d = agent_calling()
+    d.feed(Answered(C, ANSWER), dt=3)
+    assert d.flow.phase is Phase.CONNECTING
+    d.actions.clear()
+    return d
+
+
+def scenario_agent_placed_call_whole() -> None:
+    d = agent_calling()
+    assert d.feed(Progress(C, 100)) == []
+    assert d.feed(Progress(C, 180)) == [Persist({"callee_leg": "ringing"}), RingAgent(180)]
+    out = d.feed(Progress(C, 183, EARLY), dt=1)
+    assert [type(a) for a in out] == [RingAgent]
+    assert out[0].status == 183 and parse_sdp(out[0].sdp).media[0].port == 5000
+    assert parse_sdp(out[0].sdp).origin.username == "click2dial"
+    out = d.feed(Answered(C, ANSWER), dt=3)
+    assert [type(a) for a in out] == [PersistDialog, AnswerAgent, Persist]
+    assert parse_sdp(out[1].sdp).media[0].port == 5002
+    assert out[2].fields["state"] == "talking"
+    assert d.flow.phase is Phase.CONNECTING
+    assert d.feed(PeerAck(A, None)) == [PersistDialog(A)]
+    assert d.flow.phase is Phase.TALKING
+    # From here on the call is any call: a re-INVITE is relayed, a BYE ends it.
+    out = d.feed(PeerRequest(C, "INVITE", sdp(7000), "tx1"))
+    assert [type(a) for a in out] == [Send] and out[0].leg is A
+    d.feed(RequestDone(A, "INVITE", 200, sdp(4100)))
+    out = d.feed(PeerEnded(A))
+    assert Bye(C) in out and d.finishes()[0].outcome.end_reason == "agent_hungup"
+    assert not [a for a in d.actions if isinstance(a, (Cancel, RejectAgent, StopRingback))]
+
+
+def scenario_agent_placed_call_without_offer_is_refused() -> None:
+    for offer in (None, b"not sdp"):
+        d = Driver()
+        out = d.feed(StartIncoming(offer))
+        assert [type(a) for a in out] == [Finish, RejectAgent, Done]
+        assert out[1].status == 488 and not only(out, Invite)
+
+
+def scenario_agent_placed_call_cancelled_before_start() -> None:
+    out = Driver().feed(StartIncoming(AGENT_OFFER, cancelled=True))
+    assert [type(a) for a in out] == [Finish, Done]
+    assert out[0].outcome.hangup_side == "agent"
+
+
+def scenario_agent_placed_call_to_unreachable_callee() -> None:
+    d = Driver()
+    out = d.feed(StartIncoming(AGENT_OFFER, callee_reachable=False))
+    assert RejectAgent(480) in out and not only(out, Invite) and out[-1] == Done()
+
+
+def scenario_agent_placed_call_callee_fails() -> None:
+    for status, expected in ((486, 486), (404, 404), (407, 500), (503, 503)):
+        d = agent_calling()
+        out = d.feed(Failed(C, status, "no"))
+        assert out[-2:] == [RejectAgent(expected), Done()], status
+        assert d.finishes()[0].outcome.sip_status == status
+
+
+def scenario_agent_placed_call_cancelled_by_agent() -> None:
+    d = agent_calling()
+    d.feed(Progress(C, 180))
+    out = d.feed(PeerEnded(A, 487, "cancelled"), dt=2)
+    assert Cancel(C) in out and not only(out, RejectAgent)
+    assert d.finishes()[0].outcome.hangup_side == "agent"
+    assert d.feed(Failed(C, 487, "Request Terminated")) == [Done()]
+
+
+def scenario_agent_placed_call_deleted_or_timed_out() -> None:
+    d = agent_calling()
+    out = d.feed(Hangup("api"))
+    assert RejectAgent(487) in out and Cancel(C) in out
+    d = agent_calling()
+    d.feed(Progress(C, 180))
+    assert d.flow.next_timer == 1060.0
+    out = d.tick_to(d.flow.next_timer)
+    assert RejectAgent(480) in out and Cancel(C) in out
+    assert d.finishes()[0].outcome.end_reason == "timeout"
+    d = agent_calling()
+    out = d.feed(Abort("bug"))
+    assert RejectAgent(500) in out
+
+
+def scenario_agent_placed_call_callee_vanishes_or_offers_early() -> None:
+    d = agent_calling()
+    assert d.feed(PeerRequest(C, "UPDATE", None, "u1")) == [Respond(C, "u1", 200)]
+    out = d.feed(PeerEnded(C))
+    assert RejectAgent(500) in out and d.finishes()[0].outcome.end_reason == "failed"
+
+
+def scenario_agent_placed_call_incompatible_answer() -> None:
+    d = agent_calling()
+    out = d.feed(Answered(C, sdp(5002, ((9, "G722/8000"),))))
+    assert [type(a) for a in out] == [PersistDialog, Finish, RejectAgent, Bye, Done]
+    assert out[2].status == 488
+
+
+def scenario_agent_placed_call_ends_before_ack() -> None:
+    d = connecting()
+    assert d.feed(PeerRequest(A, "INVITE", sdp(4200), "t1")) == [Respond(A, "t1", 491)]
+    assert d.feed(PeerRequest(C, "INVITE", sdp(7000), "t2")) == [Respond(C, "t2", 491)]
+    out = d.feed(PeerEnded(A, 408, "agent sent no ACK"))
+    assert out[-2:] == [Bye(C), Done()] and d.finishes()[0].outcome.end_code == 102
+    d = connecting()
+    out = d.feed(PeerEnded(C))
+    assert out[-2:] == [Bye(A), Done()] and d.finishes()[0].outcome.hangup_side == "callee"
+    d = connecting()
+    assert Bye(A) in d.feed(Hangup("api")) and Bye(C) in d.actions
+    d = connecting()
+    assert d.tick_to(d.flow.next_timer) == [Send(C, "OPTIONS")]  # the callee is probed
+    assert d.feed(RequestDone(C, "OPTIONS", 200)) == []
+    d.tick_to(d.flow.deadline)  # max_call_duration
+    assert d.finishes()[0].outcome.hangup_side == "system"
+    d = connecting()
+    assert only(d.feed(Abort("bug")), Finish)
 
 
 SCENARIOS: dict[str, Callable[[], None]] = {

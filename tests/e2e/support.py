@@ -149,6 +149,9 @@ def config_text(
     if trunk_auth:
         trunk += f'\nusername = "{trunk_auth[0]}"\npassword = "{trunk_auth[1]}"'
     agent_lines = agent
+    if "password" in agent and "integrator" not in agent:
+        # Both integrators admit 1001: a registrar agent must name its own.
+        agent_lines += '\nintegrator = "acme"'
     if agent_port:
         agent_lines = f'contact = "sip:1001@127.0.0.1:{agent_port}"\n' + agent
     return f"""

@@ -28,6 +28,10 @@ What is written where:
 * an established leg's dialog (``PersistDialog``) is written, with the
   states reached so far, so that a crash can still BYE it at the next start.
 
+A call the agent placed itself (:meth:`CallController.start_incoming`) runs
+the same way: its agent leg is the agent's incoming INVITE, answered with
+the flow's ``RingAgent`` / ``AnswerAgent`` / ``RejectAgent``.
+
 Nothing here speaks HTTP or builds SIP messages: the API calls
 :meth:`CallController.place` / :meth:`hangup`, the SIP side is the
 :class:`~click2dial.sip.aio.UserAgent` API.
@@ -233,6 +237,35 @@ class CallController:
             ),
         )
 
+    def start_incoming(self, record: CallRecord, integrator: IntegratorConfig, call: Call) -> None:
+        """Run a freshly stored call that the agent placed: ``call`` is its
+        INVITE, which carries the agent's offer and waits for our final
+        response (we are the UAS of the agent leg)."""
+        s = self.settings
+        timers = FlowTimers(
+            agent_ring=float(integrator.agent_ring_timeout),
+            callee_ring=float(integrator.callee_ring_timeout),
+            max_duration=float(integrator.max_call_duration),
+            probe_interval=float(s.probe_interval),
+        )
+        live = LiveCall(record, CallFlow(timers, s.public_host), integrator)
+        self.live[record.call_ref] = live
+        self._hook(live, Leg.AGENT, call)
+        self._feed(
+            live,
+            f.StartIncoming(
+                call.remote_sdp,
+                callee_reachable=self._callee_destination(record) is not None,
+                # The agent's CANCEL while the call was being admitted.
+                cancelled=call.ended.done(),
+            ),
+        )
+
+    def _hook(self, live: LiveCall, leg: Leg, call: Call) -> None:
+        live.legs[leg] = call
+        call.on_event = lambda event: self._on_leg_event(live, leg, event)
+        call.on_peer_request = lambda request, tx: self._on_peer_request(live, leg, request, tx)
+
     def hangup_now(self, call_ref: str, *, side: str = "api") -> bool:
         """Decide the end of a live call of this node at once (its legs are
         then cancelled or hung up); False if it is not live here."""
@@ -385,6 +418,8 @@ class CallController:
             return f.PeerEnded(leg, 408, f"{leg.value} unreachable")
         if event.reason == "no-ack":
             return f.PeerEnded(leg, 408, f"{leg.value} sent no ACK")
+        if event.reason == "cancelled":  # the agent's CANCEL of the call it placed
+            return f.PeerEnded(leg, 487, "cancelled")
         if event.reason == "session-expired":
             return f.PeerEnded(leg, 408, f"{leg.value} session expired")
         return f.PeerEnded(leg, 408, event.reason)
@@ -420,6 +455,14 @@ class CallController:
             self._invite(live, action)
         elif isinstance(action, f.AckAgent):
             self._ack_agent(live, action.offer)
+        elif isinstance(action, f.RingAgent):
+            live.legs[Leg.AGENT].ring(action.status, action.sdp)
+        elif isinstance(action, f.AnswerAgent):
+            live.legs[Leg.AGENT].answer(action.sdp)
+        elif isinstance(action, f.RejectAgent):
+            call = live.legs[Leg.AGENT]
+            if not call.ended.done():
+                call.reject(action.status)
         elif isinstance(action, f.StopRingback):
             self._stop_ringback(live)
         elif isinstance(action, f.Cancel):
@@ -494,10 +537,7 @@ class CallController:
                 credentials=destination.credentials,
                 nat=destination.nat,
             )
-        leg = action.leg
-        live.legs[leg] = call
-        call.on_event = lambda event: self._on_leg_event(live, leg, event)
-        call.on_peer_request = lambda request, tx: self._on_peer_request(live, leg, request, tx)
+        self._hook(live, action.leg, call)
 
     def _callee_destination(self, record: CallRecord) -> Destination | None:
         """The trunk, or another extension for an internal call."""

@@ -18,9 +18,18 @@ The call goes through these phases (``INIT`` only until :class:`Start`)::
                                                                           v
                                               ENDED <--legs gone-- ENDING
 
+An agent-placed call (the agent's INVITE, :class:`StartIncoming`) enters the
+same machine on a side path and joins it at TALKING::
+
+    AGENT_CALLING --callee answers--> CONNECTING --agent's ACK--> TALKING
+
 * The agent gets a late-offer INVITE; its 200 carries the offer, which the
   driver answers in the ACK (local ringback or an inactive placeholder) and
   which becomes the callee's offer.
+* An agent-placed call: the agent's INVITE carries the offer, which becomes
+  the callee's offer at once; we are its UAS, so the callee's progress and
+  early media go back as 180/183 on it, the callee's answer as its 200, and
+  an end before that as its final error (:func:`agent_final_status`).
 * The callee's early media and answer are brought to the agent by re-INVITE
   (the "media sync"), one at a time, skipping versions superseded meanwhile.
 * In TALKING every re-INVITE and UPDATE from one leg is relayed to the other
@@ -69,6 +78,8 @@ class Leg(enum.StrEnum):
 class Phase(enum.Enum):
     INIT = "init"
     AGENT_RINGING = "agent_ringing"
+    AGENT_CALLING = "agent_calling"  # an agent-placed call: the callee rings
+    CONNECTING = "connecting"  # ...the callee answered, the agent's ACK is awaited
     CALLEE_RINGING = "callee_ringing"
     TALKING = "talking"
     ENDING = "ending"
@@ -78,6 +89,7 @@ class Phase(enum.Enum):
 class LegState(enum.Enum):
     IDLE = "idle"  # not invited yet
     INVITING = "inviting"  # INVITE sent, no final response
+    OFFERED = "offered"  # its INVITE to us awaits our final response
     CANCELLING = "cancelling"  # CANCEL sent, waiting for the INVITE's final response
     ANSWERED = "answered"  # dialog confirmed
     GONE = "gone"  # nothing more is ever sent on it
@@ -90,6 +102,17 @@ class Start:
 
     agent_reachable: bool = True
     callee_reachable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class StartIncoming:
+    """Begin an agent-placed call: the agent's INVITE, offering ``offer``,
+    waits for our final response."""
+
+    offer: bytes | None
+    callee_reachable: bool = True
+    cancelled: bool = False
+    """The agent cancelled its INVITE while the call was being admitted."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +206,7 @@ class Abort:
 
 Event = (
     Start
+    | StartIncoming
     | Progress
     | Answered
     | Failed
@@ -211,6 +235,29 @@ class AckAgent:
     inactive placeholder, the driver's choice); ``offer`` None: an empty ACK."""
 
     offer: SessionDescription | None
+
+
+@dataclass(frozen=True, slots=True)
+class RingAgent:
+    """A provisional response to the agent's INVITE (an agent-placed call)."""
+
+    status: int
+    sdp: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AnswerAgent:
+    """200 to the agent's INVITE with the callee's answer; its ACK comes as
+    :class:`PeerAck`."""
+
+    sdp: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class RejectAgent:
+    """A final error to the agent's INVITE."""
+
+    status: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -290,6 +337,9 @@ class Done:
 Action = (
     Invite
     | AckAgent
+    | RingAgent
+    | AnswerAgent
+    | RejectAgent
     | StopRingback
     | Cancel
     | Bye
@@ -328,6 +378,20 @@ _RELAY_STATUS = {401: 500, 407: 500, 408: 500, 481: 500}
 #: Q.850 88, "incompatible destination": the answer has no codec of the offer.
 INCOMPATIBLE_DESTINATION = 88
 RECOVERY_ON_TIMER_EXPIRY = 102
+
+
+def agent_final_status(outcome: Outcome) -> int:
+    """The final response to an agent's INVITE when its call ends before the
+    callee answers: the callee's own status (except a challenge, which was
+    for us), 480 for a ring time-out, 500 for our own fault, 487 otherwise
+    (a DELETE, a shutdown)."""
+    if outcome.sip_status is not None and outcome.sip_status >= 300:
+        return _RELAY_STATUS.get(outcome.sip_status, outcome.sip_status)
+    if outcome.end_reason == EndReason.TIMEOUT:
+        return 480
+    if outcome.end_reason == EndReason.FAILED:
+        return 500
+    return 487
 
 
 @dataclass(slots=True)
@@ -408,6 +472,92 @@ class CallFlow:
         self.legs[Leg.AGENT].state = LegState.INVITING
         self.deadline = now + self.timers.agent_ring
         self._emit(Invite(Leg.AGENT, None))
+
+    def _start_incoming(self, event: StartIncoming, now: float) -> None:
+        agent = self.legs[Leg.AGENT]
+        agent.state = LegState.OFFERED
+        self._ringback = False  # the agent's phone makes its own from our 180
+        self.phase = Phase.AGENT_CALLING
+        if event.cancelled:
+            agent.state = LegState.GONE
+            self._end(Outcome.hangup(Leg.AGENT.value), now)
+            return
+        offer: SessionDescription | None = None
+        if event.offer:
+            try:
+                offer = parse_sdp(event.offer)
+                callee_sdp = self.sessions[Leg.CALLEE].present(offer)
+            except SipError:
+                offer = None
+        if offer is None:
+            # No late offer on this side: the callee would have to offer, and
+            # its offer could only reach the agent in our 200 (RFC 3261
+            # allows it, phones and browsers always offer; keep it simple).
+            reason = "Agent SDP offer unusable" if event.offer else "Agent sent no SDP offer"
+            self._end(Outcome.from_sip(488, reason, "agent"), now)
+            return
+        self.callee_offer = offer
+        self._emit(Persist({"agent_answered_at": now, "agent_leg": "answered"}))
+        self._emit(AgentConnected())  # the agent is there from the start
+        if not event.callee_reachable:
+            self._end(Outcome.from_sip(480, "Callee extension not reachable", "callee"), now)
+            return
+        self.legs[Leg.CALLEE].state = LegState.INVITING
+        self.deadline = now + self.timers.callee_ring
+        self._emit(Invite(Leg.CALLEE, callee_sdp))
+        self._emit(
+            Persist({"state": "callee_ringing", "callee_dialed_at": now, "callee_leg": "dialing"})
+        )
+
+    def _callee_progress_to_agent(self, event: Progress, now: float) -> None:
+        data = self.legs[Leg.CALLEE]
+        if event.status in (180, 183) and not data.alerted:
+            data.alerted = True
+            self._emit(Persist({"callee_leg": "ringing"}))
+        if event.sdp:
+            try:
+                body = self.sessions[Leg.AGENT].relay(event.sdp)
+            except SipError:
+                return  # early media we cannot describe: the agent keeps ringing
+            self._emit(RingAgent(183, body))
+        elif event.status in (180, 183):
+            self._emit(RingAgent(180))
+
+    def _callee_answered_to_agent(self, event: Answered, now: float) -> None:
+        data = self.legs[Leg.CALLEE]
+        data.state = LegState.ANSWERED
+        self._emit(PersistDialog(Leg.CALLEE))
+        body: bytes | None = None
+        if event.sdp:
+            try:
+                body = self.sessions[Leg.AGENT].relay(event.sdp)
+            except SipError:
+                body = None
+        if body is None or not self._compatible(event.sdp or b""):
+            self._end(
+                Outcome("error", INCOMPATIBLE_DESTINATION, 488, "No codec in common", "system"),
+                now,
+            )
+            return
+        self.phase = Phase.CONNECTING
+        self.legs[Leg.AGENT].state = LegState.ANSWERED
+        self.deadline = now + self.timers.max_duration
+        self._arm_probe(Leg.CALLEE, event.session_timer, now)
+        self._emit(AnswerAgent(body))
+        self._emit(
+            Persist({"state": "talking", "callee_answered_at": now, "callee_leg": "answered"})
+        )
+
+    def _agent_acked(self, event: PeerAck, now: float) -> None:
+        self.phase = Phase.TALKING
+        self._emit(PersistDialog(Leg.AGENT))
+        self._arm_probe(Leg.AGENT, False, now)
+
+    def _agent_cancelled(self, event: PeerEnded, now: float) -> None:
+        """The agent gave up before the callee answered (its CANCEL, already
+        answered 487 by the SIP layer)."""
+        self.legs[Leg.AGENT].state = LegState.GONE
+        self._end(Outcome.hangup(Leg.AGENT.value), now)
 
     def _agent_progress(self, event: Progress, now: float) -> None:
         data = self.legs[Leg.AGENT]
@@ -668,7 +818,7 @@ class CallFlow:
             self.deadline = None
             if self.phase is Phase.AGENT_RINGING:
                 self._end(Outcome.no_answer("agent", self.legs[Leg.AGENT].alerted), now)
-            elif self.phase is Phase.CALLEE_RINGING:
+            elif self.phase in (Phase.CALLEE_RINGING, Phase.AGENT_CALLING):
                 self._end(Outcome.no_answer("callee", self.legs[Leg.CALLEE].alerted), now)
             else:  # past max_call_duration Click2Dial itself hangs up
                 self._end(Outcome.hangup("system"), now)
@@ -737,6 +887,10 @@ class CallFlow:
                 else:
                     data.state = LegState.GONE
                     self._emit(Bye(leg))
+            elif data.state is LegState.OFFERED:
+                data.state = LegState.GONE
+                assert self.outcome is not None
+                self._emit(RejectAgent(agent_final_status(self.outcome)))
             elif data.state is LegState.IDLE:
                 data.state = LegState.GONE
         self._check_done()
@@ -783,6 +937,7 @@ _Handler = Callable[[CallFlow, Any, float], None]
 A, C = Leg.AGENT, Leg.CALLEE
 _I, _AR, _CR, _T, _E = (Phase.INIT, Phase.AGENT_RINGING, Phase.CALLEE_RINGING, Phase.TALKING,
                         Phase.ENDING)  # fmt: skip
+_AC, _CN = Phase.AGENT_CALLING, Phase.CONNECTING
 
 #: (phase, event type, leg or None) -> handler.  Everything the call does is here.
 TRANSITIONS: dict[tuple[Phase, type, Leg | None], _Handler] = {
@@ -808,6 +963,27 @@ TRANSITIONS: dict[tuple[Phase, type, Leg | None], _Handler] = {
     (_CR, Hangup, None): CallFlow._hangup,
     (_CR, Tick, None): CallFlow._tick,
     (_CR, Abort, None): CallFlow._abort,
+    # An agent-placed call: the agent's INVITE waits while the callee rings.
+    (_I, StartIncoming, None): CallFlow._start_incoming,
+    (_AC, Progress, C): CallFlow._callee_progress_to_agent,
+    (_AC, Answered, C): CallFlow._callee_answered_to_agent,
+    (_AC, Failed, C): CallFlow._callee_failed,
+    (_AC, PeerEnded, A): CallFlow._agent_cancelled,
+    (_AC, PeerEnded, C): CallFlow._callee_vanished_early,
+    (_AC, PeerRequest, C): CallFlow._early_request,
+    (_AC, Hangup, None): CallFlow._hangup,
+    (_AC, Tick, None): CallFlow._tick,
+    (_AC, Abort, None): CallFlow._abort,
+    # ...the callee answered, and so did we the agent: its ACK is awaited.
+    (_CN, PeerAck, A): CallFlow._agent_acked,
+    (_CN, PeerEnded, A): CallFlow._peer_ended,
+    (_CN, PeerEnded, C): CallFlow._peer_ended,
+    (_CN, PeerRequest, A): CallFlow._early_request,
+    (_CN, PeerRequest, C): CallFlow._early_request,
+    (_CN, RequestDone, C): CallFlow._request_done,  # the callee's OPTIONS probe
+    (_CN, Hangup, None): CallFlow._hangup,
+    (_CN, Tick, None): CallFlow._tick,
+    (_CN, Abort, None): CallFlow._abort,
     # Both answered: relay everything.
     (_T, PeerEnded, A): CallFlow._peer_ended,
     (_T, PeerEnded, C): CallFlow._peer_ended,

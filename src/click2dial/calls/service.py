@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config import IntegratorConfig
+from ..sip.aio import Call
 from ..store import AgentBusyError, CallRecord, Store
 from ..vocabulary import CallState
 from .admission import Admission
@@ -124,7 +125,10 @@ class CallService:
         *,
         idempotency_key: str | None = None,
         source: str = "api",
+        agent_call: Call | None = None,
     ) -> PlaceResult:
+        """Place a call, or raise :class:`CallError`.  ``agent_call``: the
+        call is the agent's own INVITE (we are its UAS), not one we ring."""
         checked = validate_call_request(
             data,
             default_outbound_id=integrator.default_outbound_id,
@@ -184,7 +188,10 @@ class CallService:
                 [FieldError("agent", "busy", request.agent, "the agent is already on a call")],
                 call_ref=exc.call_ref,
             ) from exc
-        if created:
+        if created and agent_call is not None:
+            self.controller.start_incoming(stored, integrator, agent_call)
+            self.on_placed(stored)
+        elif created:
             self.controller.start(stored, integrator)
             self.on_placed(stored)
         return PlaceResult(stored, created, list(stored.warnings))

@@ -112,6 +112,9 @@ class Call:
         # answer (now or later) with :meth:`UserAgent.respond`.
         self.on_event: Callable[[CallEvent], None] | None = None
         self.on_peer_request: Callable[[Request, ServerTransaction], None] | None = None
+        #: Set by an ``on_invite`` handler that handed the incoming call to a
+        #: driver which answers it later: its return is then not an omission.
+        self.handed_off = False
 
     # ------------------------------------------------------------- events
     def _push(self, event: CallEvent) -> None:
@@ -253,12 +256,16 @@ class Call:
 
     # ------------------------------------------------------ incoming call
     def _respond(
-        self, status: int, body: bytes = b"", headers: list[tuple[str, str]] | None = None
+        self,
+        status: int,
+        body: bytes = b"",
+        headers: list[tuple[str, str]] | None = None,
+        reason: str | None = None,
     ) -> None:
         tx = self.server_tx
         if tx is None:
             raise SipError("not an incoming call")
-        self.ua._run(lambda e: e.respond(tx, status, body=body, headers=headers))
+        self.ua._run(lambda e: e.respond(tx, status, reason, body=body, headers=headers))
         if 100 < status < 300 and self.dialog is None and self.request is not None:
             dialog = self.ua.endpoint.dialogs.get(
                 (self.request.call_id, tx.to_tag or "", self.request.from_.tag or "")
@@ -279,8 +286,13 @@ class Call:
             self.local_sdp = sdp
         self._respond(200, self.local_sdp or b"", headers)
 
-    def reject(self, status: int = 486, headers: list[tuple[str, str]] | None = None) -> None:
-        self._respond(status, b"", headers)
+    def reject(
+        self,
+        status: int = 486,
+        headers: list[tuple[str, str]] | None = None,
+        reason: str | None = None,
+    ) -> None:
+        self._respond(status, b"", headers, reason)
         self._push(Ended("local", "failed"))
 
 
@@ -660,6 +672,8 @@ class UserAgent:
             await coro
         except Exception:
             log.exception("SIP request handler failed")
+        if isinstance(tx.user_data, Call) and tx.user_data.handed_off:
+            return
         last = tx.last_response
         if (
             last is None
