@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .media.rtpengine import RtpEngine, RtpEngineError
-from .store import Store, StoreUnavailableError
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,32 @@ PROBE_INTERVAL = 1.0
 PROBE_TIMEOUT = 2.0
 
 
-class StoreHealth:
+class _Prober:
+    """Runs :meth:`probe` once per ``interval`` in the background."""
+
+    interval: float
+    _task: asyncio.Task[None] | None
+
+    async def probe(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            await self.probe()
+            await asyncio.sleep(self.interval)
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+
+class StoreHealth(_Prober):
     """The last known reachability of the store."""
 
     def __init__(
@@ -69,31 +94,14 @@ class StoreHealth:
         """One probe: a trivial read, bounded by ``timeout``."""
         try:
             await asyncio.wait_for(self.store.schema_version(), self.timeout)
-        except (StoreUnavailableError, TimeoutError) as exc:
-            self.mark_down(exc)
-        except Exception as exc:  # any other failure: the store does not serve
+        except Exception as exc:  # unavailable, too slow, or failing: it does not serve
             self.mark_down(exc)
         else:
             self.mark_up()
         return self.reachable
 
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
 
-    async def _run(self) -> None:
-        while True:
-            await self.probe()
-            await asyncio.sleep(self.interval)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
-
-
-class RtpEngineHealth:
+class RtpEngineHealth(_Prober):
     """The last known reachability of rtpengine: a ping per interval, and
     every request of the call flow counts too (a reply is "up", a request
     that timed out after its retransmissions is "down")."""
@@ -147,21 +155,6 @@ class RtpEngineHealth:
         except OSError as exc:  # the socket itself failed (no route, ...)
             self.mark_down(exc)
         return bool(self.reachable)
-
-    def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-
-    async def _run(self) -> None:
-        while True:
-            await self.probe()
-            await asyncio.sleep(self.interval)
-
-    async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
 
 
 @dataclass
