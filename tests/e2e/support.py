@@ -153,7 +153,7 @@ def config_text(
         # Both integrators admit 1001: a registrar agent must name its own.
         agent_lines += '\nintegrator = "acme"'
     if agent_port:
-        agent_lines = f'contact = "sip:1001@127.0.0.1:{agent_port}"\n' + agent
+        agent_lines = f'contact = "sip:1001@127.0.0.1:{agent_port}"\n' + agent_lines
     return f"""
 [server]
 http_host = "127.0.0.1"
