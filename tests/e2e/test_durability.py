@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -196,3 +197,71 @@ def cdr_of(rows: list[Notification], ref: str) -> dict[str, Any]:
     (row,) = [row for row in rows if row.call_ref == ref]
     payload: dict[str, Any] = row.payload["payload"]
     return payload
+
+
+def test_a_call_answered_201_survives_a_sigkill_right_after(tmp_path: Path) -> None:
+    """Issue 10: group commit keeps durability. Each 201 is sent only once
+    its call is in the database: calls placed concurrently (so that they
+    share group commits) and the server SIGKILLed the moment the last 201
+    arrives are all there after a restart, each closed with one failed CDR."""
+    http_port, sip_port = free_port("tcp"), free_port_both()
+    database = f"sqlite:///{tmp_path}/c2d.db"
+    base = f"http://127.0.0.1:{http_port}"
+    auth = {"Authorization": f"Bearer {ACME_KEY}"}
+    agents = [f"1{n:03d}" for n in range(100, 120)]
+    config = tmp_path / "c2d.toml"
+    # The agents ring a socket that takes the INVITEs and never answers (no
+    # ICMP error to end the calls early): the calls stay live.
+    hole = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    hole.bind(("127.0.0.1", 0))
+    silent = f"sip:{{}}@127.0.0.1:{hole.getsockname()[1]}"
+    config.write_text(
+        config_text(
+            database=database,
+            agent_port=None,
+            trunk_port=None,
+            http_port=http_port,
+            sip_port=sip_port,
+            # A Redis that is not there: each CDR waits in the outbox.
+            acme=f'max_cps = 100\nmax_concurrent = 100\nredis = "redis://127.0.0.1:{free_port("tcp")}/9"',
+            extra="".join(
+                f'\n[agents."{ext}"]\ncontact = "{silent.format(ext)}"\n' for ext in agents
+            ),
+        )
+    )
+
+    async def place_all() -> list[str]:
+        async with httpx.AsyncClient(base_url=base, headers=auth, timeout=10) as client:
+            responses = await asyncio.gather(
+                *(
+                    client.post(
+                        "/click2dial/calls",
+                        json={
+                            "agent": ext,
+                            "callee": "0821234567",
+                            "outbound_id": "27110000001",
+                        },
+                    )
+                    for ext in agents
+                )
+            )
+        assert all(r.status_code == 201 for r in responses), [r.text for r in responses]
+        return [r.json()["call_ref"] for r in responses]
+
+    with server(["serve", "--config", str(config)], tmp_path) as first:
+        wait_http(f"{base}/healthz", first)
+        refs = asyncio.run(place_all())
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+    with server(["serve", "--config", str(config)], tmp_path) as second:
+        wait_http(f"{base}/healthz", second)
+        calls = [httpx.get(f"{base}/click2dial/calls/{ref}", headers=auth) for ref in refs]
+    hole.close()
+
+    async def cdrs() -> list[Notification]:
+        async with open_store(database) as store:
+            return [n for n in await store.undelivered("acme", 500) if n.kind == "cdr"]
+
+    assert [c.status_code for c in calls] == [200] * len(refs)
+    assert {(c.json()["status"], c.json()["end_reason"]) for c in calls} == {("ended", "failed")}
+    assert sorted(n.call_ref for n in asyncio.run(cdrs())) == sorted(refs)  # one each
