@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -165,5 +166,46 @@ def test_a_name_resolving_to_link_local_fails_delivery_and_stays_in_the_outbox(
             assert kept.last_error is not None
             assert "169.254.169.254" in kept.last_error and "link-local" in kept.last_error
             assert notifier.counters.failed[("acme", "webhook")] == 1
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_the_request_goes_to_the_address_that_passed_the_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """DNS rebinding: a name that resolves to an allowed address for the
+    check and to a metadata address a moment later.  The resolver here is a
+    fake (a real DNS server cannot be told to do this on cue): its first
+    answer is the receiver's 127.0.0.1, every later one 169.254.169.254.
+    The delivery must reach the receiver, with the name as its Host."""
+    real = socket.getaddrinfo
+    answers: list[str] = []
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebind.test":
+            return real(host, port, *args, **kwargs)
+        address = "127.0.0.1" if not answers else "169.254.169.254"
+        answers.append(address)
+        return real(address, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+
+    async def main() -> None:
+        async with (
+            HttpReceiver() as hook,
+            open_store(f"sqlite:///{tmp_path}/outbox.db") as store,
+        ):
+            url = hook.url.replace("127.0.0.1", "rebind.test")
+            acme = IntegratorConfig(name="acme", webhook_url=url, webhook_secret=PLAIN)
+            await store.enqueue([cdr_row("acme", 1, "webhook")])
+            notifier = Notifier(store, {"acme": acme})
+            try:
+                await notifier.deliver_due()
+            finally:
+                await notifier.close()
+            (request,) = hook.requests
+            assert request.headers["host"] == url.split("/")[2]
+            assert await store.undelivered("acme") == []
+        assert answers == ["127.0.0.1"]  # resolved once: no second, rebound lookup
 
     asyncio.run(asyncio.wait_for(main(), 30))

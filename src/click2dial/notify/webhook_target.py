@@ -11,14 +11,14 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-from typing import Final
+from typing import Any, Final
 
 import httpx
 
 from .. import __version__
 from ..config import IntegratorConfig
 from ..store import Notification
-from ..webhook_addresses import literal_address, refused_address
+from ..webhook_addresses import IPAddress, literal_address, refused_address
 from .documents import DeliveryError, encode, event_type
 from .signing import (
     EVENT_HEADER,
@@ -72,10 +72,12 @@ class WebhookSender:
         try:
             # httpx's timeout applies per phase; this bounds the whole request.
             async with asyncio.timeout(self.timeout):
+                url: httpx.URL | str = integrator.webhook_url
+                extensions: dict[str, Any] = {}
                 if not self.allow_link_local:
-                    await self.check_target(integrator.webhook_url)
+                    url, extensions = await self.pinned(integrator.webhook_url, headers)
                 response = await self.client.post(
-                    integrator.webhook_url, content=body, headers=headers
+                    url, content=body, headers=headers, extensions=extensions
                 )
         except (httpx.HTTPError, OSError, TimeoutError) as exc:
             detail = str(exc) or "no answer"
@@ -85,9 +87,28 @@ class WebhookSender:
             raise DeliveryError(f"webhook: answered {response.status_code} {reason}".rstrip())
         return response.status_code
 
-    async def check_target(self, url: str) -> None:
+    async def pinned(
+        self, url: str, headers: dict[str, str]
+    ) -> tuple[httpx.URL | str, dict[str, Any]]:
+        """The URL to connect to: a host name is resolved and checked once,
+        then the request goes to the address that passed the check, so a
+        name that resolves differently a moment later (DNS rebinding) cannot
+        send it elsewhere.  The ``Host`` header, the TLS server name and the
+        certificate check still use the name.  ``headers`` gains ``Host``."""
+        parts = httpx.URL(url)
+        address = await self.check_target(url)
+        if address is None:
+            return url, {}
+        headers["Host"] = parts.netloc.decode("ascii")
+        extensions: dict[str, Any] = {}
+        if parts.scheme == "https":
+            extensions["sni_hostname"] = parts.host
+        return parts.copy_with(host=str(address)), extensions
+
+    async def check_target(self, url: str) -> IPAddress | None:
         """Refuse a URL whose host is, or resolves to, a link-local or
-        metadata address (:mod:`click2dial.webhook_addresses`)."""
+        metadata address (:mod:`click2dial.webhook_addresses`); the address
+        a host name resolved to (``None`` for a literal address)."""
         parts = httpx.URL(url)
         host, port = parts.host, parts.port or (443 if parts.scheme == "https" else 80)
         literal = literal_address(host)
@@ -105,6 +126,11 @@ class WebhookSender:
                     f"webhook: {host} refused as a target: {reason} "
                     "([server] webhook_allow_link_local allows it)"
                 )
+        if literal is not None:
+            return None
+        if not addresses:
+            raise DeliveryError(f"webhook: {host} resolves to no address")
+        return addresses[0]
 
     async def close(self) -> None:
         await self.client.aclose()
