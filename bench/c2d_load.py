@@ -49,9 +49,10 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 HOST = "127.0.0.1"
 API_KEY = "bench-load-key-0123456789"
@@ -84,6 +85,14 @@ def rss_mib(pid: int) -> float:
     return float("nan")
 
 
+def show(name: str, value: str) -> None:
+    print(f"  {name:<34} {value}", flush=True)
+
+
+def p50_p99(seconds: list[float]) -> str:
+    return f"{pct(seconds, 50) * 1e3:.1f} / {pct(seconds, 99) * 1e3:.1f} ms"
+
+
 def pct(values: list[float], q: float) -> float:
     if not values:
         return float("nan")
@@ -110,7 +119,7 @@ def sipp_stats(path: Path) -> LegStats:
     for line in reversed(lines[1:-1]):
         row = line.split(";")
         if len(row) == len(head):
-            g = dict(zip(head, row))
+            g = dict(zip(head, row, strict=True))
             return LegStats(
                 ok=int(g["SuccessfulCall(C)"]),
                 failed=int(g["FailedCall(C)"]),
@@ -156,7 +165,8 @@ class Peer:
             str(self.log),
             *extra,
         ]
-        self.out: IO[bytes] = open(workdir / f"{name}.out", "wb")
+        # closed in stop(): the file lives as long as the process writing it
+        self.out: IO[bytes] = open(workdir / f"{name}.out", "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.STDOUT)
 
     def stats(self) -> LegStats:
@@ -174,9 +184,13 @@ class Peer:
 
 
 def server_config(http_port: int, sip_port: int, agent: int, trunk: int, admission: bool) -> str:
-    limits = "" if admission else (
-        "\n[admission]\nmax_calls_per_second = 0\nmax_live_calls = 0\n"
-        "max_loop_lag_ms = 0\nmax_sip_transactions = 0\n"
+    limits = (
+        ""
+        if admission
+        else (
+            "\n[admission]\nmax_calls_per_second = 0\nmax_live_calls = 0\n"
+            "max_loop_lag_ms = 0\nmax_sip_transactions = 0\n"
+        )
     )
     return f"""# written by bench/c2d_load.py
 [server]
@@ -215,7 +229,7 @@ class Server:
             )
         )
         self.log = workdir / "server.log"
-        self.out: IO[bytes] = open(self.log, "wb")
+        self.out: IO[bytes] = open(self.log, "wb")  # noqa: SIM115  (closed in stop())
         self.proc = subprocess.Popen(
             [exe, "serve", "--config", str(cfg)],
             cwd=workdir,
@@ -335,7 +349,7 @@ async def place_calls(
         t = time.perf_counter()
         try:
             status, payload = await client.request("POST", "/click2dial/calls", body, headers)
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError) as e:
             res.status[type(e).__name__] += 1
             return
         res.latency_s.append(time.perf_counter() - t)
@@ -367,7 +381,7 @@ async def end_calls(port: int, refs: list[str], conns: int) -> collections.Count
         try:
             status, _ = await client.request("DELETE", f"/click2dial/calls/{ref}", b"", "")
             out[str(status)] += 1
-        except (OSError, asyncio.TimeoutError, asyncio.IncompleteReadError) as e:
+        except (OSError, TimeoutError, asyncio.IncompleteReadError) as e:
             out[type(e).__name__] += 1
 
     await asyncio.gather(*(one(r) for r in refs))
@@ -390,7 +404,7 @@ def invite_times(log: Path, offset: int) -> tuple[dict[str, float], int]:
     return seen, offset + len(data)
 
 
-def wait_until(pred: "callable[[], bool]", timeout: float) -> bool:  # type: ignore[valid-type]
+def wait_until(pred: Callable[[], bool], timeout: float) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if pred():
@@ -405,7 +419,8 @@ def system(args: argparse.Namespace, trunk_scenario: str) -> Iterator[tuple[Serv
         workdir = Path(args.workdir) if args.workdir else Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
         agent = Peer("agent", "c2d_agent.xml", workdir, [])
-        trunk = Peer("trunk", trunk_scenario, workdir, ["-set", "talk_ms", str(args.talk_ms)])
+        talk = [] if args.hold else ["-set", "talk_ms", str(args.talk_ms)]
+        trunk = Peer("trunk", trunk_scenario, workdir, talk)
         server = None
         try:
             time.sleep(0.3)  # let both sipp bind before the server's first OPTIONS or INVITE
@@ -435,7 +450,7 @@ def run_rates(args: argparse.Namespace) -> None:
             seq += n
             accepted = res.status["201"]
 
-            def ended() -> bool:
+            def ended(a0: LegStats = a0, t0: LegStats = t0, accepted: int = accepted) -> bool:
                 a, t = agent.stats(), trunk.stats()
                 return (
                     a.ok + a.failed - a0.ok - a0.failed >= accepted
@@ -454,19 +469,18 @@ def run_rates(args: argparse.Namespace) -> None:
             cpu_ms = (cpu1 - cpu0) * 1000 / max(1, accepted)
             clean = completed == n and failed == 0 and drained and res.late_max_s < 0.5
             print(f"\n== offered {rate:g}/s for {args.duration:g} s: {n} POSTs ==")
-            rows = [
-                ("completed click-to-dials/s", f"{completed / res.send_s:.1f}  ({completed} of {n})"),
-                ("failed legs (agent+trunk)", f"{failed}"),
-                ("HTTP status", ", ".join(f"{k}: {v}" for k, v in sorted(res.status.items()))),
-                ("server CPU per call", f"{cpu_ms:.2f} ms  ({cpu1 - cpu0:.2f} s)"),
-                ("POST p50 / p99", f"{pct(res.latency_s, 50) * 1e3:.1f} / {pct(res.latency_s, 99) * 1e3:.1f} ms"),
-                ("POST -> agent INVITE p50 / p99", f"{pct(setup, 50) * 1e3:.1f} / {pct(setup, 99) * 1e3:.1f} ms  ({len(setup)} matched)"),
-                ("sender late by (max)", f"{res.late_max_s * 1e3:.1f} ms"),
-                ("server RSS", f"{rss_mib(server.proc.pid):.0f} MiB"),
-                ("verdict", "CLEAN" if clean else "NOT CLEAN" + ("" if drained else " (legs still live)")),
-            ]
-            for name, value in rows:
-                print(f"  {name:<32} {value}")
+            show(
+                "completed click-to-dials/s", f"{completed / res.send_s:.1f}  ({completed} of {n})"
+            )
+            show("failed legs (agent+trunk)", str(failed))
+            show("HTTP status", ", ".join(f"{k}: {v}" for k, v in sorted(res.status.items())))
+            show("server CPU per call", f"{cpu_ms:.2f} ms  ({cpu1 - cpu0:.2f} s)")
+            show("POST p50 / p99", p50_p99(res.latency_s))
+            show("POST -> agent INVITE p50 / p99", f"{p50_p99(setup)}  ({len(setup)} matched)")
+            show("sender late by (max)", f"{res.late_max_s * 1e3:.1f} ms")
+            show("server RSS", f"{rss_mib(server.proc.pid):.0f} MiB")
+            verdict = "CLEAN" if clean else "NOT CLEAN"
+            show("verdict", verdict if drained else verdict + " (legs still live)")
             sys.stdout.flush()
 
 
@@ -475,38 +489,65 @@ def run_hold(args: argparse.Namespace) -> None:
     with system(args, "c2d_trunk_hold.xml") as (server, agent, trunk):
         pid = server.proc.pid
         rss0 = rss_mib(pid)
-        print(f"server pid {pid}, RSS idle {rss0:.0f} MiB; placing {n} calls at {args.hold_rate:g}/s")
+        print(
+            f"server pid {pid}, RSS idle {rss0:.0f} MiB; placing {n} calls at {args.hold_rate:g}/s"
+        )
         res = asyncio.run(
             place_calls(server.http_port, n, args.hold_rate, 0, args.conns, args.timeout, hold=True)
         )
         refs = list(res.sent_at)
-        talking = wait_until(lambda: agent.stats().current + trunk.stats().current >= 2 * len(refs), 60)
+        talking = wait_until(
+            lambda: agent.stats().current + trunk.stats().current >= 2 * len(refs), 60
+        )
         a, t = agent.stats(), trunk.stats()
         rss = rss_mib(pid)
-        print(f"  HTTP status                      {dict(res.status)}")
-        print(f"  live legs on agent / trunk peer  {a.current} / {t.current}  (all {2 * len(refs)} up: {talking})")
-        print(f"  server VmRSS with {len(refs)} calls     {rss:.0f} MiB ({(rss - rss0) * 1024 / max(1, len(refs)):.1f} KiB per call)")
+        show("HTTP status", str(dict(res.status)))
+        show("live legs on agent / trunk peer", f"{a.current} / {t.current}")
+        show(f"all {2 * len(refs)} legs up", str(talking))
+        per_call = (rss - rss0) * 1024 / max(1, len(refs))
+        show(
+            f"server VmRSS, {len(refs)} calls live", f"{rss:.0f} MiB ({per_call:.1f} KiB per call)"
+        )
         t_end = time.monotonic()
         out = asyncio.run(end_calls(server.http_port, refs, args.conns))
         gone = wait_until(lambda: agent.stats().current == 0 and trunk.stats().current == 0, 120)
         a, t = agent.stats(), trunk.stats()
-        print(f"  DELETE statuses                  {dict(out)}; legs ended in {time.monotonic() - t_end:.1f} s: {gone}")
-        print(f"  legs ok / failed                 agent {a.ok}/{a.failed}, trunk {t.ok}/{t.failed}")
-        print(f"  server VmRSS after               {rss_mib(pid):.0f} MiB")
+        show("DELETE statuses", str(dict(out)))
+        show("all legs ended", f"{gone} (after {time.monotonic() - t_end:.1f} s)")
+        show("legs ok / failed", f"agent peer {a.ok}/{a.failed}, trunk peer {t.ok}/{t.failed}")
+        show("server VmRSS after", f"{rss_mib(pid):.0f} MiB")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--exe", default=str(HERE.parent / ".venv" / "bin" / "click2dial"))
-    ap.add_argument("--rates", default="50,100,150,200", help="offered POSTs per second, comma-separated")
+    ap.add_argument(
+        "--rates", default="50,100,150,200", help="offered POSTs per second, comma-separated"
+    )
     ap.add_argument("--duration", type=float, default=10.0, help="seconds of load per rate")
-    ap.add_argument("--talk-ms", type=int, default=500, help="how long the callee talks before hanging up")
-    ap.add_argument("--conns", type=int, default=64, help="most HTTP keep-alive connections at once")
-    ap.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for one HTTP answer")
-    ap.add_argument("--admission", action="store_true", help="keep the [admission] defaults (else off)")
-    ap.add_argument("--hold", type=int, default=0, metavar="N", help="RSS with N live calls instead of rates")
-    ap.add_argument("--hold-rate", type=float, default=100.0, help="calls per second placed in --hold")
-    ap.add_argument("--workdir", help="keep configs, sipp statistics and logs here (default: a temp dir)")
+    ap.add_argument(
+        "--talk-ms", type=int, default=500, help="how long the callee talks before hanging up"
+    )
+    ap.add_argument(
+        "--conns", type=int, default=64, help="most HTTP keep-alive connections at once"
+    )
+    ap.add_argument(
+        "--timeout", type=float, default=30.0, help="seconds to wait for one HTTP answer"
+    )
+    ap.add_argument(
+        "--admission", action="store_true", help="keep the [admission] defaults (else off)"
+    )
+    ap.add_argument(
+        "--hold", type=int, default=0, metavar="N", help="RSS with N live calls instead of rates"
+    )
+    ap.add_argument(
+        "--hold-rate", type=float, default=100.0, help="calls per second placed in --hold"
+    )
+    ap.add_argument(
+        "--workdir", help="keep configs, sipp statistics and logs here (default: a temp dir)"
+    )
     args = ap.parse_args()
     if shutil.which("sipp") is None:
         raise SystemExit("sipp not found (Debian: sip-tester)")
