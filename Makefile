@@ -13,7 +13,7 @@ PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
 LOCK_TOOLS := .lock-tools
 LOCK_FLAGS := --python-version 3.11 --generate-hashes --quiet --custom-compile-command 'make lock'
 
-.PHONY: run test install sys-deps lint bench clean lock lock-upgrade
+.PHONY: run test install sys-deps lint bench bench-load clean lock lock-upgrade
 
 # Everything comes from the hashed lock file (transitive packages included);
 # click2dial itself is installed last, without dependencies or build isolation,
@@ -67,6 +67,12 @@ test: sys-deps lint
 
 bench: install
 	$(BIN)/python bench/sip_parse.py
+
+# The whole node under open-loop click-to-dial load, sipp agent and trunk peers
+# (bench/c2d_load.py --help); e.g. make bench-load BENCH_LOAD_ARGS="--hold 10000".
+BENCH_LOAD_ARGS ?= --rates 50,100,150,200 --duration 10
+bench-load: install
+	$(BIN)/python bench/c2d_load.py $(BENCH_LOAD_ARGS)
 
 clean:
 	rm -rf $(VENV) $(LOCK_TOOLS) .pytest_cache .mypy_cache .ruff_cache
