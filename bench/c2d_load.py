@@ -168,7 +168,9 @@ class Peer:
         ]
         # closed in stop(): the file lives as long as the process writing it
         self.out: IO[bytes] = open(workdir / f"{name}.out", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.STDOUT)
+        # In workdir: sipp writes files of its own (e.g. a -trace_stat file
+        # named after the scenario) into its working folder.
+        self.proc = subprocess.Popen(argv, stdout=self.out, stderr=subprocess.STDOUT, cwd=workdir)
 
     def stats(self) -> LegStats:
         return sipp_stats(self.stat)
@@ -198,6 +200,7 @@ def server_config(http_port: int, sip_port: int, agent: int, trunk: int, admissi
 http_host = "{HOST}"
 http_port = {http_port}
 database = "sqlite:///./bench.db"
+operator_listen = ""
 
 [sip]
 listen = ["udp:{HOST}:{sip_port}"]
