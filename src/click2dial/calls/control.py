@@ -33,7 +33,7 @@ the same way: its agent leg is the agent's incoming INVITE, answered with
 the flow's ``RingAgent`` / ``AnswerAgent`` / ``RejectAgent``.
 
 Nothing here speaks HTTP or builds SIP messages: the API calls
-:meth:`CallController.place` / :meth:`hangup`, the SIP side is the
+:meth:`CallController.start` / :meth:`hangup` (through the service), the SIP side is the
 :class:`~click2dial.sip.aio.UserAgent` API.
 """
 
