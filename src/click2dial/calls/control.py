@@ -221,14 +221,7 @@ class CallController:
     def start(self, record: CallRecord, integrator: IntegratorConfig) -> None:
         """Run a freshly stored call (state ``agent_ringing``)."""
         s = self.settings
-        timers = FlowTimers(
-            agent_ring=float(integrator.agent_ring_timeout),
-            callee_ring=float(integrator.callee_ring_timeout),
-            max_duration=float(integrator.max_call_duration),
-            probe_interval=float(s.probe_interval),
-        )
-        live = LiveCall(record, CallFlow(timers, s.public_host), integrator)
-        self.live[record.call_ref] = live
+        live = self._new_live(record, integrator)
         self._feed(
             live,
             f.Start(
@@ -241,15 +234,7 @@ class CallController:
         """Run a freshly stored call that the agent placed: ``call`` is its
         INVITE, which carries the agent's offer and waits for our final
         response (we are the UAS of the agent leg)."""
-        s = self.settings
-        timers = FlowTimers(
-            agent_ring=float(integrator.agent_ring_timeout),
-            callee_ring=float(integrator.callee_ring_timeout),
-            max_duration=float(integrator.max_call_duration),
-            probe_interval=float(s.probe_interval),
-        )
-        live = LiveCall(record, CallFlow(timers, s.public_host), integrator)
-        self.live[record.call_ref] = live
+        live = self._new_live(record, integrator)
         self._hook(live, Leg.AGENT, call)
         self._feed(
             live,
@@ -260,6 +245,19 @@ class CallController:
                 cancelled=call.ended.done(),
             ),
         )
+
+    def _new_live(self, record: CallRecord, integrator: IntegratorConfig) -> LiveCall:
+        """A call of this node with its flow, on the integrator's timers."""
+        s = self.settings
+        timers = FlowTimers(
+            agent_ring=float(integrator.agent_ring_timeout),
+            callee_ring=float(integrator.callee_ring_timeout),
+            max_duration=float(integrator.max_call_duration),
+            probe_interval=float(s.probe_interval),
+        )
+        live = LiveCall(record, CallFlow(timers, s.public_host), integrator)
+        self.live[record.call_ref] = live
+        return live
 
     def _hook(self, live: LiveCall, leg: Leg, call: Call) -> None:
         live.legs[leg] = call

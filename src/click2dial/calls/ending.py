@@ -58,6 +58,21 @@ class PendingEnd:
     def call_ref(self) -> str:
         return self.record.call_ref
 
+    async def write(self, store: Store) -> CallRecord | None:
+        """One ``finish_call`` transaction: the ended record, or None if
+        the call was unknown or had ended already (at most once)."""
+        return await store.finish_call(
+            self.call_ref,
+            ended_at=self.ended_at,
+            end_reason=self.outcome.end_reason,
+            end_code=self.outcome.end_code,
+            sip_status=self.outcome.sip_status,
+            sip_reason=self.outcome.sip_reason,
+            hangup_side=self.outcome.hangup_side,
+            notifications=self.notifications,
+            fields=self.fields,
+        )
+
     def to_json(self) -> str:
         return json.dumps(
             {
@@ -167,17 +182,7 @@ class EndWriter:
                 continue
             end = self._queue[0]
             try:
-                end.final = await self.store.finish_call(
-                    end.call_ref,
-                    ended_at=end.ended_at,
-                    end_reason=end.outcome.end_reason,
-                    end_code=end.outcome.end_code,
-                    sip_status=end.outcome.sip_status,
-                    sip_reason=end.outcome.sip_reason,
-                    hangup_side=end.outcome.hangup_side,
-                    notifications=end.notifications,
-                    fields=end.fields,
-                )
+                end.final = await end.write(self.store)
             except asyncio.CancelledError:
                 raise
             except ValueError:
@@ -235,17 +240,7 @@ async def replay_spool(store: Store, path: Path) -> list[CallRecord]:
     file is removed only once every end in it is stored."""
     written: list[CallRecord] = []
     for end in read_spool(path):
-        final = await store.finish_call(
-            end.call_ref,
-            ended_at=end.ended_at,
-            end_reason=end.outcome.end_reason,
-            end_code=end.outcome.end_code,
-            sip_status=end.outcome.sip_status,
-            sip_reason=end.outcome.sip_reason,
-            hangup_side=end.outcome.hangup_side,
-            notifications=end.notifications,
-            fields=end.fields,
-        )
+        final = await end.write(store)
         if final is not None:
             written.append(final)
     with contextlib.suppress(FileNotFoundError):
