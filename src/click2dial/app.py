@@ -225,6 +225,7 @@ class Click2Dial:
             settings=settings,
             store=self.store,
             ua=self.ua,
+            rtpengine=self.rtpengine,
             notifications_for=self.notifications_for,
             on_call_ended=self._call_ended,
             on_answered=self._call_answered,

@@ -227,6 +227,15 @@ def scenario_agent_offer_unparsable() -> None:
     assert AckAgent(None) in out and only(out, Finish)[0].outcome.sip_status == 488
 
 
+def scenario_agent_offer_not_through_the_media_relay() -> None:
+    d = Driver().agent_ringing()
+    out = d.feed(Answered(A, None, media_error="media relay: no reply"))
+    assert AckAgent(None) in out and Bye(A) in out and only(out, Invite) == []
+    outcome = only(out, Finish)[0].outcome
+    assert (outcome.end_reason, outcome.sip_status) == ("failed", 503)
+    assert outcome.sip_reason == "media relay: no reply"
+
+
 def scenario_callee_unreachable() -> None:
     d = Driver()
     d.feed(Start(callee_reachable=False))
@@ -630,6 +639,20 @@ def scenario_agent_placed_call_without_offer_is_refused() -> None:
         out = d.feed(StartIncoming(offer))
         assert [type(a) for a in out] == [Finish, RejectAgent, Done]
         assert out[1].status == 488 and not only(out, Invite)
+
+
+def scenario_agent_placed_call_offer_not_through_the_media_relay() -> None:
+    out = Driver().feed(StartIncoming(None, media_error="media relay: no reply"))
+    assert [type(a) for a in out] == [Finish, RejectAgent, Done]
+    assert out[1].status == 503 and out[0].outcome.end_reason == "failed"
+
+
+def scenario_media_relay_failure_mid_call_is_our_fault() -> None:
+    d = Driver().talking()
+    out = d.feed(Abort("media relay: no reply", 503))
+    outcome = only(out, Finish)[0].outcome
+    assert (outcome.end_reason, outcome.sip_status) == ("failed", 503)
+    assert Bye(A) in out and Bye(C) in out
 
 
 def scenario_agent_placed_call_cancelled_before_start() -> None:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -51,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import IntegratorConfig
+from ..media.rtpengine import RtpEngine
 from ..sip.aio import Answered, Call, CallEvent, Ended, Failed, Progress, UserAgent
 from ..sip.aio.ua import Acked
 from ..sip.auth import DigestClient
@@ -66,6 +68,7 @@ from ..store.model import DIALOG_COLUMNS
 from . import flow as f
 from .ending import EndWriter, PendingEnd
 from .flow import CallFlow, FlowError, FlowTimers, Leg
+from .media_relay import MediaRelay, MediaRelayError, is_webrtc
 from .outcome import Outcome
 from .ringback import PCMA, PCMU, Ringback
 
@@ -174,6 +177,15 @@ class LiveCall:
     """State changes not in the store yet (see ``_write_states``)."""
     end: PendingEnd | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    relay: MediaRelay | None = None
+    """rtpengine around the leg that is a browser (:mod:`.media_relay`)."""
+    late_offer: set[Leg] = field(default_factory=set)
+    """Legs we invited without SDP: their 2xx carries an offer."""
+    send_offered: bool = False
+    """Our in-flight re-INVITE/UPDATE to the relayed leg carried an offer."""
+    peer_offers: dict[int, bool] = field(default_factory=dict)
+    """Per server transaction (``id``) of the relayed leg's in-dialog
+    request: whether it carried an offer (our 2xx then answers it)."""
 
     @property
     def call_ref(self) -> str:
@@ -182,6 +194,10 @@ class LiveCall:
 
 def new_call_ref() -> str:
     return str(uuid.uuid4())
+
+
+#: The events whose SDP is an offer or an answer of the agent's.
+_SdpEvent = f.StartIncoming | f.Answered | f.PeerRequest | f.PeerAck | f.RequestDone
 
 
 class CallController:
@@ -193,6 +209,7 @@ class CallController:
         settings: TelephonySettings,
         store: Store,
         ua: UserAgent,
+        rtpengine: RtpEngine | None = None,
         on_agent_connected: Callable[[CallRecord], Awaitable[None]] | None = None,
         on_call_ended: Callable[[CallRecord], Awaitable[None]] | None = None,
         on_answered: Callable[[CallRecord, Leg], None] | None = None,
@@ -204,6 +221,7 @@ class CallController:
         self.settings = settings
         self.store = store
         self.ua = ua
+        self.rtpengine = rtpengine
         self.on_agent_connected = on_agent_connected
         self.on_call_ended = on_call_ended
         self.on_answered = on_answered
@@ -326,25 +344,66 @@ class CallController:
                 if isinstance(action, f.AgentConnected) and self.on_agent_connected is not None:
                     self._spawn(self._then(live, self.on_agent_connected(live.record), pending))
                     return  # still busy: the rest continues when it is done
-                try:
-                    self._transmit(live, action)
-                except Exception as exc:
-                    log.exception("call %s: %r failed", live.call_ref, action)
-                    live.inbox.appendleft(self._failed_action(action, exc))
+                if live.relay is not None and (rewrite := self._media_out(live, action)):
+                    self._spawn(self._then_transmit(live, action, rewrite, pending))
+                    return  # still busy: the rest goes once rtpengine answered
+                self._transmit_or_report(live, action)
             if not live.inbox or flow.ended:
                 break
             event = live.inbox.popleft()
-            try:
-                pending.extend(flow.handle(event, self.clock()))
-            except FlowError:
-                log.exception("call %s: no transition", live.call_ref)
-                if not flow.ended:
-                    pending.extend(flow.handle(f.Abort("internal error"), self.clock()))
+            if (rewrite_in := self._media_in(live, event)) is not None:
+                self._spawn(self._then_handle(live, rewrite_in, pending))
+                return
+            self._handle(live, event, pending)
         live.busy = False
         if flow.ended:
             live.inbox.clear()
         else:
             self._arm(live)
+
+    def _handle(self, live: LiveCall, event: f.Event, pending: deque[f.Action]) -> None:
+        flow = live.flow
+        try:
+            pending.extend(flow.handle(event, self.clock()))
+        except FlowError:
+            log.exception("call %s: no transition", live.call_ref)
+            if not flow.ended:
+                pending.extend(flow.handle(f.Abort("internal error"), self.clock()))
+
+    def _transmit_or_report(self, live: LiveCall, action: f.Action) -> None:
+        try:
+            self._transmit(live, action)
+        except Exception as exc:
+            log.exception("call %s: %r failed", live.call_ref, action)
+            live.inbox.appendleft(self._failed_action(action, exc))
+
+    async def _then_handle(
+        self, live: LiveCall, rewrite: Awaitable[f.Event], pending: deque[f.Action]
+    ) -> None:
+        """Feed the flow an event once its SDP came back from rtpengine."""
+        event = await rewrite
+        if not live.flow.ended:
+            self._handle(live, event, pending)
+        self._process(live, pending)
+
+    async def _then_transmit(
+        self,
+        live: LiveCall,
+        action: f.Action,
+        rewrite: Callable[[], Awaitable[f.Action | None]],
+        pending: deque[f.Action],
+    ) -> None:
+        """Carry out an action once its SDP came back from rtpengine."""
+        try:
+            rewritten = await rewrite()
+        except MediaRelayError as exc:
+            log.warning("call %s: %s", live.call_ref, exc)
+            self._media_failed(live, action)
+            live.inbox.appendleft(f.Abort(str(exc), 503))
+        else:
+            if rewritten is not None:
+                self._transmit_or_report(live, rewritten)
+        self._process(live, pending)
 
     async def _then(
         self, live: LiveCall, awaitable: Awaitable[None], rest: deque[f.Action]
@@ -363,6 +422,148 @@ class CallController:
         if isinstance(action, f.Invite):
             return f.Failed(action.leg, 503, str(exc) or "could not send the INVITE")
         return f.Abort(f"could not carry out {type(action).__name__}")
+
+    # -------------------------------------------------- the media relay
+    def _media_in(self, live: LiveCall, event: f.Event) -> Awaitable[f.Event] | None:
+        """The rewrite of an agent's SDP through rtpengine, when the event
+        carries one that needs it (:mod:`.media_relay`); None otherwise.
+
+        The agent's first SDP (its INVITE's offer, or the offer in its 200
+        to our late-offer INVITE) decides whether it is a browser."""
+        if isinstance(event, f.StartIncoming):
+            if not is_webrtc(event.offer):
+                return None
+            self._new_relay(live)
+            return self._rewrite_in(live, event, event.offer, "offer")
+        if getattr(event, "leg", None) is not Leg.AGENT:
+            return None
+        if isinstance(event, f.Answered):
+            if live.relay is None:
+                if not is_webrtc(event.sdp):
+                    return None
+                self._new_relay(live)
+            role = "offer" if Leg.AGENT in live.late_offer else "answer"
+            return self._rewrite_in(live, event, event.sdp, role)
+        relay = live.relay
+        if relay is None:
+            return None
+        if isinstance(event, f.PeerRequest) and event.sdp:
+            live.peer_offers[id(event.token)] = True
+            return self._rewrite_in(live, event, event.sdp, "offer")
+        if isinstance(event, f.PeerAck) and event.sdp:
+            return self._rewrite_in(live, event, event.sdp, "answer")
+        if isinstance(event, f.RequestDone) and event.sdp:
+            role = "answer" if live.send_offered else "offer"
+            return self._rewrite_in(live, event, event.sdp, role)
+        # A provisional's SDP from the agent is never used: no offer of
+        # ours is pending when the agent rings (late offer).
+        return None
+
+    def _new_relay(self, live: LiveCall) -> MediaRelay | None:
+        if self.rtpengine is not None:
+            live.relay = MediaRelay(self.rtpengine, live.call_ref, Leg.AGENT, Leg.CALLEE)
+        return live.relay
+
+    async def _rewrite_in(
+        self, live: LiveCall, event: _SdpEvent, sdp: bytes | None, role: str
+    ) -> f.Event:
+        assert sdp is not None
+        relay = live.relay
+        try:
+            if relay is None:
+                raise MediaRelayError(
+                    "the agent is a browser (WebRTC media) and no media relay is "
+                    "configured ([sip] rtpengine)"
+                )
+            if role == "offer":
+                rewritten = await relay.received_offer(sdp)
+            else:
+                rewritten = await relay.received_answer(sdp)
+        except MediaRelayError as exc:
+            log.warning("call %s: %s", live.call_ref, exc)
+            detail = str(exc)
+            if isinstance(event, f.StartIncoming):
+                return dataclasses.replace(event, offer=None, media_error=detail)
+            if isinstance(event, f.Answered):
+                return dataclasses.replace(event, sdp=None, media_error=detail)
+            if isinstance(event, f.PeerRequest):
+                self.ua.respond(event.token, 500)
+            return f.Abort(detail, 503)
+        if isinstance(event, f.StartIncoming):
+            return dataclasses.replace(event, offer=rewritten)
+        return dataclasses.replace(event, sdp=rewritten)
+
+    def _media_out(
+        self, live: LiveCall, action: f.Action
+    ) -> Callable[[], Awaitable[f.Action | None]] | None:
+        """The rewrite of an SDP we send to the agent, when it is a browser;
+        None for an action that needs none."""
+        relay = live.relay
+        assert relay is not None
+        if isinstance(action, f.AckAgent) and action.offer is not None:
+            offer = action.offer
+
+            async def ack() -> None:
+                body, ringback = self._agent_answer(live, offer)
+                live.legs[Leg.AGENT].ack(await relay.sending_answer(body))
+                if ringback is not None:
+                    ringback.play(*offer.connection(0))
+
+            return ack
+        if isinstance(action, (f.RingAgent, f.AnswerAgent)) and action.sdp:
+            sdp = action.sdp
+
+            async def answer() -> f.Action:
+                return dataclasses.replace(action, sdp=await relay.sending_answer(sdp))
+
+            return answer
+        if isinstance(action, f.Send) and action.leg is Leg.AGENT:
+            if action.method == "OPTIONS":
+                return None
+            live.send_offered = bool(action.sdp)
+            if not action.sdp:
+                return None
+            sdp = action.sdp
+
+            async def reoffer() -> f.Action:
+                return dataclasses.replace(action, sdp=await relay.sending_offer(sdp))
+
+            return reoffer
+        if isinstance(action, f.Ack) and action.leg is Leg.AGENT and action.sdp:
+            sdp = action.sdp
+
+            async def ack_answer() -> f.Action:
+                return dataclasses.replace(action, sdp=await relay.sending_answer(sdp))
+
+            return ack_answer
+        if isinstance(action, f.Respond) and action.leg is Leg.AGENT:
+            answers = live.peer_offers.pop(id(action.token), False)
+            if not action.sdp or not 200 <= action.status < 300:
+                return None
+            sdp = action.sdp
+            rewrite = relay.sending_answer if answers else relay.sending_offer
+
+            async def respond() -> f.Action:
+                return dataclasses.replace(action, sdp=await rewrite(sdp))
+
+            return respond
+        return None
+
+    def _media_failed(self, live: LiveCall, action: f.Action) -> None:
+        """Complete what ``action`` left open when rtpengine failed it (the
+        call is then aborted)."""
+        agent = live.legs.get(Leg.AGENT)
+        if agent is None:
+            return
+        if isinstance(action, f.AckAgent):
+            agent.ack()  # ends the INVITE transaction; the BYE follows
+        elif isinstance(action, f.AnswerAgent):
+            if not agent.ended.done():
+                agent.reject(503)
+        elif isinstance(action, f.Respond):
+            self.ua.respond(action.token, 500)
+        elif isinstance(action, f.Send):
+            live.inbox.append(f.RequestDone(action.leg, action.method, 500))
 
     def _arm(self, live: LiveCall) -> None:
         when = live.flow.next_timer
@@ -518,6 +719,8 @@ class CallController:
             headers.insert(0, ("P-Asserted-Identity", f"<{caller.uri}>"))
         if destination is None:
             raise SipError(f"no destination for the {action.leg.value}")
+        if action.sdp is None:
+            live.late_offer.add(action.leg)
         forks = s.agent_destinations(record.agent) if action.leg is Leg.AGENT else []
         if len(forks) > 1:  # an agent's registered phones ring at once
             call = self.ua.invite_fork(
@@ -549,14 +752,22 @@ class CallController:
         if offer is None:
             call.ack()
             return
+        body, ringback = self._agent_answer(live, offer)
+        call.ack(body)
+        if ringback is not None:
+            ringback.play(*offer.connection(0))
+
+    def _agent_answer(
+        self, live: LiveCall, offer: SessionDescription
+    ) -> tuple[bytes, Ringback | None]:
+        """Our answer to the agent's offer while the callee is dialled:
+        ringback, or an inactive placeholder."""
         session = live.flow.sessions[Leg.AGENT]
         ringback = self._ringback_for(offer)
-        if ringback is not None:
-            live.ringback = ringback
-            call.ack(session.ringback_answer(offer, ringback))
-            ringback.play(*offer.connection(0))
-        else:
-            call.ack(session.placeholder_answer(offer.to_bytes()))
+        if ringback is None:
+            return session.placeholder_answer(offer.to_bytes()), None
+        live.ringback = ringback
+        return session.ringback_answer(offer, ringback), ringback
 
     def _ringback_for(self, offer: SessionDescription) -> Ringback | None:
         """A ringback player for the agent's first audio stream, if it takes
@@ -676,6 +887,8 @@ class CallController:
             live.timer.cancel()
             live.timer = None
         self._stop_ringback(live)
+        if live.relay is not None:
+            self._spawn(live.relay.delete())
         for call in live.legs.values():
             call.on_event = None
             call.on_peer_request = None

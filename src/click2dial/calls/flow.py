@@ -113,6 +113,9 @@ class StartIncoming:
     callee_reachable: bool = True
     cancelled: bool = False
     """The agent cancelled its INVITE while the call was being admitted."""
+    media_error: str | None = None
+    """The offer needed the media relay and did not get through it: the
+    call ends at once as ``failed``, the agent hears 503."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +131,8 @@ class Answered:
     sdp: bytes | None
     session_timer: bool = False
     """The dialog negotiated an RFC 4028 session timer: no OPTIONS probes."""
+    media_error: str | None = None
+    """The agent's offer needed the media relay and did not get through it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,9 +204,12 @@ class Tick:
 @dataclass(frozen=True, slots=True)
 class Abort:
     """End the call as Click2Dial's own failure: the driver could not carry
-    out an action or hit an event the flow has no transition for."""
+    out an action or hit an event the flow has no transition for.
+    ``status`` is the SIP status that stands for it, when one does (503: a
+    resource such as the media relay is unavailable)."""
 
     detail: str
+    status: int | None = None
 
 
 Event = (
@@ -482,6 +490,9 @@ class CallFlow:
             agent.state = LegState.GONE
             self._end(Outcome.hangup(Leg.AGENT.value), now)
             return
+        if event.media_error is not None:
+            self._end(Outcome.failure(event.media_error, 503), now)
+            return
         offer: SessionDescription | None = None
         if event.offer:
             try:
@@ -570,6 +581,10 @@ class CallFlow:
         data.state = LegState.ANSWERED
         self._emit(PersistDialog(Leg.AGENT))
         offer: SessionDescription | None = None
+        if event.media_error is not None:
+            self._emit(AckAgent(None))
+            self._end(Outcome.failure(event.media_error, 503), now)
+            return
         if event.sdp:
             try:
                 offer = parse_sdp(event.sdp)
@@ -837,7 +852,7 @@ class CallFlow:
         self._end(Outcome.hangup(event.side), now)
 
     def _abort(self, event: Abort, now: float) -> None:
-        self._end(Outcome.failure(event.detail), now)
+        self._end(Outcome.failure(event.detail, event.status), now)
 
     def _peer_ended(self, event: PeerEnded, now: float) -> None:
         self.legs[event.leg].state = LegState.GONE

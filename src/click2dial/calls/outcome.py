@@ -99,5 +99,7 @@ class Outcome:
         return cls(EndReason.TIMEOUT, cause, None, None, side)
 
     @classmethod
-    def failure(cls, detail: str) -> Outcome:
-        return cls(EndReason.FAILED, TEMPORARY_FAILURE, None, detail, HangupSide.SYSTEM)
+    def failure(cls, detail: str, status: int | None = None) -> Outcome:
+        """Click2Dial's own fault; ``status`` the SIP status that stands for
+        it towards a caller waiting for our answer, if any."""
+        return cls(EndReason.FAILED, TEMPORARY_FAILURE, status, detail, HangupSide.SYSTEM)
