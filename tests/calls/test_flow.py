@@ -180,6 +180,33 @@ def scenario_agent_refuses_media_sync() -> None:
     assert d.flow.phase is Phase.CALLEE_RINGING
 
 
+def scenario_refused_media_sync_is_retried_when_the_agent_says_later() -> None:
+    d = Driver().callee_ringing()
+    first = d.feed(Progress(C, 183, EARLY))
+    (sync,) = only(first, Send)
+    # A browser still applying the ACK's answer: 500 with Retry-After.
+    assert d.feed(RequestDone(A, "INVITE", 500, retry_after=3)) == []
+    assert d.flow.next_timer is not None and d.flow.next_timer == d.now + 3
+    again = d.tick_to(d.flow.next_timer)
+    assert only(again, Send) == [Send(A, "INVITE", sync.sdp)]
+    # A glare is retried too, after 2.1 s; a plain 500 is not.
+    d.feed(RequestDone(A, "INVITE", 491))
+    assert only(d.tick_to(d.now + 2.1), Send) == [Send(A, "INVITE", sync.sdp)]
+    d.feed(RequestDone(A, "INVITE", 500))
+    later = d.tick_to(d.now + 11)
+    assert [a for a in only(later, Send) if a.method == "INVITE"] == []
+
+
+def scenario_media_sync_retries_are_bounded() -> None:
+    d = Driver().callee_ringing()
+    d.feed(Progress(C, 183, EARLY))
+    sent = 1
+    for _ in range(10):
+        d.feed(RequestDone(A, "INVITE", 491))
+        sent += len([a for a in only(d.tick_to(d.now + 2.1), Send) if a.method == "INVITE"])
+    assert sent == 1 + f.MEDIA_SYNC_RETRIES
+
+
 # ---------------------------------------------------- failures and timers
 def scenario_agent_unreachable() -> None:
     d = Driver()

@@ -192,6 +192,15 @@ class LiveCall:
         return self.record.call_ref
 
 
+def _retry_after(response: Response) -> float | None:
+    """The seconds of a response's ``Retry-After`` (RFC 3261 §20.33), if any."""
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    seconds = value.split(";", 1)[0].split("(", 1)[0].strip()
+    return float(seconds) if seconds.isdigit() else None
+
+
 def new_call_ref() -> str:
     return str(uuid.uuid4())
 
@@ -646,7 +655,8 @@ class CallController:
             status = 408
         sdp = response.sdp if response is not None and 200 <= status < 300 else None
         cseq = response.cseq.seq if response is not None else 0
-        self._feed(live, f.RequestDone(leg, method, status, sdp or None, cseq))
+        retry_after = _retry_after(response) if response is not None and status >= 300 else None
+        self._feed(live, f.RequestDone(leg, method, status, sdp or None, cseq, retry_after))
 
     # ----------------------------------------------------------- transmit
     def _transmit(self, live: LiveCall, action: f.Action) -> None:

@@ -186,6 +186,8 @@ class RequestDone:
     status: int
     sdp: bytes | None = None
     cseq: int = 0
+    retry_after: float | None = None
+    """The response's ``Retry-After`` in seconds, if it had one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,6 +385,9 @@ class FlowTimers:
 #: 401/407 are the relay target's challenge to us; 408/481 mean the relay
 #: target's dialog is gone, which is not the sender's dialog.
 _RELAY_STATUS = {401: 500, 407: 500, 408: 500, 481: 500}
+#: Times a refused media sync re-INVITE (491, or 500/503 with Retry-After) is
+#: sent again.
+MEDIA_SYNC_RETRIES = 3
 #: Q.850 88, "incompatible destination": the answer has no codec of the offer.
 INCOMPATIBLE_DESTINATION = 88
 RECOVERY_ON_TIMER_EXPIRY = 102
@@ -435,6 +440,8 @@ class CallFlow:
         self.callee_offer: SessionDescription | None = None
         self._media_wanted: bytes | None = None
         self._media_applied: bytes | None = None
+        self._media_retry_at: float | None = None
+        self._media_retries = 0
         self._ringback = True  # the driver may be playing ringback until the first media sync
         self._relay: _Relay | None = None
         self._callee_reachable = True
@@ -458,6 +465,8 @@ class CallFlow:
         times = [leg.next_probe for leg in self.legs.values() if leg.next_probe is not None]
         if self.deadline is not None:
             times.append(self.deadline)
+        if self._media_retry_at is not None:
+            times.append(self._media_retry_at)
         return min(times) if times else None
 
     @property
@@ -691,6 +700,7 @@ class CallFlow:
             or agent.state is not LegState.ANSWERED
             or agent.offer_out is not None
             or self._relay is not None
+            or self._media_retry_at is not None
         ):
             return
         try:
@@ -768,10 +778,34 @@ class CallFlow:
         relay = self._relay
         if relay is not None and relay.origin is event.leg.other:
             self._relay_answered(relay, event)
+        elif event.leg is Leg.AGENT and event.method == "INVITE":
+            self._media_sync_done(event, now)
         if event.status in (408, 481):
             self._lost(event.leg, event.status, now)
             return
         self._after_offer()
+
+    def _media_sync_done(self, event: RequestDone, now: float) -> None:
+        """Our media sync re-INVITE to the agent got its final response.  A
+        glare (491) or a "not now" (500/503 with Retry-After: RFC 6337 §4.3,
+        what a browser answers while it still applies the previous answer)
+        is tried again, a few times; any other refusal leaves the agent on
+        the media it has."""
+        delay: float | None = None
+        if event.status == 491:
+            delay = 2.1  # RFC 3261 §14.1: we own the dialog's Call-ID
+        elif event.status in (500, 503) and event.retry_after is not None:
+            delay = min(max(event.retry_after, 0.2), 10.0)
+        if delay is None or self._media_retries >= MEDIA_SYNC_RETRIES:
+            return
+        self._media_retries += 1
+        self._media_applied = None  # offer it again
+        self._media_retry_at = now + delay
+
+    def _media_retry_due(self, now: float) -> None:
+        if self._media_retry_at is not None and self._media_retry_at <= now:
+            self._media_retry_at = None
+            self._sync_agent_media()
 
     def _request_done_ending(self, event: RequestDone, now: float) -> None:
         data = self.legs[event.leg]
@@ -839,6 +873,7 @@ class CallFlow:
                 self._end(Outcome.hangup("system"), now)
             return
         self._probe_due(now)
+        self._media_retry_due(now)
 
     def _teardown_tick(self, event: Tick, now: float) -> None:
         if self.deadline is not None and now >= self.deadline:
@@ -876,6 +911,7 @@ class CallFlow:
         self.deadline = now + self.timers.teardown
         for data in self.legs.values():
             data.next_probe = None
+        self._media_retry_at = None
         if self._ringback:
             self._ringback = False
             self._emit(StopRingback())
