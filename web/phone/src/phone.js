@@ -79,7 +79,6 @@ function render() {
   if (call !== null && call.direction === "incoming") {
     setText("in-callee", call.callee || "–");
     setText("in-contact-ref", call.contactRef || "–");
-    setText("in-from", call.from || "–");
   }
   // While an incoming call rings, its own panel says it all.
   $("call-panel").hidden = call === null || ringing;
@@ -209,10 +208,13 @@ async function logout() {
   if (reg !== null && phone.registered) {
     // Un-REGISTER so that calls stop ringing here at once, but never wait
     // long for a server that went away.
-    await Promise.race([
-      reg.unregister().catch(() => undefined),
-      new Promise((resolve) => setTimeout(resolve, UNREGISTER_WAIT_MS)),
-    ]);
+    const answered = new Promise((resolve) => {
+      reg.stateChange.addListener((state) => {
+        if (state !== RegistererState.Registered) resolve();
+      });
+      reg.unregister().catch(resolve);
+    });
+    await Promise.race([answered, new Promise((resolve) => setTimeout(resolve, UNREGISTER_WAIT_MS))]);
   }
   phone.registered = false;
   if (phone.registration !== "failed") phone.registration = "idle";
