@@ -173,8 +173,9 @@ class Browser:
 
     async def open_phone(self, base_url: str, **query: str) -> dict[str, Any]:
         """Load ``{base_url}/phone`` (``query``: ``ext``, ``password``,
-        ``autoanswer``, ``autologin``, ``server``, ``domain``) and wait for it
-        to have read its configuration; the page's state."""
+        ``autoanswer``, ``autologin``, ``server``, ``domain``; ``sipdebug="1"``
+        puts every SIP message in the console, hence in the test's stderr)
+        and wait for it to have read its configuration; the page's state."""
         url = f"{base_url}/phone" + (f"?{urlencode(query)}" if query else "")
         status = await self.goto(url)
         assert status == 200, f"GET {url}: {status}"

@@ -14,6 +14,7 @@ const query = new URLSearchParams(location.search);
 const LOG_LINES = 200;
 const STATS_EVERY_MS = 250;
 const UNREGISTER_WAIT_MS = 1000;
+const SIP_DEBUG = query.get("sipdebug") === "1";
 
 /** Everything a test (or a curious agent in the console) may read. */
 const phone = {
@@ -137,11 +138,12 @@ async function login(options = {}) {
   log(`connecting to ${server} as sip:${ext}@${domain}`);
   const agent = new UserAgent({
     uri,
-    transportOptions: { server },
+    // ?sipdebug=1: every SIP message and SIP.js's own log in the console.
+    transportOptions: { server, traceSip: SIP_DEBUG },
     authorizationUsername: ext,
     authorizationPassword: password,
     userAgentString: "Click2Dial softphone (SIP.js)",
-    logLevel: "warn",
+    logLevel: SIP_DEBUG ? "debug" : "warn",
     sessionDescriptionHandlerFactoryOptions: {
       // No public STUN server: the server's media relay is the peer.
       peerConnectionConfiguration: { iceServers: [] },
