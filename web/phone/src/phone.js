@@ -26,6 +26,7 @@ const phone = {
   connectionState: null,
   inboundRtpPackets: 0,
   outboundRtpPackets: 0,
+  transport: null, // the call's ICE and DTLS states, from getStats()
   muted: false,
   log: [],
 };
@@ -245,6 +246,7 @@ function newCall(direction, fields) {
   phone.connectionState = null;
   phone.inboundRtpPackets = 0;
   phone.outboundRtpPackets = 0;
+  phone.transport = null;
   phone.muted = false;
   hangupWhenUp = false;
   return phone.call;
@@ -463,6 +465,22 @@ async function sampleStats() {
   let outbound = 0;
   const report = await pc.getStats();
   report.forEach((entry) => {
+    if (entry.type === "transport") {
+      // Where a call that never connects is stuck: ICE or DTLS, and the
+      // addresses of the pair ICE chose.
+      const pair = report.get(entry.selectedCandidatePairId);
+      const address = (id) => {
+        const candidate = report.get(id);
+        return candidate ? `${candidate.address}:${candidate.port}` : null;
+      };
+      phone.transport = {
+        iceState: entry.iceState,
+        dtlsState: entry.dtlsState,
+        dtlsRole: entry.dtlsRole ?? null,
+        local: pair ? address(pair.localCandidateId) : null,
+        remote: pair ? address(pair.remoteCandidateId) : null,
+      };
+    }
     if ((entry.kind ?? entry.mediaType) !== "audio") return;
     if (entry.type === "inbound-rtp") inbound += entry.packetsReceived ?? 0;
     else if (entry.type === "outbound-rtp") outbound += entry.packetsSent ?? 0;
