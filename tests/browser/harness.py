@@ -184,8 +184,9 @@ class Browser:
 
     async def phone(self) -> dict[str, Any]:
         """The page's state (``window.phone``): ``registered``,
-        ``registration``, ``call``, ``connectionState``, the RTP counts,
-        ``log``."""
+        ``registration``, ``call``, ``connectionState``, the RTP counts
+        (``inboundRtpPackets``, ``outboundRtpPackets``), ``transport`` (ICE and
+        DTLS states and the chosen candidate pair), ``log``."""
         state: dict[str, Any] = await self.evaluate("JSON.parse(JSON.stringify(window.phone))")
         return state
 
