@@ -1,11 +1,12 @@
 # The two newcomer commands live here: `make run` and `make test`.
-# Both create the virtual environment on first use; `make test` also installs
-# the system packages the real-peer tests start (sipp, baresip, rtpengine).
+# Both create the virtual environment on first use and build the softphone
+# page when npm is there; `make test` also installs the system packages the
+# real-peer tests start (sipp, baresip, rtpengine, chromium).
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester systemd baresip-core rtpengine-daemon
+APT_PACKAGES := sip-tester systemd baresip-core rtpengine-daemon chromium
 PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
 # `make lock` resolves pyproject.toml's ranges into the hashed lock files with
 # uv, kept in a tool environment of its own (it is not a project dependency).
@@ -13,7 +14,7 @@ PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
 LOCK_TOOLS := .lock-tools
 LOCK_FLAGS := --python-version 3.11 --generate-hashes --quiet --custom-compile-command 'make lock'
 
-.PHONY: run test install sys-deps lint bench bench-load clean lock lock-upgrade
+.PHONY: run test install sys-deps lint phone bench bench-load clean lock lock-upgrade
 
 # Everything comes from the hashed lock file (transitive packages included);
 # click2dial itself is installed last, without dependencies or build isolation,
@@ -43,6 +44,26 @@ sys-deps:
 	  done; \
 	fi
 
+# The softphone page (GET /phone): web/phone's locked npm packages (SIP.js,
+# esbuild; playwright-core drives Chromium in the tests), bundled into
+# src/click2dial/static/phone.  `npm ci` runs again only when the lock file
+# is newer than the stamp it leaves in node_modules.  No package needs its
+# install script (esbuild's binary comes as a package of its own): none runs.
+PHONE_DIR   := web/phone
+PHONE_STAMP := $(PHONE_DIR)/node_modules/.click2dial-installed
+
+ifneq ($(shell command -v npm 2>/dev/null),)
+phone: $(PHONE_STAMP)
+	npm run --silent build --prefix $(PHONE_DIR)
+
+$(PHONE_STAMP): $(PHONE_DIR)/package-lock.json
+	npm ci --prefix $(PHONE_DIR) --ignore-scripts --no-audit --no-fund
+	touch $@
+else
+phone:
+	@echo "npm not found: the softphone page (GET /phone) is not built"
+endif
+
 $(LOCK_TOOLS)/bin/uv:
 	$(PYTHON) -m venv $(LOCK_TOOLS)
 	$(LOCK_TOOLS)/bin/python -m pip install -q --disable-pip-version-check 'uv>=0.9,<1'
@@ -54,7 +75,7 @@ lock: $(LOCK_TOOLS)/bin/uv
 lock-upgrade:
 	$(MAKE) lock UV_EXTRA=--upgrade
 
-run: install
+run: install phone
 	$(BIN)/click2dial serve
 
 lint: install
@@ -62,7 +83,7 @@ lint: install
 	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy
 
-test: sys-deps lint
+test: sys-deps lint phone
 	$(BIN)/pytest
 
 bench: install

@@ -12,13 +12,14 @@ import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import uvicorn
 
 from . import __version__
 from .api.app import MAX_BODY, build_app, error_response
 from .api.auth import Authenticator
+from .api.phone import PhoneSite, WebSocketListener
 from .backlog import ACCEPT_BATCH, widen_backlog
 from .calls.admission import Admission
 from .calls.agent_calls import AgentCalls
@@ -390,6 +391,7 @@ class Click2Dial:
             if integrator.http_port is not None:
                 groups.append(Listener(cfg.server.http_host, integrator.http_port, [integrator]))
         assert self.service is not None
+        phone = PhoneSite(self.websocket_listeners, sip_domain=cfg.sip.public_host)
         for listener in groups:
             app = build_app(
                 self.service,
@@ -397,6 +399,7 @@ class Click2Dial:
                 ready=self.ready,
                 readiness=self.readiness,
                 notifier=self.notifier,
+                phone=phone,
             )
             sock = _tcp_socket(listener.host)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -435,6 +438,20 @@ class Click2Dial:
                 widen_backlog(listener.socket)
             log.info("HTTP listening on %s:%d for %s", listener.host, listener.bound_port,
                      ", ".join(i.name for i in listener.integrators) or "nobody")  # fmt: skip
+
+    def websocket_listeners(self) -> list[WebSocketListener]:
+        """The ``ws:``/``wss:`` SIP listeners, with their bound ports: where
+        the softphone page registers."""
+        found: list[WebSocketListener] = []
+        for item in self.config.sip.listeners:
+            if item.transport not in ("ws", "wss"):
+                continue
+            port = item.port
+            if self.ua is not None and not port:
+                port = self.ua.address(item.transport)[1]
+            kind: Literal["ws", "wss"] = "wss" if item.transport == "wss" else "ws"
+            found.append(WebSocketListener(kind, item.host, port))
+        return found
 
     def ready(self) -> bool:
         return self.ua is not None and self.store is not None and not self._stopping

@@ -404,7 +404,7 @@ def test_every_route_of_the_app_is_documented(doc: dict[str, Any]) -> None:
     routed = _routes_from_app(app_module) if app_module else _routes_from_source()
     documented = {(path, method) for path, method, _ in _operations(doc)}
     assert routed == documented
-    assert len(routed) == 10  # /metrics is on the operator listener only
+    assert len(routed) == 13  # /metrics is on the operator listener only
 
 
 def test_route_source_parser_agrees_with_the_app() -> None:
@@ -624,7 +624,7 @@ def test_documented_status_codes(doc: dict[str, Any]) -> None:
     unauthorized = doc["components"]["responses"]["Unauthorized"]
     assert "WWW-Authenticate" in unauthorized["headers"]
     assert set(doc["paths"]["/readyz"]["get"]["responses"]) == {"200", "503"}
-    for path in ("/healthz", "/readyz", "/openapi.json"):
+    for path in ("/healthz", "/readyz", "/openapi.json", "/phone", "/phone/config.json"):
         assert doc["paths"][path]["get"]["security"] == []
     # Metrics name every integrator: they are served on the operator listener only.
     assert "/metrics" not in doc["paths"]

@@ -31,6 +31,7 @@ from ..notify import Notifier, notification_json
 from ..store import CallRecord, InvalidCursorError, StoreUnavailableError
 from .auth import Authenticator
 from .openapi import openapi_document
+from .phone import PhoneSite
 
 log = logging.getLogger(__name__)
 MAX_BODY = 64 * 1024
@@ -245,9 +246,13 @@ def build_app(
     ready: Callable[[], bool] = lambda: True,
     readiness: Callable[[], Readiness] | None = None,
     notifier: Notifier | None = None,
+    phone: PhoneSite | None = None,
 ) -> Starlette:
     """The ASGI app.  ``authenticator`` decides which integrators this
-    listener serves (all of them on the shared port, one on its own port)."""
+    listener serves (all of them on the shared port, one on its own port);
+    ``phone`` serves the softphone page (without it, one that knows no SIP
+    WebSocket listener)."""
+    site = phone if phone is not None else PhoneSite()
 
     def authed(
         handler: Handler, *, deprecated: bool = False
@@ -410,6 +415,16 @@ def build_app(
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_document())
 
+    async def phone_page(request: Request) -> Response:
+        page = await site.page(request)
+        if page is None:
+            return error_response(503, "the softphone page is not built: run `make phone`")
+        return page
+
+    async def phone_asset(request: Request) -> Response:
+        asset = await site.asset(request)
+        return asset if asset is not None else error_response(404, "no such resource")
+
     routes = [
         Route("/click2dial/calls", authed(create_call), methods=["POST"]),
         Route("/click2dial/calls", authed(list_calls), methods=["GET"]),
@@ -421,6 +436,9 @@ def build_app(
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         Route("/openapi.json", openapi, methods=["GET"]),
+        Route("/phone", phone_page, methods=["GET"]),
+        Route("/phone/config.json", site.config, methods=["GET"]),
+        Route("/phone/{file}", phone_asset, methods=["GET"]),
     ]
 
     async def not_found(request: Request, exc: Exception) -> Response:

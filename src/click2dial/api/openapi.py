@@ -879,6 +879,112 @@ def _paths() -> dict[str, Any]:
                 },
             }
         },
+        **_phone_paths(),
+    }
+
+
+_NOT_MODIFIED: Final = {
+    "description": "Not modified: the If-None-Match ETag is the file's.",
+    "headers": {"ETag": {"description": "The file's tag.", "schema": {"type": "string"}}},
+}
+
+
+def _phone_paths() -> dict[str, Any]:
+    """The softphone page (README "The softphone page"): no key needed."""
+    text = {"type": "string"}
+    return {
+        "/phone": {
+            "get": {
+                "operationId": "phonePage",
+                "summary": "The softphone page",
+                "description": "A browser softphone for agents (SIP.js): log in with "
+                "extension and SIP password, register over this server's WebSocket SIP "
+                "listener, answer click-to-dial calls, place calls. Built by `make phone`.",
+                "tags": ["softphone"],
+                "security": [],
+                "responses": {
+                    "200": {"description": "The page.", "content": {"text/html": {"schema": text}}},
+                    "304": _NOT_MODIFIED,
+                    "503": _error("The page was not built (`make phone` needs npm)."),
+                },
+            }
+        },
+        "/phone/config.json": {
+            "get": {
+                "operationId": "phoneConfig",
+                "summary": "Where the softphone page registers",
+                "tags": ["softphone"],
+                "security": [],
+                "responses": {
+                    "200": {
+                        "description": "The page's defaults, from [sip] listen and public_host.",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["websocket_url", "websocket_urls", "sip_domain"],
+                                    "properties": {
+                                        "websocket_url": {
+                                            "type": ["string", "null"],
+                                            "description": "The wss: listener's URL, else the "
+                                            "ws: one's (path /ws); null without either. A "
+                                            "listener on a wildcard or loopback address is "
+                                            "named by the host the browser used.",
+                                            "examples": ["ws://127.0.0.1:8088/ws"],
+                                        },
+                                        "websocket_urls": {
+                                            "type": "array",
+                                            "description": "Every ws: and wss: listener's URL.",
+                                            "items": text,
+                                        },
+                                        "sip_domain": {
+                                            "type": "string",
+                                            "description": "The host of the agents' SIP "
+                                            "addresses (sip:<extension>@<sip_domain>).",
+                                            "examples": ["127.0.0.1"],
+                                        },
+                                    },
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        },
+        "/phone/{file}": {
+            "get": {
+                "operationId": "phoneAsset",
+                "summary": "A file of the softphone page (its script and style)",
+                "tags": ["softphone"],
+                "security": [],
+                "parameters": [
+                    {
+                        "name": "file",
+                        "in": "path",
+                        "required": True,
+                        "description": "A file name of the built page, e.g. phone.js.",
+                        "schema": text,
+                    }
+                ],
+                "responses": {
+                    "200": {
+                        "description": "The file.",
+                        "content": {
+                            kind: {"schema": text}
+                            for kind in (
+                                "text/javascript",
+                                "text/css",
+                                "image/png",
+                                "image/svg+xml",
+                                "image/x-icon",
+                            )
+                        },
+                    },
+                    "304": _NOT_MODIFIED,
+                    "404": _error("No such file."),
+                },
+            }
+        },
     }
 
 
@@ -1005,6 +1111,7 @@ def openapi_document() -> dict[str, Any]:
             {"name": "calls", "description": "Placing, following and ending calls."},
             {"name": "legacy", "description": "Pre-3.0 endpoints kept for old integrations."},
             {"name": "operations", "description": "Health, readiness, this document."},
+            {"name": "softphone", "description": "The agents' browser softphone page."},
         ],
         "security": [{"bearerAuth": []}],
         "paths": _with_common_refusals(_paths()),
