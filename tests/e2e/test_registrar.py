@@ -15,7 +15,7 @@ import pytest
 
 from tests.e2e.baresip import Baresip
 from tests.e2e.support import Env, running
-from tests.sipp.harness import Sipp, free_port_both
+from tests.sipp.harness import Sipp, free_port_both, free_udp_port_pair
 
 PASSWORD = "s3cret-1001"
 AGENT = f'password = "{PASSWORD}"'
@@ -40,9 +40,13 @@ async def wait_bound(env: Env, agent: str, count: int = 1, timeout: float = 10) 
 def test_baresip_registers_and_answers_a_rest_call(tmp_path: Path, transport: str) -> None:
     async def main() -> None:
         sip_port = free_port_both()
+        # The trunk answers with its own media port, where -rtp_echo sends
+        # every packet back to where it came from.
+        echo_port = free_udp_port_pair()
         with Sipp(
             "trunk_answer_hangup",
-            variables={"ring_ms": 200, "talk_ms": 2000},
+            variables={"ring_ms": 200, "talk_ms": 2000, "early_port": echo_port},
+            media_port=echo_port,
             extra_args=["-rtp_echo"],
         ) as trunk:
             async with running(
@@ -71,10 +75,20 @@ def test_baresip_registers_and_answers_a_rest_call(tmp_path: Path, transport: st
                     assert ended["legs"]["agent"]["answered_at"] is not None
                     await asyncio.to_thread(trunk.assert_success, 20)
                     await phone.wait_for(r"Call established")
-                    # baresip's own statistics at the end of the call: its
-                    # RTP went out for the 2 s the trunk talked (50 a second).
-                    sent = await phone.wait_for(r"^packets:\s+(\d+)\s+(\d+)")
-                    assert int(sent[1]) >= 50, phone.output()
+                    # baresip's own statistics at the end of the call, for
+                    # the 2 s the trunk talked (50 packets a second): its
+                    # RTP went out, and came back from the echo into its
+                    # jitter buffer (received minus the ones it dropped).
+                    packets = await phone.wait_for(r"^packets:\s+(\d+)\s+(\d+)")
+                    errors = await phone.wait_for(r"^errors:\s+(\d+)\s+(\d+)")
+                    assert int(packets[1]) >= 50, phone.output()
+                    assert int(packets[2]) - int(errors[2]) >= 50, phone.output()
+                    # And what came back was the phone's own stream (its
+                    # SSRC) from the trunk's echo port, after the ringback.
+                    own = int((await phone.wait_for(r"^a=ssrc:(\d+) "))[1])
+                    await phone.wait_for(
+                        rf"SSRC changed 0x[0-9a-f]+ -> {own:#x} .* from 127\.0\.0\.1:{echo_port}\)"
+                    )
 
     run(main())
 
