@@ -94,6 +94,12 @@ def test_free_ports_are_bindable_and_distinct() -> None:
     assert _bindable(tcp, socket.SOCK_STREAM)
     assert _bindable(both, socket.SOCK_DGRAM) and _bindable(both, socket.SOCK_STREAM)
     assert _bindable(media, socket.SOCK_DGRAM) and _bindable(media + 2, socket.SOCK_DGRAM)
+    sip_and_tls = free_port_both(also=(1,))
+    assert all(
+        _bindable(port, kind)
+        for port in (sip_and_tls, sip_and_tls + 1)
+        for kind in (socket.SOCK_DGRAM, socket.SOCK_STREAM)
+    )
     with pytest.raises(ValueError, match="udp"):
         free_port("sctp")  # type: ignore[arg-type]
 

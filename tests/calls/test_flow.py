@@ -264,11 +264,12 @@ def scenario_agent_offer_not_through_the_media_relay() -> None:
 
 
 def scenario_callee_unreachable() -> None:
-    d = Driver()
-    d.feed(Start(callee_reachable=False))
-    out = d.feed(Answered(A, AGENT_OFFER))
-    assert only(out, Invite) == [] and Bye(A) in out
-    assert only(out, Finish)[0].outcome.hangup_side == "callee"
+    # An internal call to an extension with no binding: the agent is not
+    # even rung (nobody to connect it to).
+    out = Driver().feed(Start(callee_reachable=False))
+    assert [type(a) for a in out] == [StopRingback, Finish, Done]
+    assert out[1].outcome.sip_status == 480 and out[1].outcome.hangup_side == "callee"
+    assert (out[1].outcome.end_reason, out[1].outcome.end_code) == ("error", 20)
 
 
 def scenario_callee_busy() -> None:
@@ -692,6 +693,8 @@ def scenario_agent_placed_call_to_unreachable_callee() -> None:
     d = Driver()
     out = d.feed(StartIncoming(AGENT_OFFER, callee_reachable=False))
     assert RejectAgent(480) in out and not only(out, Invite) and out[-1] == Done()
+    outcome = only(out, Finish)[0].outcome
+    assert (outcome.end_reason, outcome.end_code, outcome.hangup_side) == ("error", 20, "callee")
 
 
 def scenario_agent_placed_call_callee_fails() -> None:

@@ -61,3 +61,30 @@ def test_tones_share_one_clock_and_keep_their_own_streams() -> None:
             transport.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_tone_starts_with_a_jitter_buffer_worth_of_frames_at_once() -> None:
+    """A phone's jitter buffer is playing the tone before any other source
+    (the callee's early media) can reach it (see ``PRIME_FRAMES``)."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sink = Sink()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: sink, local_addr=("127.0.0.1", 0)
+        )
+        tone = Ringback("127.0.0.1", PCMU)
+        tone.play(*transport.get_extra_info("sockname")[:2])
+        # Sent in play() itself, before the 20 ms clock could tick twice.
+        assert tone.sent >= ringback.PRIME_FRAMES >= 6
+        await until(lambda: len(sink.packets) >= ringback.PRIME_FRAMES)
+        tone.stop_now()
+        first = sink.packets[: ringback.PRIME_FRAMES]
+        assert [p[12:] for p in first] == cadence_frames(PCMU)[: ringback.PRIME_FRAMES]
+        seqs = [int.from_bytes(p[2:4], "big") for p in first]
+        stamps = [int.from_bytes(p[4:8], "big") for p in first]
+        assert seqs == [(seqs[0] + i) & 0xFFFF for i in range(len(first))]
+        assert stamps == [(stamps[0] + 160 * i) & 0xFFFFFFFF for i in range(len(first))]
+        transport.close()
+
+    asyncio.run(asyncio.wait_for(main(), 30))

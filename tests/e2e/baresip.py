@@ -1,16 +1,17 @@
 """baresip (Debian ``baresip-core``) as a real registering phone for tests.
 
 ``Baresip(...)`` writes a minimal configuration (G.711, a 440 Hz sine as the
-microphone, the speaker to a WAV file, RTP statistics printed at the end of
-each call) and one account for ``<ext>@127.0.0.1:<server port>`` with
-digest credentials and ``answermode=auto``, runs ``baresip -f DIR`` without
-a console, and collects its output so that tests can wait for lines in it.
+microphone, no speaker, RTP statistics printed at the end of each call) and
+one account for ``<ext>@127.0.0.1:<server port>`` with digest credentials
+and ``answermode=auto``, runs ``baresip -f DIR`` without a console, and
+collects its output so that tests can wait for lines in it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 import subprocess
 import tempfile
 import threading
@@ -22,7 +23,6 @@ from tests.sipp.harness import free_port_both
 CONFIG = """\
 poll_method\t\tepoll
 sip_listen\t\t127.0.0.1:{port}
-audio_player\t\taufile,{dir}/played.wav
 audio_source\t\tausine,440
 audio_alert\t\taufile,/dev/null
 ausrc_srate\t\t48000
@@ -51,8 +51,9 @@ class Baresip:
         regint: int = 600,
     ) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="baresip-"))
-        self.port = free_port_both()
-        (self.dir / "config").write_text(CONFIG.format(port=self.port, dir=self.dir))
+        # baresip listens for SIP over TLS on the next port up.
+        self.port = free_port_both(also=(1,))
+        (self.dir / "config").write_text(CONFIG.format(port=self.port))
         aor = f"sip:{extension}@127.0.0.1:{server_port};transport={transport}"
         (self.dir / "accounts").write_text(
             f"<{aor}>;auth_pass={password};answermode=auto;regint={regint}\n"
@@ -89,6 +90,7 @@ class Baresip:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
     def output(self) -> str:
         with self._lock:

@@ -122,6 +122,7 @@ def config_text(
     agent_port: int | None,
     trunk_port: int | None,
     extension_1002_port: int | None = None,
+    extension_1002: str = "",
     extra: str = "",
     trunk_transport: str = "udp",
     trunk_auth: tuple[str, str] | None = None,
@@ -139,8 +140,9 @@ def config_text(
     """The configuration text.  ``sip`` adds lines to ``[sip]`` (e.g.
     ``probe_interval = 5``), ``listen`` SIP listeners to the UDP and TCP
     ones (e.g. ``tls:127.0.0.1:PORT``, with the ``tls_*`` keys in ``sip``),
-    ``agent`` lines to ``[agents."1001"]``, ``acme`` and ``extra`` to the
-    integrators ``acme`` and ``beta``."""
+    ``agent`` lines to ``[agents."1001"]``, ``extension_1002`` to
+    ``[agents."1002"]``, ``acme`` and ``extra`` to the integrators ``acme``
+    and ``beta``."""
     http_port = http_port or free_port("tcp")
     operator_port = operator_port or free_port("tcp")
     sip_port = sip_port or free_port_both()
@@ -178,6 +180,7 @@ auto_answer = "call-info"
 [agents."1002"]
 auto_answer = "answer-mode"
 {f'contact = "sip:1002@127.0.0.1:{extension_1002_port}"' if extension_1002_port else ""}
+{extension_1002}
 
 [integrators.acme]
 api_keys = ["{ACME_KEY}"]

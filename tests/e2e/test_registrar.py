@@ -2,11 +2,14 @@
 over UDP or TCP, a REST call rings it over the flow it registered from, it
 answers by itself and talks with a sipp trunk that echoes RTP; wrong
 passwords are refused and then blocked; an agent with no binding ends the
-call at once."""
+call at once.  The callee of an internal call is rung the same way: every
+binding at once (sipp phones that registered), or, with none, an end at
+once."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
@@ -15,7 +18,8 @@ import pytest
 
 from tests.e2e.baresip import Baresip
 from tests.e2e.support import Env, running
-from tests.sipp.harness import Sipp, free_port_both
+from tests.notify.support import HttpReceiver, wait_until
+from tests.sipp.harness import Sipp, free_port, free_port_both, free_udp_port_pair
 
 PASSWORD = "s3cret-1001"
 AGENT = f'password = "{PASSWORD}"'
@@ -40,9 +44,13 @@ async def wait_bound(env: Env, agent: str, count: int = 1, timeout: float = 10) 
 def test_baresip_registers_and_answers_a_rest_call(tmp_path: Path, transport: str) -> None:
     async def main() -> None:
         sip_port = free_port_both()
+        # The trunk answers with its own media port, where -rtp_echo sends
+        # every packet back to where it came from.
+        echo_port = free_udp_port_pair()
         with Sipp(
             "trunk_answer_hangup",
-            variables={"ring_ms": 200, "talk_ms": 2000},
+            variables={"ring_ms": 200, "talk_ms": 2000, "early_port": echo_port},
+            media_port=echo_port,
             extra_args=["-rtp_echo"],
         ) as trunk:
             async with running(
@@ -71,10 +79,20 @@ def test_baresip_registers_and_answers_a_rest_call(tmp_path: Path, transport: st
                     assert ended["legs"]["agent"]["answered_at"] is not None
                     await asyncio.to_thread(trunk.assert_success, 20)
                     await phone.wait_for(r"Call established")
-                    # baresip's own statistics at the end of the call: its
-                    # RTP went out for the 2 s the trunk talked (50 a second).
-                    sent = await phone.wait_for(r"^packets:\s+(\d+)\s+(\d+)")
-                    assert int(sent[1]) >= 50, phone.output()
+                    # baresip's own statistics at the end of the call, for
+                    # the 2 s the trunk talked (50 packets a second): its
+                    # RTP went out, and came back from the echo into its
+                    # jitter buffer (received minus the ones it dropped).
+                    packets = await phone.wait_for(r"^packets:\s+(\d+)\s+(\d+)")
+                    errors = await phone.wait_for(r"^errors:\s+(\d+)\s+(\d+)")
+                    assert int(packets[1]) >= 50, phone.output()
+                    assert int(packets[2]) - int(errors[2]) >= 50, phone.output()
+                    # And what came back was the phone's own stream (its
+                    # SSRC) from the trunk's echo port, after the ringback.
+                    own = int((await phone.wait_for(r"^a=ssrc:(\d+) "))[1])
+                    await phone.wait_for(
+                        rf"SSRC changed 0x[0-9a-f]+ -> {own:#x} .* from 127\.0\.0\.1:{echo_port}\)"
+                    )
 
     run(main())
 
@@ -159,3 +177,109 @@ def test_a_rest_call_rings_every_registered_phone_and_one_gets_it(tmp_path: Path
                     await loser.wait_for(r"^(CANCEL|BYE) sip:1001")
 
     run(main())
+
+
+# ------------------------------------------ internal calls to registered phones
+
+CALLEE_PASSWORD = "s3cret-1002"
+CALLEE = f'password = "{CALLEE_PASSWORD}"\nintegrator = "acme"'
+INTERNAL = 'call_types = ["outbound", "internal"]'
+SECRET = "whsec-internal-fork-0123456789"
+
+
+def register(sip_port: int, port: int) -> None:
+    """Bind extension 1002 to ``127.0.0.1:port`` over UDP (a sipp REGISTER
+    from that port; the phone that answers there afterwards is another sipp)."""
+    with Sipp("uac_register", remote_port=sip_port, port=port, service="1002",
+              username="1002", password=CALLEE_PASSWORD) as phone:  # fmt: skip
+        phone.assert_success(20)
+        assert results(phone) == ["registered"], phone.report()
+
+
+def test_an_internal_call_rings_every_phone_of_the_callee_and_one_gets_it(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        sip_port = free_port_both()
+        answering, ringing = free_port("udp"), free_port("udp")
+        async with HttpReceiver() as hook:
+            with Sipp("agent_answer") as agent:
+                async with running(
+                    tmp_path,
+                    agent_port=agent.port,
+                    trunk_port=None,
+                    sip_port=sip_port,
+                    extension_1002=CALLEE,
+                    acme=f'{INTERNAL}\nwebhook_url = "{hook.url}"\nwebhook_secret = "{SECRET}"',
+                ) as env:
+                    for port in (answering, ringing):
+                        await asyncio.to_thread(register, sip_port, port)
+                    await wait_bound(env, "1002", count=2)
+                    with (
+                        # One phone answers (after 300 ms) and later hangs
+                        # up; the other rings until it gets CANCEL.
+                        Sipp("trunk_answer_hangup", port=answering) as winner,
+                        Sipp("uas_cancel", port=ringing) as loser,
+                    ):
+                        response = await env.place(callee="1002")
+                        assert response.status_code == 201, response.text
+                        assert response.json()["call_type"] == "internal"
+                        ref = response.json()["call_ref"]
+                        ended = await env.wait_ended(ref)
+                        for peer in (winner, loser, agent):
+                            await asyncio.to_thread(peer.assert_success, 20)
+                        # Each phone got the INVITE at its own binding.
+                        assert f"ruri=sip:1002@127.0.0.1:{answering}" in winner.logs()
+                        assert f"INVITE sip:1002@127.0.0.1:{ringing}" in loser.messages_log()
+                    assert ended["end_reason"] == "callee_hungup", ended
+                    assert ended["legs"]["callee"]["answered_at"] is not None
+                    cdr = await wait_until(lambda: cdrs(hook, ref), 20, f"the CDR of {ref}")
+                    assert len(cdr) == 1 and cdr[0]["end_reason"] == "callee_hungup", cdr
+
+    run(main())
+
+
+def test_an_internal_call_to_an_unregistered_extension_ends_at_once(tmp_path: Path) -> None:
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        # The agent's phone: a socket that notes anything sent to it.
+        heard: list[bytes] = []
+        phone, _ = await loop.create_datagram_endpoint(
+            lambda: Recorder(heard), local_addr=("127.0.0.1", 0)
+        )
+        try:
+            async with running(
+                tmp_path,
+                agent_port=phone.get_extra_info("sockname")[1],
+                trunk_port=None,
+                extension_1002=CALLEE,
+                acme=INTERNAL,
+            ) as env:
+                registrar = env.service.registrar
+                assert registrar is not None and registrar.contacts("1002") == []
+                started = loop.time()
+                response = await env.place(callee="1002")
+                assert response.status_code == 201, response.text
+                ended = await env.wait_ended(response.json()["call_ref"], timeout=5)
+                assert loop.time() - started < 2  # at once, not after a ring timeout
+                assert (ended["end_reason"], ended["end_code"]) == ("error", 20), ended
+                assert ended["hangup_side"] == "callee", ended
+                # The agent was never rung: nobody to connect it to.
+                assert heard == [] and ended["legs"]["agent"]["answered_at"] is None
+        finally:
+            phone.close()
+
+    run(main())
+
+
+class Recorder(asyncio.DatagramProtocol):
+    def __init__(self, into: list[bytes]) -> None:
+        self.into = into
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.into.append(data)
+
+
+def cdrs(hook: HttpReceiver, ref: str) -> list[dict[str, Any]]:
+    docs = [json.loads(r.body) for r in hook.requests]
+    return [d["payload"] for d in docs if d["type"] == "cdr" and d["payload"]["call_ref"] == ref]

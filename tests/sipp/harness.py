@@ -192,9 +192,10 @@ def free_port(kind: PortKind = "udp") -> int:
     return _pick([kind])
 
 
-def free_port_both() -> int:
-    """A port on 127.0.0.1 free for both UDP and TCP (our UA listens on both)."""
-    return _pick(["udp", "tcp"])
+def free_port_both(*, also: Sequence[int] = ()) -> int:
+    """A port on 127.0.0.1 free for both UDP and TCP (our UA listens on both),
+    and ``port + offset`` too for each offset in ``also``."""
+    return _pick(["udp", "tcp"], extra_offsets=also)
 
 
 def free_udp_port_pair() -> int:
@@ -427,7 +428,11 @@ class Sipp:
         service: ``-s``, the ``[service]`` user part of the request URI.
         timeout: seconds; ``-timeout`` with ``-timeout_error`` makes sipp
             give up (exit 255) after this long whatever happens.
-        port: our SIP port (default: a free one); -cp/-mp are always chosen.
+        port: our SIP port (default: a free one); -cp is always chosen.
+        media_port: ``-mp`` (default: a free pair, see
+            :func:`free_udp_port_pair`): fix it when the scenario's SDP must
+            name it, e.g. for ``-rtp_echo``, which sends every RTP packet
+            arriving there back to where it came from.
         extra_args: further sipp arguments, after the scenario's own.
         workdir: directory for traces (default: a new temporary directory,
             removed by :meth:`cleanup` / a clean ``with`` exit).
@@ -449,6 +454,7 @@ class Sipp:
         service: str | None = None,
         timeout: float = 30.0,
         port: int | None = None,
+        media_port: int | None = None,
         extra_args: Sequence[str] = (),
         workdir: str | os.PathLike[str] | None = None,
         fail_on_tcp_close: bool = False,
@@ -472,6 +478,7 @@ class Sipp:
         self.extra_args = list(extra_args)
         self.fail_on_tcp_close = fail_on_tcp_close
         self._fixed_port = port
+        self._fixed_media_port = media_port
         self.port: int = port or 0
         self.control_port = 0
         self.media_port = 0
@@ -541,7 +548,7 @@ class Sipp:
             free_port_both() if self.transport == "tcp" else free_port("udp")
         )
         self.control_port = free_port("udp")
-        self.media_port = free_udp_port_pair()
+        self.media_port = self._fixed_media_port or free_udp_port_pair()
 
     def build_command(self) -> list[str]:
         """The sipp command line for the ports currently chosen."""

@@ -731,8 +731,13 @@ class CallController:
             raise SipError(f"no destination for the {action.leg.value}")
         if action.sdp is None:
             live.late_offer.add(action.leg)
-        forks = s.agent_destinations(record.agent) if action.leg is Leg.AGENT else []
-        if len(forks) > 1:  # an agent's registered phones ring at once
+        if action.leg is Leg.AGENT:
+            forks = s.agent_destinations(record.agent)
+        elif record.call_type == "internal":
+            forks = s.agent_destinations(record.callee)
+        else:
+            forks = []
+        if len(forks) > 1:  # an extension's registered phones ring at once
             call = self.ua.invite_fork(
                 [(d.uri, d.target or uri_target(d.uri), d.nat) for d in forks],
                 sdp=action.sdp, from_=caller, headers=headers,

@@ -393,6 +393,14 @@ INCOMPATIBLE_DESTINATION = 88
 RECOVERY_ON_TIMER_EXPIRY = 102
 
 
+def _not_registered(leg: Leg) -> Outcome:
+    """An extension with no binding to ring: not a phone's refusal, nobody to
+    ring at all, so subscriber absent (Q.850 20), at once, never a ring
+    time-out."""
+    who = "Agent" if leg is Leg.AGENT else "Callee"
+    return Outcome(EndReason.ERROR, SUBSCRIBER_ABSENT, 480, f"{who} not registered", leg.value)
+
+
 def agent_final_status(outcome: Outcome) -> int:
     """The final response to an agent's INVITE when its call ends before the
     callee answers: the callee's own status (except a challenge, which was
@@ -444,7 +452,6 @@ class CallFlow:
         self._media_retries = 0
         self._ringback = True  # the driver may be playing ringback until the first media sync
         self._relay: _Relay | None = None
-        self._callee_reachable = True
         self._out: list[Action] = []
 
     # ------------------------------------------------------------ entry
@@ -475,16 +482,11 @@ class CallFlow:
 
     # ---------------------------------------------------- start, agent leg
     def _start(self, event: Start, now: float) -> None:
-        if not event.agent_reachable:
+        if not (event.agent_reachable and event.callee_reachable):
+            # Nobody to ring, or nobody to connect the agent to: ring no one.
             self.phase = Phase.AGENT_RINGING  # for _end's bookkeeping
-            # Not the phone's refusal: nobody to ring at all, so subscriber
-            # absent (Q.850 20), at once, never a ring time-out.
-            self._end(
-                Outcome(EndReason.ERROR, SUBSCRIBER_ABSENT, 480, "Agent not registered", "agent"),
-                now,
-            )
+            self._end(_not_registered(Leg.CALLEE if event.agent_reachable else Leg.AGENT), now)
             return
-        self._callee_reachable = event.callee_reachable
         self.phase = Phase.AGENT_RINGING
         self.legs[Leg.AGENT].state = LegState.INVITING
         self.deadline = now + self.timers.agent_ring
@@ -520,7 +522,7 @@ class CallFlow:
         self._emit(Persist({"agent_answered_at": now, "agent_leg": "answered"}))
         self._emit(AgentConnected())  # the agent is there from the start
         if not event.callee_reachable:
-            self._end(Outcome.from_sip(480, "Callee extension not reachable", "callee"), now)
+            self._end(_not_registered(Leg.CALLEE), now)
             return
         self.legs[Leg.CALLEE].state = LegState.INVITING
         self.deadline = now + self.timers.callee_ring
@@ -612,9 +614,6 @@ class CallFlow:
             Persist({"state": "agent_answered", "agent_answered_at": now, "agent_leg": "answered"})
         )
         self._emit(AgentConnected())
-        if not self._callee_reachable:
-            self._end(Outcome.from_sip(480, "Callee extension not reachable", "callee"), now)
-            return
         self.phase = Phase.CALLEE_RINGING
         self.legs[Leg.CALLEE].state = LegState.INVITING
         self.deadline = now + self.timers.callee_ring

@@ -24,6 +24,14 @@ _RTP_HEADER = struct.Struct("!BBHII")
 TONE_HZ = 425
 CADENCE = (1.0, 4.0)  # seconds on, seconds off
 PCMU, PCMA = 0, 8
+#: Frames sent at once when a tone starts (160 ms).  A phone's jitter buffer
+#: only starts playing once it holds a few frames (baresip: 6), and until it
+#: plays, some ignore a change of source: baresip 1.0 (libre 1.1) then keeps
+#: waiting for the tone's next sequence numbers and drops every packet of
+#: the callee's media that follows a shorter tone (early media within a
+#: few packets of the ACK: one-way audio for the whole call, half the time).
+#: Primed, the buffer is playing before any other source can reach it.
+PRIME_FRAMES = 8
 
 
 def _ulaw(sample: int) -> int:
@@ -167,6 +175,8 @@ class Ringback:
         if self._sock is None:
             self.bind()
         self._destination = (host, port)
+        for _ in range(PRIME_FRAMES):
+            self._send_next()
         self._clock = _clock()
         self._clock.add(self)
 
