@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 
+from ..media.bencode import Encodable
 from ..media.rtpengine import Profile, RtpEngine, RtpEngineError
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,14 @@ class MediaRelay:
 
     async def received_offer(self, sdp: bytes) -> bytes:
         """The browser's offer, rewritten for the plain side."""
-        return await self._offer(self.leg, self.other, sdp, Profile.RTP)
+        # The browser offers a=setup:actpass; rtpengine would take the
+        # active role on its side and send a ClientHello as soon as ICE
+        # works, before the browser has our answer (which says passive, as
+        # every answer to a browser does): the browser then never completes
+        # DTLS.  Passive on the browser's side from the start.
+        return await self._offer(
+            self.leg, self.other, sdp, Profile.RTP, {"DTLS-reverse": "passive"}
+        )
 
     async def received_answer(self, sdp: bytes) -> bytes:
         """The browser's answer to an offer of ours, rewritten for the plain side."""
@@ -89,8 +97,17 @@ class MediaRelay:
         except RtpEngineError as exc:
             log.warning("call %s: rtpengine delete: %s", self.call_id, exc)
 
-    async def _offer(self, from_tag: str, to_tag: str, sdp: bytes, towards: Profile) -> bytes:
-        extra = {"to-tag": to_tag} if self._answered else None
+    async def _offer(
+        self,
+        from_tag: str,
+        to_tag: str,
+        sdp: bytes,
+        towards: Profile,
+        options: dict[str, Encodable] | None = None,
+    ) -> bytes:
+        extra: dict[str, Encodable] = dict(options or {})
+        if self._answered:
+            extra["to-tag"] = to_tag
         try:
             return await self.engine.offer(
                 self.call_id, from_tag, sdp, towards=towards, extra=extra
