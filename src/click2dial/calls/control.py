@@ -405,10 +405,16 @@ class CallController:
         """Carry out an action once its SDP came back from rtpengine."""
         try:
             rewritten = await rewrite()
-        except MediaRelayError as exc:
-            log.warning("call %s: %s", live.call_ref, exc)
-            self._media_failed(live, action)
-            live.inbox.appendleft(f.Abort(str(exc), 503))
+        except Exception as exc:  # the call must go on to its end whatever failed
+            if isinstance(exc, MediaRelayError):
+                log.warning("call %s: %s", live.call_ref, exc)
+            else:
+                log.exception("call %s: media relay rewrite of %r failed", live.call_ref, action)
+            try:
+                self._media_failed(live, action)
+            except Exception:
+                log.exception("call %s: could not close %r", live.call_ref, action)
+            live.inbox.appendleft(f.Abort(str(exc) or "media relay failed", 503))
         else:
             if rewritten is not None:
                 self._transmit_or_report(live, rewritten)
@@ -488,9 +494,12 @@ class CallController:
                 rewritten = await relay.received_offer(sdp)
             else:
                 rewritten = await relay.received_answer(sdp)
-        except MediaRelayError as exc:
-            log.warning("call %s: %s", live.call_ref, exc)
-            detail = str(exc)
+        except Exception as exc:  # a call waiting on this must still get an event
+            if isinstance(exc, MediaRelayError):
+                log.warning("call %s: %s", live.call_ref, exc)
+            else:
+                log.exception("call %s: media relay rewrite failed", live.call_ref)
+            detail = str(exc) if isinstance(exc, MediaRelayError) else "media relay failed"
             if isinstance(event, f.StartIncoming):
                 return dataclasses.replace(event, offer=None, media_error=detail)
             if isinstance(event, f.Answered):

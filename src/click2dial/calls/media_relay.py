@@ -112,13 +112,13 @@ class MediaRelay:
             return await self.engine.offer(
                 self.call_id, from_tag, sdp, towards=towards, extra=extra
             )
-        except RtpEngineError as exc:
+        except (RtpEngineError, OSError) as exc:  # OSError: no socket to it
             raise MediaRelayError(f"media relay: {exc}") from exc
 
     async def _answer(self, from_tag: str, to_tag: str, sdp: bytes, towards: Profile) -> bytes:
         try:
             body = await self.engine.answer(self.call_id, from_tag, to_tag, sdp, towards=towards)
-        except RtpEngineError as exc:
+        except (RtpEngineError, OSError) as exc:  # OSError: no socket to it
             raise MediaRelayError(f"media relay: {exc}") from exc
         self._answered = True
         return body
