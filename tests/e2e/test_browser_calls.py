@@ -9,7 +9,8 @@ echoes RTP, and the CDR lands on the integrator's Redis list.
   answers, the browser's audio reaches the trunk and the trunk's echo of it
   comes back to rtpengine.
 * The browser places a call with ``X-Teleforge-Outbound-Id`` and
-  ``X-Teleforge-Contact-Ref``: the trunk sees the caller ID and the contact
+  ``X-Teleforge-Contact-Ref``; while the callee rings (a 180 without media)
+  the page plays its own ring tone; the trunk sees the caller ID and the contact
   ref, media flows both ways, the CDR carries the contact ref.
 """
 
@@ -172,7 +173,7 @@ def test_the_browser_places_a_call_with_teleforge_headers_and_talks(
             RedisServer() as redis,
             Sipp(
                 "trunk_ringback",
-                variables={"ring_ms": 300, "talk_ms": 3000},
+                variables={"ring_ms": 1500, "talk_ms": 3000},
                 extra_args=["-rtp_echo"],
             ) as trunk,
         ):
@@ -180,7 +181,11 @@ def test_the_browser_places_a_call_with_teleforge_headers_and_talks(
                 await browser.open_phone(base)
                 assert (await browser.login("1001", PASSWORD))["registered"]
                 await browser.place(CALLEE, outbound_id="27110000002", contact_ref="crm-77")
+                # The callee rings without early media: the page's own ring tone.
+                await browser.wait_for("window.phone.localRingback === true", timeout=5)
+                assert (await browser.phone())["call"]["state"] == "ringing"
                 await browser.wait_call("established", timeout=10)
+                assert (await browser.phone())["localRingback"] is False
                 await media_up(
                     browser,
                     engine,

@@ -28,6 +28,7 @@ const phone = {
   outboundRtpPackets: 0,
   transport: null, // the call's ICE and DTLS states, from getStats()
   muted: false,
+  localRingback: false, // the page's own ring tone plays (a 180 without media)
   log: [],
 };
 window.phone = phone;
@@ -50,6 +51,46 @@ function log(text) {
   const list = $("log");
   list.prepend(item);
   while (list.childElementCount > LOG_LINES) list.lastElementChild.remove();
+}
+
+// ------------------------------------------------------------ local ringback
+// A callee that rings without early media (a 180 with no SDP) sends us no
+// sound: like a desk phone, the page makes its own ring tone (ITU-T E.180:
+// 425 Hz, 1 s on, 4 s off) until media comes or the call ends.
+const RING_HZ = 425;
+const RING_ON_S = 1;
+const RING_PERIOD_S = 5;
+let ringback = null;
+
+function startLocalRingback() {
+  if (ringback !== null) return;
+  try {
+    const context = new AudioContext();
+    const tone = context.createOscillator();
+    const gain = context.createGain();
+    tone.frequency.value = RING_HZ;
+    gain.gain.value = 0;
+    const start = context.currentTime;
+    for (let at = 0; at < 600; at += RING_PERIOD_S) {
+      gain.gain.setValueAtTime(0.2, start + at);
+      gain.gain.setValueAtTime(0, start + at + RING_ON_S);
+    }
+    tone.connect(gain).connect(context.destination);
+    tone.start();
+    ringback = context;
+  } catch (error) {
+    log(`no ring tone: ${error.message}`);
+    return;
+  }
+  phone.localRingback = true;
+  log("ringing (local ring tone)");
+}
+
+function stopLocalRingback() {
+  if (ringback === null) return;
+  ringback.close().catch(() => {});
+  ringback = null;
+  phone.localRingback = false;
 }
 
 // Values typed into the page end up in SIP headers: a line break would let
@@ -342,10 +383,19 @@ function place(options = {}) {
       requestDelegate: {
         onProgress: (response) => {
           if (call.state === "calling") call.state = "ringing";
+          const status = response.message.statusCode;
+          if (response.message.body) stopLocalRingback(); // early media plays instead
+          else if (status === 180) startLocalRingback();
           responded(response);
         },
-        onAccept: responded,
-        onReject: responded,
+        onAccept: (response) => {
+          stopLocalRingback();
+          responded(response);
+        },
+        onReject: (response) => {
+          stopLocalRingback();
+          responded(response);
+        },
       },
     })
     .catch((error) => {
@@ -417,6 +467,7 @@ function follow(s, call) {
       log("call established");
       if (hangupWhenUp) s.bye().catch((error) => log(`bye: ${error.message}`));
     } else if (state === SessionState.Terminated) {
+      stopLocalRingback();
       if (call.endedBy === null) call.endedBy = "remote";
       call.state = "ended";
       log(`call ended (${call.endedBy})`);
