@@ -841,9 +841,10 @@ class _Reader:
         trusted_proxies = self.trusted_proxies(t)
         allow_link_local = t.boolean("webhook_allow_link_local", False)
         limits = self.server_limits(t)
-        liveness = self.liveness(t)
+        heartbeat_interval, takeover_after = self.liveness(t)
         t.finish(["http_host", "http_port", "database", "node_id", "spool", "operator_listen",
-                  "trusted_proxies", "webhook_allow_link_local", *limits, *liveness])  # fmt: skip
+                  "trusted_proxies", "webhook_allow_link_local", *limits,
+                  "heartbeat_interval", "takeover_after"])  # fmt: skip
         return ServerConfig(
             http_host=http_host,
             http_port=http_port,
@@ -853,12 +854,13 @@ class _Reader:
             operator_listen=operator_listen,
             trusted_proxies=trusted_proxies,
             webhook_allow_link_local=allow_link_local,
+            heartbeat_interval=heartbeat_interval,
+            takeover_after=takeover_after,
             **limits,
-            **liveness,
         )
 
-    def liveness(self, t: _Table) -> dict[str, float]:
-        """``[server]`` keys of node liveness and takeover (issue 12)."""
+    def liveness(self, t: _Table) -> tuple[float, float]:
+        """``[server]`` ``heartbeat_interval`` and ``takeover_after`` (issue 12)."""
         interval = self.positive_number(t, "heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL)
         after = self.positive_number(t, "takeover_after", DEFAULT_TAKEOVER_AFTER)
         # One late heartbeat must not get a live node taken over.
@@ -869,7 +871,7 @@ class _Reader:
                 f"must be more than twice heartbeat_interval ({interval:g} s), got {after:g}",
             )
             interval, after = DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_TAKEOVER_AFTER
-        return {"heartbeat_interval": interval, "takeover_after": after}
+        return interval, after
 
     def trusted_proxies(self, t: _Table) -> tuple[str, ...]:
         found: list[str] = []

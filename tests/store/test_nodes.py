@@ -22,14 +22,19 @@ def test_heartbeat_creates_then_refreshes_the_row_and_a_start_clears_the_marker(
         assert again == NodeRecord(node_id="node-a", started_at=T0, last_seen=T0 + 2)
         await store.node_started("node-b", T0 + 3)
         assert await store.nodes() == [
-            again, NodeRecord(node_id="node-b", started_at=T0 + 3, last_seen=T0 + 3)
+            again,
+            NodeRecord(node_id="node-b", started_at=T0 + 3, last_seen=T0 + 3),
         ]
         # node-a falls silent and node-b takes it over (it has a live call).
         await store.create_call(make_call(node_id="node-a"))
         assert len(await store.take_over("node-a", by="node-b", now=T0 + 20, silence=SILENCE)) == 1
         # A heartbeat keeps the marker as history ...
         seen = await store.heartbeat("node-a", T0 + 21)
-        assert (seen.taken_over_by, seen.taken_over_at, seen.last_seen) == ("node-b", T0 + 20, T0 + 21)
+        assert (seen.taken_over_by, seen.taken_over_at, seen.last_seen) == (
+            "node-b",
+            T0 + 20,
+            T0 + 21,
+        )
         # ... a new life drops it.
         await store.node_started("node-a", T0 + 30)
         assert (await store.nodes())[0] == NodeRecord(
@@ -60,11 +65,14 @@ def test_take_over_moves_the_silent_nodes_live_calls_only(db: Db) -> None:
         assert await store.silent_nodes(T0 + 15, SILENCE, exclude="node-b") == ["node-a"]
         moved = await store.take_over("node-a", by="node-b", now=T0 + 15, silence=SILENCE)
         assert [(c.call_ref, c.node_id) for c in moved] == [
-            (older.call_ref, "node-b"), (newer.call_ref, "node-b")
+            (older.call_ref, "node-b"),
+            (newer.call_ref, "node-b"),
         ]
         assert await store.live_calls("node-a") == []
         assert {c.call_ref for c in await store.live_calls("node-b")} == {
-            older.call_ref, newer.call_ref, mine.call_ref
+            older.call_ref,
+            newer.call_ref,
+            mine.call_ref,
         }
         # Claimed: no longer silent-and-unclaimed, and a second claim gets nothing.
         assert await store.silent_nodes(T0 + 16, SILENCE, exclude="node-c") == []

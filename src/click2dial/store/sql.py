@@ -399,6 +399,4 @@ def node_claim(sql: Sql, node_id: str, by: str, now: float, silence: float) -> S
 
 def calls_move(sql: Sql, node_id: str, to: str) -> Statement:
     """Give ``node_id``'s live calls to ``to`` (returns nothing)."""
-    return sql._stmt(
-        f"UPDATE calls SET node_id = ? WHERE node_id = ? AND {LIVE}", (to, node_id)
-    )
+    return sql._stmt(f"UPDATE calls SET node_id = ? WHERE node_id = ? AND {LIVE}", (to, node_id))
