@@ -768,3 +768,18 @@ def test_operator_listener_never_shares_an_integrator_port() -> None:
     sip = one_problem('[server]\noperator_listen = "127.0.0.1:5070"\n'
                       '[sip]\nlisten = ["tcp:127.0.0.1:5070"]\n' + ACME)  # fmt: skip
     assert "sip.listen[0]: port 5070 is also taken by server.operator_listen" in sip
+
+
+def test_node_liveness_keys_have_defaults_and_takeover_after_outlasts_two_heartbeats() -> None:
+    server = parse_config(acme(), SRC).server
+    assert (server.heartbeat_interval, server.takeover_after) == (2.0, 10.0)
+    quick = parse_config("[server]\nheartbeat_interval = 0.5\ntakeover_after = 2\n" + acme(), SRC)
+    assert (quick.server.heartbeat_interval, quick.server.takeover_after) == (0.5, 2.0)
+    assert one_problem("[server]\nheartbeat_interval = 3\ntakeover_after = 6\n" + acme()) == (
+        f"{SRC}: server.takeover_after: must be more than twice heartbeat_interval (3 s), got 6"
+    )
+    # Defaults stand in for the bad value: only it is reported.
+    assert one_problem("[server]\nheartbeat_interval = 0\ntakeover_after = 1\n" + acme()) == (
+        f"{SRC}: server.heartbeat_interval: must be a positive number, got 0"
+    )
+    assert "server.takeover_after" in one_problem("[server]\ntakeover_after = 4\n" + acme())

@@ -29,6 +29,7 @@ from .calls.ending import replay_spool
 from .calls.flow import Leg
 from .calls.outcome import Outcome
 from .calls.service import HANGUP_STORE_WAIT, CallService
+from .cluster import Cluster
 from .config import Config, IntegratorConfig
 from .health import Readiness, RtpEngineHealth, StoreHealth
 from .limits import (
@@ -135,6 +136,8 @@ class Click2Dial:
     fd: FdBudget | None = None
     http_limits: HttpLimits | None = None
     registrar: Registrar | None = None
+    cluster: Cluster | None = None
+    """This node's heartbeat and the takeover of dead nodes' calls."""
     _stopping: bool = False
 
     @property
@@ -171,6 +174,15 @@ class Click2Dial:
         self._apply_fd_budget()
         self.store = open_store(cfg.server.database)
         await self.store.open()
+        self.cluster = Cluster(
+            self.store,
+            cfg.server.node_id,
+            heartbeat_interval=cfg.server.heartbeat_interval,
+            takeover_after=cfg.server.takeover_after,
+            takeover=cfg.server.database_kind == "postgresql",
+            recover=self._recover_taken_over,
+        )
+        await self.cluster.start()
         self.store_health = StoreHealth(self.store)
         self.store_health.start()
         if cfg.sip.rtpengine is not None:
@@ -263,6 +275,7 @@ class Click2Dial:
         await self.recover()
         await self.notifier.start()
         self.notifier.wake()  # deliver what recover() and earlier runs left
+        self.cluster.start_takeovers()
         await self._start_http()
         await self._start_operator()
 
@@ -340,8 +353,23 @@ class Click2Dial:
     async def recover(self) -> int:
         """Close the calls a crash left live on this node: BYE to each leg
         whose dialog was saved, and a ``failed`` CDR."""
-        assert self.store is not None and self.ua is not None
+        assert self.store is not None
         records = await self.store.live_calls(self.config.server.node_id)
+        return await self.recover_calls(records, "Click2Dial restarted during the call")
+
+    async def _recover_taken_over(self, records: list[CallRecord], reason: str) -> int:
+        ended = await self.recover_calls(records, reason)
+        if self.notifier is not None:
+            self.notifier.wake()  # their CDRs were committed with their ends
+        return ended
+
+    async def recover_calls(self, records: list[CallRecord], reason: str) -> int:
+        """Close calls whose node is gone (this node before a crash, or a
+        dead node taken over): BYE to each leg whose dialog was saved, then
+        a ``failed`` CDR saying ``reason``, ended now: the parties' dialogs
+        stayed up until these BYEs, so that is when the call ended.  A
+        call already ended is left alone; how many this ended."""
+        assert self.store is not None and self.ua is not None
         if not records:
             return 0
         now = time.time()
@@ -362,7 +390,7 @@ class Click2Dial:
             await asyncio.wait(tasks, timeout=RECOVERY_BYE_WAIT)
         count = 0
         for record in records:
-            outcome = Outcome.failure("Click2Dial restarted during the call")
+            outcome = Outcome.failure(reason)
             ended_at = max(record.created_at, time.time())
             done = await self.store.finish_call(
                 record.call_ref,
@@ -379,8 +407,8 @@ class Click2Dial:
                 sent = ", ".join(
                     f"{leg} {_bye_result(task)}" for leg, task in byes[record.call_ref].items()
                 )
-                log.warning("call %s was live when Click2Dial stopped: closed as failed; BYE: %s",
-                            record.call_ref, sent or "none (no leg was established)")  # fmt: skip
+                log.warning("call %s closed as failed (%s); BYE: %s", record.call_ref, reason,
+                            sent or "none (no leg was established)")  # fmt: skip
         return count
 
     async def _start_http(self) -> None:
@@ -622,6 +650,8 @@ class Click2Dial:
 
     async def stop(self) -> None:
         self._stopping = True
+        if self.cluster is not None:
+            await self.cluster.close()
         for listener in [*self.listeners, *([self.operator] if self.operator else [])]:
             if listener.server is not None:
                 listener.server.should_exit = True

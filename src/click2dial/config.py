@@ -112,6 +112,8 @@ DEFAULT_HTTP_HOST: Final = "127.0.0.1"
 DEFAULT_HTTP_PORT: Final = 8300
 DEFAULT_DATABASE: Final = "sqlite:///click2dial.db"
 DEFAULT_SPOOL: Final = "click2dial-ends.jsonl"
+DEFAULT_HEARTBEAT_INTERVAL: Final = 2.0
+DEFAULT_TAKEOVER_AFTER: Final = 10.0
 #: Node-wide admission defaults (docs/configuration.md says where they come
 #: from: 150/s is half again the highest clean rate measured on a 2-core
 #: machine; 10,000 live calls fit well under 1 GiB).
@@ -210,6 +212,11 @@ class ServerConfig:
     body_timeout: int = DEFAULT_HTTP_BODY_TIMEOUT
     max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
     max_connections_per_source: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
+    """Seconds between this node's heartbeats in the store."""
+    takeover_after: float = DEFAULT_TAKEOVER_AFTER
+    """Seconds of silence after which a node is dead and a survivor ends its
+    live calls (PostgreSQL only)."""
 
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
@@ -834,8 +841,10 @@ class _Reader:
         trusted_proxies = self.trusted_proxies(t)
         allow_link_local = t.boolean("webhook_allow_link_local", False)
         limits = self.server_limits(t)
+        heartbeat_interval, takeover_after = self.liveness(t)
         t.finish(["http_host", "http_port", "database", "node_id", "spool", "operator_listen",
-                  "trusted_proxies", "webhook_allow_link_local", *limits])  # fmt: skip
+                  "trusted_proxies", "webhook_allow_link_local", *limits,
+                  "heartbeat_interval", "takeover_after"])  # fmt: skip
         return ServerConfig(
             http_host=http_host,
             http_port=http_port,
@@ -845,8 +854,24 @@ class _Reader:
             operator_listen=operator_listen,
             trusted_proxies=trusted_proxies,
             webhook_allow_link_local=allow_link_local,
+            heartbeat_interval=heartbeat_interval,
+            takeover_after=takeover_after,
             **limits,
         )
+
+    def liveness(self, t: _Table) -> tuple[float, float]:
+        """``[server]`` ``heartbeat_interval`` and ``takeover_after`` (issue 12)."""
+        interval = self.positive_number(t, "heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL)
+        after = self.positive_number(t, "takeover_after", DEFAULT_TAKEOVER_AFTER)
+        # One late heartbeat must not get a live node taken over.
+        given = [t.key(name) for name in ("heartbeat_interval", "takeover_after")]
+        if after <= 2 * interval and not any(self.problems_for(key) for key in given):
+            t.problem(
+                "takeover_after",
+                f"must be more than twice heartbeat_interval ({interval:g} s), got {after:g}",
+            )
+            interval, after = DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_TAKEOVER_AFTER
+        return interval, after
 
     def trusted_proxies(self, t: _Table) -> tuple[str, ...]:
         found: list[str] = []

@@ -51,7 +51,9 @@ def _opened(kind: str, url: str, *, empty_first: bool = False) -> Iterator[Db]:
                 # DELETE, not TRUNCATE: on a few rows it is 50 times faster.
                 runner.run(
                     pg_execute(
-                        url, "DELETE FROM calls; DELETE FROM notifications; DELETE FROM bindings"
+                        url,
+                        "DELETE FROM calls; DELETE FROM notifications; DELETE FROM bindings;"
+                        " DELETE FROM nodes",
                     )
                 )
             yield db

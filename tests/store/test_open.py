@@ -105,7 +105,7 @@ def test_concurrent_first_opens_of_an_empty_database(fresh_db: Db) -> None:
     """Several nodes starting on a database nobody has migrated yet."""
 
     fresh_db.run(fresh_db.store.close())
-    for table in ("calls", "notifications", "bindings", "schema_version"):
+    for table in ("calls", "notifications", "bindings", "nodes", "schema_version"):
         fresh_db.execute_raw(f"DROP TABLE {table}")
 
     async def main() -> None:

@@ -15,13 +15,14 @@ from click2dial.store.base import (
     StoreUnavailableError,
 )
 from click2dial.store.migrations import SchemaTooNewError
-from click2dial.store.model import Binding, CallRecord, Notification
+from click2dial.store.model import Binding, CallRecord, NodeRecord, Notification
 
 __all__ = [
     "AgentBusyError",
     "Binding",
     "CallRecord",
     "InvalidCursorError",
+    "NodeRecord",
     "Notification",
     "OutboxStats",
     "SchemaTooNewError",

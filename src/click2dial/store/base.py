@@ -16,6 +16,9 @@ The guarantees the rest of Click2Dial builds on are stated here once:
   exactly as long as the call does.
 * ``due_notifications`` claims the rows it returns for a lease, so several
   nodes draining one outbox do not deliver the same row at the same time.
+* ``take_over`` claims a silent node and moves its live calls to the
+  claimer in one transaction: of several survivors racing for one dead
+  node, exactly one gets its calls.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from click2dial.store.model import (
     UPDATABLE_CALL_FIELDS,
     Binding,
     CallRecord,
+    NodeRecord,
     Notification,
 )
 
@@ -334,3 +338,35 @@ class Store(ABC):
     @abstractmethod
     async def purge_bindings(self, now: float) -> int:
         """Delete the bindings expired at ``now``; how many went."""
+
+    # -- node liveness (click2dial.cluster) -----------------------------------
+
+    @abstractmethod
+    async def node_started(self, node_id: str, now: float) -> None:
+        """Record a new life of ``node_id``: ``started_at`` and ``last_seen``
+        are ``now``, and the takeover marker of an earlier life is cleared."""
+
+    @abstractmethod
+    async def heartbeat(self, node_id: str, now: float) -> NodeRecord:
+        """``last_seen = now`` (the row is created if missing); the row as
+        it is now, takeover marker included."""
+
+    @abstractmethod
+    async def nodes(self) -> list[NodeRecord]:
+        """Every node's row, by ``node_id``."""
+
+    @abstractmethod
+    async def silent_nodes(self, now: float, silence: float, *, exclude: str) -> list[str]:
+        """Nodes not seen for more than ``silence`` seconds before ``now``,
+        not taken over since they were last seen, that still own live calls;
+        never ``exclude``."""
+
+    @abstractmethod
+    async def take_over(
+        self, node_id: str, *, by: str, now: float, silence: float
+    ) -> list[CallRecord]:
+        """Claim the silent ``node_id`` for ``by`` and move its live calls to
+        ``by``, in one transaction; the moved calls (``node_id`` now ``by``),
+        oldest first.  Empty when the node is not silent for ``silence``
+        seconds, was already claimed since it was last seen, or is ``by``
+        itself: of concurrent claimers, one wins."""

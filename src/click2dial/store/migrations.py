@@ -175,6 +175,25 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX bindings_by_expiry ON bindings (expires_at)",
         ),
     ),
+    Migration(
+        4,
+        "node heartbeats and takeovers",
+        (
+            # One row per node: its heartbeat (last_seen), and who took over
+            # its live calls after it fell silent.  A takeover stands for the
+            # silence it ended: a later heartbeat (last_seen past
+            # taken_over_at) makes the node claimable again.
+            """
+            CREATE TABLE nodes (
+                node_id        TEXT PRIMARY KEY,
+                started_at     {real} NOT NULL,
+                last_seen      {real} NOT NULL,
+                taken_over_by  TEXT,
+                taken_over_at  {real}
+            )
+            """,
+        ),
+    ),
 )
 
 LATEST: Final = MIGRATIONS[-1].version

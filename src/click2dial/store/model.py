@@ -175,3 +175,19 @@ class Binding:
     cseq: int
     node_id: str
     updated_at: float = field(default_factory=time.time)
+
+
+NODE_COLUMNS: Final = ("node_id", "started_at", "last_seen", "taken_over_by", "taken_over_at")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRecord:
+    """A node's liveness row: when its current life started, its last
+    heartbeat, and who took over its live calls after it fell silent (kept
+    as history until the node starts again)."""
+
+    node_id: str
+    started_at: float
+    last_seen: float
+    taken_over_by: str | None = None
+    taken_over_at: float | None = None

@@ -11,6 +11,9 @@ the database itself, never by a read followed by a write:
   updates nothing.
 * ``due_notifications`` claims rows with ``FOR UPDATE SKIP LOCKED`` and moves
   them a lease into the future, so nodes do not deliver the same row at once.
+* ``take_over`` claims a node with an ``UPDATE ... WHERE`` unclaimed: a second
+  claimer waits for the row lock, re-reads the row, finds it claimed and
+  changes nothing; the calls move in the winner's transaction.
 
 JSON columns are JSONB, decoded to Python objects by a codec set on every
 pooled connection.  Statements run at READ COMMITTED, the server default.
@@ -44,8 +47,8 @@ from click2dial.store.base import (
     encode_cursor,
 )
 from click2dial.store.migrations import apply_postgres
-from click2dial.store.model import Binding, CallRecord, Notification
-from click2dial.store.sql import NOTIFICATION_LIST, POSTGRES, Statement, stats_from
+from click2dial.store.model import Binding, CallRecord, NodeRecord, Notification
+from click2dial.store.sql import CALL_LIST, NOTIFICATION_LIST, POSTGRES, Statement, stats_from
 
 SQL = POSTGRES
 _LIVE_AGENT_INDEX = "calls_live_agent"
@@ -390,3 +393,39 @@ class PostgresStore(Store):
     async def purge_bindings(self, now: float) -> int:
         text, args = sql.bindings_purge(SQL, now)
         return _rowcount(await self._p.execute(text, *args))
+
+    # -- node liveness --------------------------------------------------------------
+
+    @_db_errors
+    async def node_started(self, node_id: str, now: float) -> None:
+        text, args = sql.node_started(SQL, node_id, now)
+        await self._p.execute(text, *args)
+
+    @_db_errors
+    async def heartbeat(self, node_id: str, now: float) -> NodeRecord:
+        text, args = sql.node_heartbeat(SQL, node_id, now)
+        row = await self._p.fetchrow(f"{text} RETURNING *", *args)
+        return sql.node_from(row)
+
+    @_db_errors
+    async def nodes(self) -> list[NodeRecord]:
+        text, args = sql.nodes_all(SQL)
+        return [sql.node_from(row) for row in await self._p.fetch(text, *args)]
+
+    @_db_errors
+    async def silent_nodes(self, now: float, silence: float, *, exclude: str) -> list[str]:
+        text, args = sql.silent_nodes(SQL, now, silence, exclude)
+        return [str(row["node_id"]) for row in await self._p.fetch(text, *args)]
+
+    @_db_errors
+    async def take_over(
+        self, node_id: str, *, by: str, now: float, silence: float
+    ) -> list[CallRecord]:
+        claim, claim_args = sql.node_claim(SQL, node_id, by, now, silence)
+        move, move_args = sql.calls_move(SQL, node_id, by)
+        async with self._p.acquire() as conn, conn.transaction():
+            if _rowcount(await conn.execute(claim, *claim_args)) != 1:
+                return []
+            rows = await conn.fetch(f"{move} RETURNING {CALL_LIST}", *move_args)
+        calls = [SQL.call_from(row) for row in rows]
+        return sorted(calls, key=lambda c: (c.created_at, c.call_ref))

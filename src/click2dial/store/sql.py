@@ -25,9 +25,11 @@ from click2dial.store.model import (
     BINDING_COLUMNS,
     CALL_COLUMNS,
     DIALOG_COLUMNS,
+    NODE_COLUMNS,
     NOTIFICATION_COLUMNS,
     Binding,
     CallRecord,
+    NodeRecord,
     Notification,
 )
 
@@ -333,3 +335,68 @@ def bindings_of(sql: Sql, agent: str | None, now: float) -> Statement:
 
 def bindings_purge(sql: Sql, now: float) -> Statement:
     return sql._stmt("DELETE FROM bindings WHERE expires_at <= ?", (now,))
+
+
+# -- node liveness --------------------------------------------------------------
+
+_NODE_LIST: Final = ", ".join(NODE_COLUMNS)
+# The takeover marker belongs to the silence it ended: once the node has been
+# seen again after it, the node can be claimed again.
+_NOT_CLAIMED: Final = "(taken_over_at IS NULL OR taken_over_at < last_seen)"
+
+
+def node_from(row: Row) -> NodeRecord:
+    return NodeRecord(**{name: row[name] for name in NODE_COLUMNS})
+
+
+def node_started(sql: Sql, node_id: str, now: float) -> Statement:
+    """A new life: the takeover marker of the last one is dropped."""
+    return sql._stmt(
+        "INSERT INTO nodes (node_id, started_at, last_seen) VALUES (?, ?, ?)"
+        " ON CONFLICT (node_id) DO UPDATE SET started_at = excluded.started_at,"
+        " last_seen = excluded.last_seen, taken_over_by = NULL, taken_over_at = NULL",
+        (node_id, now, now),
+    )
+
+
+def node_heartbeat(sql: Sql, node_id: str, now: float) -> Statement:
+    return sql._stmt(
+        "INSERT INTO nodes (node_id, started_at, last_seen) VALUES (?, ?, ?)"
+        " ON CONFLICT (node_id) DO UPDATE SET last_seen = excluded.last_seen",
+        (node_id, now, now),
+    )
+
+
+def node_by_id(sql: Sql, node_id: str) -> Statement:
+    return sql._stmt(f"SELECT {_NODE_LIST} FROM nodes WHERE node_id = ?", (node_id,))
+
+
+def nodes_all(sql: Sql) -> Statement:
+    return sql._stmt(f"SELECT {_NODE_LIST} FROM nodes ORDER BY node_id")
+
+
+def silent_nodes(sql: Sql, now: float, silence: float, exclude: str) -> Statement:
+    """Nodes silent for more than ``silence`` seconds, not claimed since they
+    were last seen, that still own live calls; never ``exclude`` (the asker)."""
+    return sql._stmt(
+        "SELECT node_id FROM nodes n"
+        f" WHERE node_id <> ? AND last_seen < ? AND {_NOT_CLAIMED}"
+        f" AND EXISTS (SELECT 1 FROM calls c WHERE c.node_id = n.node_id AND c.{LIVE})"
+        " ORDER BY node_id",
+        (exclude, now - silence),
+    )
+
+
+def node_claim(sql: Sql, node_id: str, by: str, now: float, silence: float) -> Statement:
+    """Mark ``node_id`` taken over by ``by`` if it is still silent and
+    unclaimed; one row changed for the one claimer that wins."""
+    return sql._stmt(
+        "UPDATE nodes SET taken_over_by = ?, taken_over_at = ?"
+        f" WHERE node_id = ? AND node_id <> ? AND last_seen < ? AND {_NOT_CLAIMED}",
+        (by, now, node_id, by, now - silence),
+    )
+
+
+def calls_move(sql: Sql, node_id: str, to: str) -> Statement:
+    """Give ``node_id``'s live calls to ``to`` (returns nothing)."""
+    return sql._stmt(f"UPDATE calls SET node_id = ? WHERE node_id = ? AND {LIVE}", (to, node_id))

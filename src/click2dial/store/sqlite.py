@@ -50,7 +50,7 @@ from click2dial.store.base import (
     encode_cursor,
 )
 from click2dial.store.migrations import apply_sqlite
-from click2dial.store.model import Binding, CallRecord, Notification
+from click2dial.store.model import Binding, CallRecord, NodeRecord, Notification
 from click2dial.store.sql import NOTIFICATION_LIST, SQLITE, Statement, stats_from
 
 T = TypeVar("T")
@@ -435,3 +435,49 @@ class SQLiteStore(Store):
     def _purge(self, stmt: Statement) -> int:
         with self._write() as conn:
             return int(conn.execute(*stmt).rowcount)
+
+    # -- node liveness ---------------------------------------------------------------
+
+    async def node_started(self, node_id: str, now: float) -> None:
+        await self._run(self._execute, sql.node_started(SQL, node_id, now))
+
+    def _execute(self, stmt: Statement) -> None:
+        with self._write() as conn:
+            conn.execute(*stmt)
+
+    async def heartbeat(self, node_id: str, now: float) -> NodeRecord:
+        return await self._run(self._heartbeat, node_id, now)
+
+    def _heartbeat(self, node_id: str, now: float) -> NodeRecord:
+        with self._write() as conn:
+            conn.execute(*sql.node_heartbeat(SQL, node_id, now))
+            row = self._one(sql.node_by_id(SQL, node_id))
+        assert row is not None
+        return sql.node_from(row)
+
+    async def nodes(self) -> list[NodeRecord]:
+        return await self._run(self._nodes)
+
+    def _nodes(self) -> list[NodeRecord]:
+        return [sql.node_from(row) for row in self._db.execute(*sql.nodes_all(SQL))]
+
+    async def silent_nodes(self, now: float, silence: float, *, exclude: str) -> list[str]:
+        stmt = sql.silent_nodes(SQL, now, silence, exclude)
+        return await self._run(self._node_ids, stmt)
+
+    def _node_ids(self, stmt: Statement) -> list[str]:
+        return [str(row["node_id"]) for row in self._db.execute(*stmt)]
+
+    async def take_over(
+        self, node_id: str, *, by: str, now: float, silence: float
+    ) -> list[CallRecord]:
+        return await self._run(self._take_over, node_id, by, now, silence)
+
+    def _take_over(self, node_id: str, by: str, now: float, silence: float) -> list[CallRecord]:
+        # One job: nothing else runs between the claim, the read and the move.
+        with self._write() as conn:
+            if conn.execute(*sql.node_claim(SQL, node_id, by, now, silence)).rowcount != 1:
+                return []
+            calls = self._calls(SQL.live_calls(node_id))
+            conn.execute(*sql.calls_move(SQL, node_id, by))
+        return [replace(call, node_id=by) for call in calls]
