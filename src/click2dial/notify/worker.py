@@ -23,8 +23,14 @@ Theory of operation
   exception: it logs it and goes on.
 
 Across a restart the in-memory state is rebuilt from the outbox: rows not
-due yet (in back-off) hold back the younger ones as before.  Order
-holds per worker; several nodes draining one outbox may interleave.
+due yet (in back-off) hold back the younger ones as before.
+
+Several nodes draining one outbox: the store hands out a group's rows only
+while no older row of the group is claimed or in back-off
+(``due_notifications``), so a group is in one worker's hands at a time and
+order holds across nodes too.  The rows of a group committed while this
+worker held it become claimable when it lets go, so a group that drains
+wakes the dispatcher for them.
 """
 
 from __future__ import annotations
@@ -382,6 +388,13 @@ class Notifier:
             )
 
     async def _run_group(self, key: Group, state: _GroupState) -> None:
+        try:
+            await self._drain_group(key, state)
+        finally:
+            if not self._closed:
+                self.wake()  # younger rows of the group can be claimed now
+
+    async def _drain_group(self, key: Group, state: _GroupState) -> None:
         while state.pending:
             ordinal, id = heapq.heappop(state.pending)
             row = state.rows.pop(id)
