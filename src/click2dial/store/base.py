@@ -88,8 +88,8 @@ class CallLimits:
     integrator on a shared store, so they hold across every node.
 
     ``max_cps`` is counted over a sliding window: at most
-    ``max(1, floor(max_cps))`` calls created in any ``max(1, 1/max_cps)``
-    seconds."""
+    ``max(1, floor(max_cps))`` calls created in the ``max(1, 1/max_cps)``
+    seconds before a new one."""
 
     max_concurrent: int
     max_cps: float
