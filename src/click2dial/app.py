@@ -30,6 +30,7 @@ from .calls.flow import Leg
 from .calls.outcome import Outcome
 from .calls.service import HANGUP_STORE_WAIT, CallService
 from .cluster import Cluster
+from .cluster_bus import ClusterBus, HangupReply
 from .config import Config, IntegratorConfig
 from .health import Readiness, RtpEngineHealth, StoreHealth
 from .limits import (
@@ -138,6 +139,8 @@ class Click2Dial:
     registrar: Registrar | None = None
     cluster: Cluster | None = None
     """This node's heartbeat and the takeover of dead nodes' calls."""
+    bus: ClusterBus | None = None
+    """Requests from and to the other nodes (a shared store only)."""
     _stopping: bool = False
 
     @property
@@ -261,6 +264,12 @@ class Click2Dial:
             on_placed=self._call_placed,
             admission=self.admission,
         )
+        if self.store.shared:
+            # Several nodes may share the store: a DELETE of this node's
+            # call may come through another node (and the reverse).
+            self.bus = ClusterBus(self.store, cfg.server.node_id, self._bus_hangup)
+            await self.bus.start()
+            self.service.bus = self.bus
         if self.registrar is not None:
             # Agents' phones and softphones place calls by INVITE (SPEC §4).
             self.ua.on_invite = AgentCalls(
@@ -278,6 +287,14 @@ class Click2Dial:
         self.cluster.start_takeovers()
         await self._start_http()
         await self._start_operator()
+
+    async def _bus_hangup(self, call_ref: str, side: str) -> HangupReply:
+        """Another node's DELETE of a call of this node: as our own DELETE
+        does, decide the end and wait briefly for it to be stored."""
+        assert self.controller is not None
+        side = side if side in ("api", "system") else "api"
+        running = await self.controller.hangup(call_ref, HANGUP_STORE_WAIT, side=side)
+        return HangupReply(running, self.controller.ending(call_ref))
 
     def _registered(self, agent: str) -> list[Destination]:
         """The agent's registered contacts, each reached over its flow."""
@@ -661,6 +678,8 @@ class Click2Dial:
                     await listener.task
         if self.admission is not None:
             await self.admission.close()
+        if self.bus is not None:
+            await self.bus.close()
         if self.controller is not None:
             await self.controller.close()
         if self.notifier is not None:

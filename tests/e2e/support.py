@@ -136,6 +136,7 @@ def config_text(
     spool: str | None = None,
     operator_port: int | None = None,
     listen: tuple[str, ...] = (),
+    node_id: str = "e2e-node",
 ) -> str:
     """The configuration text.  ``sip`` adds lines to ``[sip]`` (e.g.
     ``probe_interval = 5``), ``listen`` SIP listeners to the UDP and TCP
@@ -161,7 +162,7 @@ def config_text(
 http_host = "127.0.0.1"
 http_port = {http_port}
 database = "{database}"
-node_id = "e2e-node"
+node_id = "{node_id}"
 operator_listen = "127.0.0.1:{operator_port}"
 {f'spool = "{spool}"' if spool else ""}
 

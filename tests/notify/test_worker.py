@@ -379,8 +379,11 @@ def test_a_new_row_claimed_with_the_retried_one_waits_for_the_rows_put_back(
                     (first, *_) = await store.undelivered("acme")
                     clock.now = first.next_attempt_at
                     await store.enqueue([late])
+                    store.claimed.clear()
                     notifier.wake()
-                    await wait_until(lambda: late.id in store.claimed, what="the new row's claim")
+                    await wait_until(lambda: first.id in store.claimed, what="the retry's claim")
+                    # The store keeps the new row behind the rows still in hand.
+                    assert late.id not in store.claimed
 
                 store.race = race
                 await notifier.start()

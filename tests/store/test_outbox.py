@@ -20,7 +20,8 @@ def queue(db: Db, count: int, **overrides: object) -> list[Notification]:
 
 def test_due_rows_are_claimed_oldest_first_for_a_lease(db: Db) -> None:
     rows = queue(db, 3)
-    later = queue(db, 1, next_attempt_at=NOW + 5)
+    # Another group's row (its own order): it is not held behind these.
+    later = queue(db, 1, next_attempt_at=NOW + 5, target="webhook")
 
     due = db.run(db.store.due_notifications(NOW, lease=30))
     assert [n.id for n in due] == [n.id for n in rows]
@@ -32,6 +33,43 @@ def test_due_rows_are_claimed_oldest_first_for_a_lease(db: Db) -> None:
     # A worker that died holding them: they come due again.
     again = db.run(db.store.due_notifications(NOW + 31, limit=2))
     assert [n.id for n in again] == [n.id for n in rows[:2]]
+
+
+def test_a_group_stays_with_the_worker_holding_its_oldest_row(db: Db) -> None:
+    first, second = queue(db, 2)
+    (other,) = queue(db, 1, target="webhook")
+    store = db.store
+
+    assert [n.id for n in db.run(store.due_notifications(NOW, limit=1))] == [first.id]
+    # The second row is due, but its group is claimed: another worker taking
+    # it could deliver it before the first.  Other groups go on.
+    assert [n.id for n in db.run(store.due_notifications(NOW))] == [other.id]
+    assert db.run(store.due_notifications(NOW + 1)) == []
+    assert db.run(store.mark_delivered(first.id, NOW + 1))
+    assert [n.id for n in db.run(store.due_notifications(NOW + 1))] == [second.id]
+
+
+def test_a_row_in_back_off_holds_its_younger_rows_back(db: Db) -> None:
+    failing, younger = queue(db, 2)
+    store = db.store
+    db.run(store.due_notifications(NOW, limit=1))
+    assert db.run(store.mark_failed(failing.id, "redis: down", NOW + 10))
+
+    assert db.run(store.due_notifications(NOW + 5)) == []
+    due = db.run(store.due_notifications(NOW + 10))
+    assert [n.id for n in due] == [failing.id, younger.id]
+
+
+def test_concurrent_claims_hand_a_group_to_one_worker(db: Db) -> None:
+    rows = queue(db, 10)
+
+    async def main() -> list[list[Notification]]:
+        return await asyncio.gather(*(db.store.due_notifications(NOW, limit=3) for _ in range(4)))
+
+    batches = [[n.id for n in batch] for batch in db.run(main())]
+    # One worker gets the three oldest rows; nobody gets younger ones while
+    # it holds them (whatever order the claims ran in).
+    assert sorted(batches, key=len, reverse=True) == [[n.id for n in rows[:3]], [], [], []]
 
 
 def test_concurrent_workers_claim_disjoint_rows(db: Db) -> None:

@@ -133,6 +133,10 @@ class EndWriter:
         still counts those calls as live)."""
         return sum(1 for end in self._queue if end.record.integrator == integrator)
 
+    def pending_refs(self, integrator: str) -> tuple[str, ...]:
+        """The calls of :meth:`pending_of`, by ``call_ref``."""
+        return tuple(end.call_ref for end in self._queue if end.record.integrator == integrator)
+
     # ----------------------------------------------------------- commands
     def submit(self, end: PendingEnd) -> None:
         self._queue.append(end)

@@ -16,9 +16,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..cluster_bus import ClusterBus
 from ..config import IntegratorConfig
 from ..sip.aio import Call
-from ..store import AgentBusyError, CallRecord, Store
+from ..store import AgentBusyError, CallRecord, Store, StoreError
+from ..store.base import CallLimits, LimitExceededError
 from ..vocabulary import CallState
 from .admission import Admission
 from .control import CallController, new_call_ref
@@ -30,6 +32,12 @@ LIVE_FIELDS = ("state", "agent_leg", "callee_leg", "agent_answered_at", "callee_
                "callee_answered_at")  # fmt: skip
 #: Seconds a DELETE waits for the end to be stored before answering ``ending``.
 HANGUP_STORE_WAIT = 0.5
+#: Seconds a DELETE of another node's call waits for that node's answer: it
+#: waits up to ``HANGUP_STORE_WAIT`` for its store write, then replies.
+REMOTE_HANGUP_WAIT = 1.0
+#: ``Retry-After`` of a DELETE whose owner did not answer: the node is being
+#: taken over, or the bus is reconnecting.
+REMOTE_RETRY_AFTER = 2
 #: Seconds a new call waits for the store to take its agent's previous end.
 PREVIOUS_END_WAIT = 2.0
 
@@ -94,8 +102,11 @@ class CallService:
         monotonic: Callable[[], float] = time.monotonic,
         on_placed: Callable[[CallRecord], None] = lambda record: None,
         admission: Admission | None = None,
+        bus: ClusterBus | None = None,
     ) -> None:
         self.admission = admission
+        self.bus = bus
+        """How a DELETE of a call another node runs reaches that node."""
         self.on_placed = on_placed
         self.store = store
         self.controller = controller
@@ -177,10 +188,21 @@ class CallService:
             # The agent's last call has ended, but the store does not know
             # yet (it is being written, or the store is coming back).
             await ends.flush(previous.call_ref, PREVIOUS_END_WAIT)
+        limits = None
+        if self.store.shared:
+            limits = CallLimits(
+                integrator.max_concurrent,
+                float(integrator.max_cps),
+                ending=ends.pending_refs(integrator.name),
+            )
         try:
-            stored, created = await self.store.create_call(record)
+            stored, created = await self.store.create_call(record, limits)
+        except LimitExceededError as exc:
+            self._refund()
+            raise CallError(429, str(exc), retry_after=exc.retry_after) from exc
         except AgentBusyError as exc:
-            bucket.refund()  # nothing was dialled
+            if bucket is not None:
+                bucket.refund()  # nothing was dialled
             self._refund()
             raise CallError(
                 409,
@@ -212,8 +234,12 @@ class CallService:
         if self.admission is not None:
             self.admission.refund()
 
-    async def _integrator_limits(self, integrator: IntegratorConfig) -> _Bucket:
-        """429 over the integrator's concurrency or rate; its rate token."""
+    async def _integrator_limits(self, integrator: IntegratorConfig) -> _Bucket | None:
+        """429 over the integrator's concurrency or rate; its rate token.
+        A store several nodes share decides both with the insert instead
+        (``create_call``), so that they hold across the nodes."""
+        if self.store.shared:
+            return None
         ends = self.controller.ends
         live = await self.store.count_live(integrator.name) - ends.pending_of(integrator.name)
         if live >= integrator.max_concurrent:
@@ -267,10 +293,39 @@ class CallService:
         call = await self.store.get_call(integrator.name, call_ref)
         if call is None:
             return None
-        if call.state != CallState.ENDED:
-            await self.controller.hangup(call_ref, HANGUP_STORE_WAIT)
-            call = await self.store.get_call(integrator.name, call_ref) or call
+        if call.state == CallState.ENDED:
+            return call
+        if call.node_id != self.node_id and self.bus is not None:
+            return await self._hangup_elsewhere(integrator, call)
+        await self.controller.hangup(call_ref, HANGUP_STORE_WAIT)
+        call = await self.store.get_call(integrator.name, call_ref) or call
         return self._view(call)
+
+    async def _hangup_elsewhere(self, integrator: IntegratorConfig, call: CallRecord) -> CallRecord:
+        """Hang up a call another node runs, through the bus: the answer is
+        the owner's (``ended``, or ``ending`` while the owner's store write
+        is late); 503 with ``Retry-After`` if the owner does not answer."""
+        assert self.bus is not None
+        owner = call.node_id
+        try:
+            reply = await self.bus.hangup(owner, call.call_ref, timeout=REMOTE_HANGUP_WAIT)
+        except StoreError as exc:
+            # The request could not be sent: the store is unreachable.
+            raise CallError(
+                503, f"cannot reach node {owner}, which runs this call: {exc}", retry_after=2
+            ) from exc
+        stored = await self.store.get_call(integrator.name, call.call_ref) or call
+        if stored.state == CallState.ENDED:
+            return stored
+        if reply is not None and (reply.running or reply.ending):
+            stored.state = CallState.ENDING
+            return stored
+        title = (
+            f"node {owner}, which runs this call, does not answer; try again"
+            if reply is None
+            else f"node {owner} does not run this call any more; try again"
+        )
+        raise CallError(503, title, retry_after=REMOTE_RETRY_AFTER)
 
     def _view(self, call: CallRecord | None) -> CallRecord | None:
         """The call as the integrator should see it: a call this node runs is

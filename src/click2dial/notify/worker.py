@@ -23,8 +23,14 @@ Theory of operation
   exception: it logs it and goes on.
 
 Across a restart the in-memory state is rebuilt from the outbox: rows not
-due yet (in back-off) hold back the younger ones as before.  Order
-holds per worker; several nodes draining one outbox may interleave.
+due yet (in back-off) hold back the younger ones as before.
+
+Several nodes draining one outbox: the store hands out a group's rows only
+while no older row of the group is claimed or in back-off
+(``due_notifications``), so a group is in one worker's hands at a time and
+order holds across nodes too.  The rows of a group committed while this
+worker held it become claimable when it lets go, so a group that drains
+wakes the dispatcher for them.
 """
 
 from __future__ import annotations
@@ -329,14 +335,20 @@ class Notifier:
     async def deliver_due(self) -> None:
         """One round, waited for: claim what is due and deliver it (tests and
         tools; the running worker does the same without waiting)."""
-        await self._claim()
-        while True:
-            busy = [
-                g.task for g in self._groups.values() if g.task is not None and not g.task.done()
-            ]
-            if not busy:
-                return
-            await asyncio.gather(*busy, return_exceptions=True)
+        # A group's younger rows become claimable once its rows in hand are
+        # delivered (``due_notifications``): claim again until nothing comes.
+        # One round: rows due at its start, not those falling due during it.
+        now = self.clock()
+        while await self._claim(now):
+            while True:
+                busy = [
+                    g.task
+                    for g in self._groups.values()
+                    if g.task is not None and not g.task.done()
+                ]
+                if not busy:
+                    break
+                await asyncio.gather(*busy, return_exceptions=True)
 
     async def _dispatch(self) -> None:
         while not self._closed:
@@ -357,16 +369,21 @@ class Notifier:
                 wait = min(wait, oldest[1] - now)
         return max(_MIN_WAIT, wait)
 
-    async def _claim(self) -> None:
-        now = self.clock()
+    async def _claim(self, now: float | None = None) -> int:
+        """Claim rows due at ``now`` into their groups; how many were claimed."""
+        now = self.clock() if now is None else now
+        claimed = 0
         while len(self._held) < self._max_held:
             rows = await self.store.due_notifications(now, self.batch, lease=self.lease)
+            batch = {row.id for row in rows}
             for row in rows:
-                self._accept(row)
+                self._accept(row, batch)
+            claimed += len(rows)
             if len(rows) < self.batch:
-                return
+                break
+        return claimed
 
-    def _accept(self, row: Notification) -> None:
+    def _accept(self, row: Notification, batch: set[str]) -> None:
         if row.id in self._held:
             return  # in hand already: the claim only renewed its lease
         self._held.add(row.id)
@@ -374,6 +391,12 @@ class Notifier:
         state = self._groups.setdefault(key, _GroupState())
         state.waiting.pop(row.id, None)
         ordinal = state.order.setdefault(row.id, next(self._ordinals))
+        # The store hands out a row only when every older row of its group
+        # is due (and then in the same claim) or delivered: an older row
+        # this worker still waits for was delivered by another node.
+        for id in [i for i in state.waiting if i not in batch and state.order[i] < ordinal]:
+            del state.waiting[id]
+            state.order.pop(id, None)
         state.rows[row.id] = row
         heapq.heappush(state.pending, (ordinal, row.id))
         if state.task is None or state.task.done():
@@ -382,6 +405,13 @@ class Notifier:
             )
 
     async def _run_group(self, key: Group, state: _GroupState) -> None:
+        try:
+            await self._drain_group(key, state)
+        finally:
+            if not self._closed:
+                self.wake()  # younger rows of the group can be claimed now
+
+    async def _drain_group(self, key: Group, state: _GroupState) -> None:
         while state.pending:
             ordinal, id = heapq.heappop(state.pending)
             row = state.rows.pop(id)

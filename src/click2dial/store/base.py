@@ -15,7 +15,15 @@ The guarantees the rest of Click2Dial builds on are stated here once:
   saved dialogs in the same statement that ends the call, so they live
   exactly as long as the call does.
 * ``due_notifications`` claims the rows it returns for a lease, so several
-  nodes draining one outbox do not deliver the same row at the same time.
+  nodes draining one outbox do not deliver the same row at the same time;
+  a row is claimed only while no older undelivered row of its
+  ``(integrator, target)`` is out of reach (claimed by a worker, or in
+  back-off), so one group is in one worker's hands at a time and its rows
+  reach their target in outbox order whichever nodes deliver them.
+* On a store several nodes share (:attr:`Store.shared`: PostgreSQL),
+  ``create_call`` also decides the integrator's limits (:class:`CallLimits`)
+  atomically with the insert, and :meth:`Store.notify` /
+  :meth:`Store.listen` carry messages between the nodes.
 * ``take_over`` claims a silent node and moves its live calls to the
   claimer in one transaction: of several survivors racing for one dead
   node, exactly one gets its calls.
@@ -29,8 +37,9 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Final, Self, TypedDict
+from typing import Any, ClassVar, Final, Protocol, Self, TypedDict
 
 from click2dial.store.model import (
     DIALOG_COLUMNS,
@@ -64,6 +73,50 @@ class AgentBusyError(StoreError):
     def __init__(self, call_ref: str) -> None:
         super().__init__(f"the agent already has a live call: {call_ref}")
         self.call_ref = call_ref
+
+
+class LimitExceededError(StoreError):
+    """A new call would break one of the integrator's :class:`CallLimits`."""
+
+    def __init__(self, limit: str, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        """``"max_concurrent"`` or ``"max_cps"``."""
+        self.retry_after = retry_after
+        """Whole seconds after which the call may pass."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallLimits:
+    """An integrator's limits, decided by ``create_call`` under one lock per
+    integrator on a shared store, so they hold across every node.
+
+    ``max_cps`` is counted over a sliding window: at most
+    ``max(1, floor(max_cps))`` calls created in the ``max(1, 1/max_cps)``
+    seconds before a new one."""
+
+    max_concurrent: int
+    max_cps: float
+    ending: tuple[str, ...] = ()
+    """Live calls whose end this node has decided but not stored yet: they
+    do not count against ``max_concurrent``."""
+
+    @property
+    def window(self) -> float:
+        return max(1.0, 1.0 / self.max_cps)
+
+    @property
+    def per_window(self) -> int:
+        return max(1, math.floor(self.max_cps))
+
+
+class Listening(Protocol):
+    """A subscription made by :meth:`Store.listen`."""
+
+    async def wait_closed(self) -> None:
+        """Return when the subscription is lost (the connection dropped)."""
+
+    async def close(self) -> None: ...
 
 
 class InvalidCursorError(StoreError, ValueError):
@@ -164,6 +217,11 @@ class Store(ABC):
     store.open()`` (or ``async with store:``) before use.
     """
 
+    #: Whether several nodes may share this store: ``create_call`` decides
+    #: :class:`CallLimits` and :meth:`notify`/:meth:`listen` work.  SQLite is
+    #: one node only.
+    shared: ClassVar[bool] = False
+
     #: Called with each :class:`StoreUnavailableError` a backend raises,
     #: whoever made the call, so that readiness learns of an outage at once.
     on_unavailable: Callable[[StoreUnavailableError], None] | None = None
@@ -201,12 +259,17 @@ class Store(ABC):
     # -- calls --------------------------------------------------------------
 
     @abstractmethod
-    async def create_call(self, call: CallRecord) -> tuple[CallRecord, bool]:
+    async def create_call(
+        self, call: CallRecord, limits: CallLimits | None = None
+    ) -> tuple[CallRecord, bool]:
         """Insert ``call``; ``(stored, True)`` when new.
 
         With an ``idempotency_key`` already used by this integrator, returns
         ``(the first call, False)`` and inserts nothing.  Raises
-        :class:`AgentBusyError` when the agent already has a live call.
+        :class:`AgentBusyError` when the agent already has a live call, and
+        (a :attr:`shared` store given ``limits``) :class:`LimitExceededError`
+        when the call would break them.  A store that is not shared ignores
+        ``limits``: its one node counts them itself.
         """
 
     @abstractmethod
@@ -282,6 +345,18 @@ class Store(ABC):
 
     @abstractmethod
     async def count_live(self, integrator: str) -> int: ...
+
+    # -- node to node ---------------------------------------------------------
+
+    async def notify(self, payload: str) -> None:
+        """Send ``payload`` to every node listening on this store (its
+        schema): PostgreSQL ``NOTIFY``.  Only a :attr:`shared` store can."""
+        raise StoreError("this store serves one node only: there is no other node to tell")
+
+    async def listen(self, callback: Callable[[str], None]) -> Listening:
+        """Call ``callback`` with each payload :meth:`notify` sends, until
+        the returned subscription is closed or lost."""
+        raise StoreError("this store serves one node only: there is no other node to hear")
 
     # -- outbox -------------------------------------------------------------
 

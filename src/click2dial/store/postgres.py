@@ -9,8 +9,15 @@ the database itself, never by a read followed by a write:
 * ``finish_call`` is ``UPDATE ... WHERE state <> 'ended'``: a concurrent
   finisher waits for the row lock, re-reads the row, finds it ended and
   updates nothing.
+* ``create_call`` given the integrator's limits counts its live and recent
+  calls and inserts in one transaction under an advisory lock per
+  integrator, so ``max_concurrent`` and ``max_cps`` hold across nodes.
 * ``due_notifications`` claims rows with ``FOR UPDATE SKIP LOCKED`` and moves
-  them a lease into the future, so nodes do not deliver the same row at once.
+  them a lease into the future, so nodes do not deliver the same row at once;
+  claims take turns under an advisory lock, so that a group's rows are in
+  one worker's hands at a time (outbox order across nodes).
+* ``notify``/``listen`` are ``NOTIFY``/``LISTEN`` on one channel, the schema
+  named in each message: the nodes' bus (:mod:`click2dial.cluster_bus`).
 * ``take_over`` claims a node with an ``UPDATE ... WHERE`` unclaimed: a second
   claimer waits for the row lock, re-reads the row, finds it claimed and
   changes nothing; the calls move in the winner's transaction.
@@ -21,8 +28,11 @@ pooled connection.  Statements run at READ COMMITTED, the server default.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import functools
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
@@ -34,6 +44,9 @@ from click2dial.store import sql
 from click2dial.store.base import (
     DEFAULT_LEASE,
     AgentBusyError,
+    CallLimits,
+    LimitExceededError,
+    Listening,
     OutboxStats,
     Store,
     StoreError,
@@ -92,6 +105,41 @@ def _db_errors(fn: Callable[P, Awaitable[R]]) -> Callable[P, Coroutine[Any, Any,
 
 
 _CREATE_ATTEMPTS = 3
+# Advisory locks, scoped by schema so that separate installations (or test
+# runs) in one database do not wait for each other.
+_CLAIM_LOCK = (
+    "SELECT pg_advisory_xact_lock(hashtext('click2dial.outbox:' || COALESCE(current_schema(), '')))"
+)
+_LIMITS_LOCK = (
+    "SELECT pg_advisory_xact_lock("
+    "hashtext('click2dial.limits:' || COALESCE(current_schema(), '') || ':' || $1))"
+)
+#: ``NOTIFY`` channel of the node-to-node messages; the payload names the
+#: schema, since channels are per database.
+BUS_CHANNEL = "click2dial_bus"
+
+
+async def _check_limits(conn: Any, call: CallRecord, limits: CallLimits) -> None:
+    """Raise :class:`LimitExceededError` if ``call`` would break ``limits``;
+    inside the creating transaction, under the integrator's lock, so that
+    the count and the insert are one step for every node."""
+    await conn.execute(_LIMITS_LOCK, call.integrator)
+    since = call.created_at - limits.window
+    sql, args = SQL.limit_counts(call.integrator, since, limits.ending)
+    live, recent, oldest = await conn.fetchrow(sql, *args)
+    if live >= limits.max_concurrent:
+        raise LimitExceededError(
+            "max_concurrent",
+            f"over the limit of {limits.max_concurrent} concurrent calls",
+            retry_after=5,
+        )
+    if recent >= limits.per_window:
+        wait = float(oldest) + limits.window - call.created_at
+        raise LimitExceededError(
+            "max_cps",
+            f"over the limit of {limits.max_cps:g} calls per second",
+            retry_after=max(1, math.ceil(wait)),
+        )
 
 
 async def _init_connection(conn: Any) -> None:
@@ -121,9 +169,50 @@ def _rowcount(status: str) -> int:
     return int(status.rsplit(" ", 1)[-1])
 
 
+class _Subscription:
+    """``LISTEN`` on :data:`BUS_CHANNEL` over one dedicated connection."""
+
+    def __init__(self, conn: Any, schema: str, callback: Callable[[str], None]) -> None:
+        self._conn = conn
+        self._schema = schema
+        self._callback = callback
+        self._lost = asyncio.Event()
+
+    @classmethod
+    async def start(cls, conn: Any, schema: str, callback: Callable[[str], None]) -> _Subscription:
+        sub = cls(conn, schema, callback)
+        conn.add_termination_listener(lambda _conn: sub._lost.set())
+        try:
+            await conn.add_listener(BUS_CHANNEL, sub._on_notify)
+        except BaseException:
+            await conn.close()
+            raise
+        return sub
+
+    def _on_notify(self, _conn: Any, _pid: int, _channel: str, message: str) -> None:
+        try:
+            data = json.loads(message)
+        except ValueError:
+            return
+        if isinstance(data, dict) and data.get("schema") == self._schema:
+            body = data.get("body")
+            if isinstance(body, str):
+                self._callback(body)
+
+    async def wait_closed(self) -> None:
+        await self._lost.wait()
+
+    async def close(self) -> None:
+        self._lost.set()
+        with contextlib.suppress(*_DB_ERRORS):
+            await self._conn.close()
+
+
 class PostgresStore(Store):
     """``dsn`` is a ``postgresql://`` URL; extra query parameters become
     server settings (``?search_path=click2dial`` selects a schema)."""
+
+    shared = True
 
     def __init__(
         self,
@@ -138,6 +227,7 @@ class PostgresStore(Store):
         self._max_size = max_size
         self._server_settings = server_settings
         self._pool: Any = None
+        self._current_schema: str | None = None
 
     @property
     def _p(self) -> Any:
@@ -183,7 +273,9 @@ class PostgresStore(Store):
     # -- calls --------------------------------------------------------------------
 
     @_db_errors
-    async def create_call(self, call: CallRecord) -> tuple[CallRecord, bool]:
+    async def create_call(
+        self, call: CallRecord, limits: CallLimits | None = None
+    ) -> tuple[CallRecord, bool]:
         call.validate()
         args = SQL.call_params(call)
         async with self._p.acquire() as conn:
@@ -191,11 +283,17 @@ class PostgresStore(Store):
             # could name it: then the agent is free and the insert may pass.
             for _ in range(_CREATE_ATTEMPTS):
                 try:
-                    inserted = await conn.fetchval(
-                        f"{SQL.call_insert} ON CONFLICT (integrator, idempotency_key)"
-                        " DO NOTHING RETURNING call_ref",
-                        *args,
-                    )
+                    async with conn.transaction():
+                        if limits is not None:
+                            existing = await self._by_key(conn, call)
+                            if existing is not None:
+                                return existing, False  # a replay is never over a limit
+                            await _check_limits(conn, call, limits)
+                        inserted = await conn.fetchval(
+                            f"{SQL.call_insert} ON CONFLICT (integrator, idempotency_key)"
+                            " DO NOTHING RETURNING call_ref",
+                            *args,
+                        )
                 except asyncpg.UniqueViolationError as exc:
                     if exc.constraint_name != _LIVE_AGENT_INDEX:
                         raise StoreError(f"cannot store call {call.call_ref}: {exc}") from exc
@@ -318,6 +416,26 @@ class PostgresStore(Store):
         sql, args = SQL.count_live(integrator)
         return int(await self._p.fetchval(sql, *args))
 
+    # -- node to node --------------------------------------------------------------
+
+    @_db_errors
+    async def notify(self, payload: str) -> None:
+        message = json.dumps({"schema": await self._schema(), "body": payload})
+        await self._p.execute("SELECT pg_notify($1, $2)", BUS_CHANNEL, message)
+
+    @_db_errors
+    async def listen(self, callback: Callable[[str], None]) -> Listening:
+        # A connection of its own: LISTEN lasts as long as the session, and a
+        # pooled connection goes back to the pool (and is reset) after use.
+        conn = await asyncpg.connect(self.dsn, server_settings=self._server_settings)
+        schema = await self._schema()
+        return await _Subscription.start(conn, schema, callback)
+
+    async def _schema(self) -> str:
+        if self._current_schema is None:
+            self._current_schema = str(await self._p.fetchval("SELECT current_schema()"))
+        return self._current_schema
+
     # -- outbox ------------------------------------------------------------------
 
     @_db_errors
@@ -332,18 +450,19 @@ class PostgresStore(Store):
         self, now: float, limit: int = 100, *, lease: float = DEFAULT_LEASE
     ) -> list[Notification]:
         check_limit(limit)
-        # FOR UPDATE re-checks the WHERE clause on rows another node has just
-        # claimed, so a row is claimed by one node only.
-        rows = await self._p.fetch(
-            "UPDATE notifications SET next_attempt_at = $2 WHERE seq IN ("
-            " SELECT seq FROM notifications"
-            " WHERE delivered_at IS NULL AND next_attempt_at <= $1"
-            " ORDER BY seq LIMIT $3 FOR UPDATE SKIP LOCKED)"
-            f" RETURNING seq, {NOTIFICATION_LIST}",
-            now,
-            now + lease,
-            limit,
-        )
+        claimable, args = SQL.claimable(now, limit, lock=" FOR UPDATE OF n SKIP LOCKED")
+        n = len(args)
+        async with self._p.acquire() as conn, conn.transaction():
+            # Claims take turns: a claim running beside another would see the
+            # other's rows still due (not committed yet), skip them as locked
+            # and take the younger rows of the same group out of order.
+            await conn.execute(_CLAIM_LOCK)
+            rows = await conn.fetch(
+                f"UPDATE notifications SET next_attempt_at = ${n + 1}"
+                f" WHERE seq IN ({claimable}) RETURNING seq, {NOTIFICATION_LIST}",
+                *args,
+                now + lease,
+            )
         return [SQL.notification_from(row) for row in sorted(rows, key=lambda r: int(r["seq"]))]
 
     @_db_errors

@@ -239,6 +239,20 @@ class Sql:
             f"SELECT COUNT(*) FROM calls WHERE integrator = ? AND {LIVE}", (integrator,)
         )
 
+    def limit_counts(self, integrator: str, since: float, ending: Sequence[str]) -> Statement:
+        """The integrator's live calls (less the ``ending`` ones) and its
+        calls created after ``since`` with the oldest such time: what
+        :class:`~click2dial.store.base.CallLimits` are checked against.
+        PostgreSQL only (``ANY`` of an array)."""
+        return self._stmt(
+            "SELECT"
+            f" COUNT(*) FILTER (WHERE {LIVE} AND NOT call_ref = ANY(?::text[])),"
+            " COUNT(*) FILTER (WHERE created_at > ?),"
+            " MIN(created_at) FILTER (WHERE created_at > ?)"
+            f" FROM calls WHERE integrator = ? AND ({LIVE} OR created_at > ?)",
+            (list(ending), since, since, integrator, since),
+        )
+
     # -- outbox ---------------------------------------------------------------
 
     @property
@@ -246,6 +260,27 @@ class Sql:
         return self.render(
             f"INSERT INTO notifications ({NOTIFICATION_LIST})"
             f" VALUES ({_values(len(NOTIFICATION_COLUMNS))})"
+        )
+
+    def claimable(self, now: float, limit: int, *, lock: str = "") -> Statement:
+        """The ``seq`` of up to ``limit`` rows a worker may claim at ``now``,
+        oldest first: due, and older than every undelivered row of their
+        ``(integrator, target)`` that is not due (claimed by a worker until
+        its lease ends, or in back-off).  A group is thus in one worker's
+        hands at a time, and its rows go out in outbox order across nodes.
+        Both scans read only undelivered rows (``notifications_due``).
+        ``lock`` is appended to the select (PostgreSQL's row locks)."""
+        return self._stmt(
+            "WITH held AS ("
+            " SELECT integrator, target, MIN(seq) AS seq FROM notifications"
+            " WHERE delivered_at IS NULL AND next_attempt_at > ?"
+            " GROUP BY integrator, target)"
+            " SELECT n.seq FROM notifications n"
+            " LEFT JOIN held h ON h.integrator = n.integrator AND h.target = n.target"
+            " WHERE n.delivered_at IS NULL AND n.next_attempt_at <= ?"
+            " AND (h.seq IS NULL OR n.seq < h.seq)"
+            f" ORDER BY n.seq LIMIT ?{lock}",
+            (now, now, limit),
         )
 
     def mark_delivered(self, id: str, at: float) -> Statement:

@@ -38,6 +38,7 @@ from click2dial.store import sql
 from click2dial.store.base import (
     DEFAULT_LEASE,
     AgentBusyError,
+    CallLimits,
     OutboxStats,
     Store,
     StoreError,
@@ -249,7 +250,10 @@ class SQLiteStore(Store):
         with self._write() as conn:
             return conn.execute(*stmt).rowcount == 1
 
-    async def create_call(self, call: CallRecord) -> tuple[CallRecord, bool]:
+    async def create_call(
+        self, call: CallRecord, limits: CallLimits | None = None
+    ) -> tuple[CallRecord, bool]:
+        # One node only: the service counts ``limits`` itself.
         call.validate()
         return await self._run(self._create_call, replace(call, warnings=list(call.warnings)))
 
@@ -376,10 +380,9 @@ class SQLiteStore(Store):
 
     def _due(self, now: float, limit: int, until: float) -> list[Notification]:
         with self._write() as conn:
+            claimable, args = SQL.claimable(now, limit)
             rows = conn.execute(
-                f"{_NOTIFICATION_SELECT} WHERE delivered_at IS NULL AND next_attempt_at <= ?"
-                " ORDER BY seq LIMIT ?",
-                (now, limit),
+                f"{_NOTIFICATION_SELECT} WHERE seq IN ({claimable}) ORDER BY seq", args
             ).fetchall()
             conn.executemany(
                 "UPDATE notifications SET next_attempt_at = ? WHERE seq = ?",

@@ -1,0 +1,105 @@
+"""Limits decided by a store that several nodes share (PostgreSQL):
+``create_call`` counts and inserts in one step, so ``max_concurrent`` and
+``max_cps`` hold for two nodes writing at once.  SQLite serves one node,
+whose call service counts the limits itself (tests/e2e/test_api.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from click2dial.store import AgentBusyError, open_store
+from click2dial.store.base import CallLimits, LimitExceededError
+from tests.store.conftest import _opened
+from tests.store.support import T0, Db, make_call
+
+
+@pytest.fixture
+def pg(shared_pg_url: str) -> Iterator[Db]:
+    with _opened("postgres", shared_pg_url, empty_first=True) as db:
+        yield db
+
+
+def test_only_postgresql_is_shared(pg: Db, tmp_path: object) -> None:
+    assert pg.store.shared
+    assert not open_store(f"sqlite:///{tmp_path}/x.db").shared
+
+
+def test_max_concurrent_counts_every_node_and_not_the_ending_calls(pg: Db) -> None:
+    limits = CallLimits(max_concurrent=2, max_cps=1000)
+    a = pg.run(pg.store.create_call(make_call(agent="1001", node_id="node-a"), limits))[0]
+    pg.run(pg.store.create_call(make_call(agent="1002", node_id="node-b"), limits))
+    with pytest.raises(LimitExceededError) as refused:
+        pg.run(pg.store.create_call(make_call(agent="1003", node_id="node-b"), limits))
+    assert refused.value.limit == "max_concurrent" and refused.value.retry_after >= 1
+    # This node decided the end of ``a`` and is still writing it: not counted.
+    ending = CallLimits(max_concurrent=2, max_cps=1000, ending=(a.call_ref,))
+    assert pg.run(pg.store.create_call(make_call(agent="1003", node_id="node-a"), ending))[1]
+    # Another integrator has its own count.
+    assert pg.run(pg.store.create_call(make_call(integrator="beta"), limits))[1]
+
+
+def test_max_concurrent_holds_for_two_nodes_creating_at_once(pg: Db) -> None:
+    limits = CallLimits(max_concurrent=3, max_cps=1000)
+
+    async def main() -> list[object]:
+        other = open_store(pg.url)
+        await other.open()
+        try:
+            stores = [pg.store, other]
+            return await asyncio.gather(
+                *(
+                    stores[i % 2].create_call(
+                        make_call(agent=f"2{i:03d}", node_id=f"node-{i % 2}"), limits
+                    )
+                    for i in range(16)
+                ),
+                return_exceptions=True,
+            )
+        finally:
+            await other.close()
+
+    results = pg.run(main())
+    created = [r for r in results if isinstance(r, tuple)]
+    refused = [r for r in results if isinstance(r, LimitExceededError)]
+    assert (len(created), len(refused)) == (3, 13), results
+    assert pg.run(pg.store.count_live("acme")) == 3
+
+
+def test_max_cps_is_a_sliding_window_across_nodes(pg: Db) -> None:
+    limits = CallLimits(max_concurrent=100, max_cps=2)
+    store = pg.store
+    pg.run(store.create_call(make_call(agent="1001", created_at=T0, node_id="node-a"), limits))
+    other_node = make_call(agent="1002", created_at=T0 + 0.2, node_id="node-b")
+    pg.run(store.create_call(other_node, limits))
+    with pytest.raises(LimitExceededError) as refused:
+        pg.run(store.create_call(make_call(agent="1003", created_at=T0 + 0.5), limits))
+    assert (refused.value.limit, refused.value.retry_after) == ("max_cps", 1)
+    # The refusal inserted nothing: one second after the first call, one more fits.
+    assert pg.run(store.create_call(make_call(agent="1003", created_at=T0 + 1.0), limits))[1]
+    with pytest.raises(LimitExceededError):
+        pg.run(store.create_call(make_call(agent="1004", created_at=T0 + 1.1), limits))
+    # Below one call per second: one call per 1/max_cps seconds.
+    slow = CallLimits(max_concurrent=100, max_cps=0.25)
+    pg.run(store.create_call(make_call(integrator="beta", created_at=T0), slow))
+    with pytest.raises(LimitExceededError) as later:
+        too_soon = make_call(integrator="beta", agent="1002", created_at=T0 + 1)
+        pg.run(store.create_call(too_soon, slow))
+    assert later.value.retry_after == 3
+    assert pg.run(
+        store.create_call(make_call(integrator="beta", agent="1002", created_at=T0 + 4), slow)
+    )[1]
+
+
+def test_a_replay_and_a_busy_agent_answer_as_without_limits(pg: Db) -> None:
+    limits = CallLimits(max_concurrent=1, max_cps=1000)
+    first, _ = pg.run(pg.store.create_call(make_call(idempotency_key="k-1"), limits))
+    # Over the limit, but a replay of the first request: the first call.
+    replay, created = pg.run(pg.store.create_call(make_call(idempotency_key="k-1"), limits))
+    assert (replay.call_ref, created) == (first.call_ref, False)
+    roomy = CallLimits(max_concurrent=10, max_cps=1000)
+    with pytest.raises(AgentBusyError) as busy:
+        pg.run(pg.store.create_call(make_call(node_id="node-b"), roomy))
+    assert busy.value.call_ref == first.call_ref
