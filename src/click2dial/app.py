@@ -248,6 +248,7 @@ class Click2Dial:
             ready=self.ready,
             on_placed=self._call_placed,
             admission=self.admission,
+            lookup=self.registrar.lookup if self.registrar is not None else None,
         )
         if self.registrar is not None:
             # Agents' phones and softphones place calls by INVITE (SPEC §4).

@@ -10,9 +10,12 @@ from :class:`~click2dial.sip.auth.DigestServer`), binding expiry
 authentication (password guessing).
 
 Bindings live in the store (every node sees them) with an in-memory copy
-here, so that placing a call never waits on the database; the copy is
-refreshed from the store every ``refresh_interval`` seconds (the bindings
-other nodes took) and expired rows are purged then.  A binding keeps the
+here; the copy is refreshed from the store every ``refresh_interval``
+seconds and expired rows are purged then.  Before a call rings an agent,
+:meth:`Registrar.lookup` reads that agent's bindings from the store when the
+copy has none or is older than ``lookup_ttl`` seconds: with several nodes
+(behind a SIP edge that sends each REGISTER to any of them), a binding taken
+on one node is used by the next call on another.  A binding keeps the
 flow its REGISTER came over (transport, source address and port): requests
 to the agent go there, the Contact URI being only their Request-URI (RFC 5626
 ideas: behind NAT, and over TCP, the Contact itself is not reachable).
@@ -57,6 +60,8 @@ class RegistrarConfig:
     failure_window: float = 60.0
     block_for: float = 300.0
     refresh_interval: float = 30.0
+    #: Seconds an agent's copy is trusted before a call reads the store again.
+    lookup_ttl: float = 5.0
     #: The challenges of a 401, in this order.  MD5 alone by default: phones
     #: that know only MD5 (baresip 1.0's libre, SIP.js) give up on a 401
     #: carrying any challenge they cannot answer, or read only the first.
@@ -117,6 +122,9 @@ class Registrar:
         self.clock = clock
         self.digest = DigestServer(config.realm, config.nonce_secret)
         self._cache: dict[str, dict[str, Binding]] = {}
+        #: When the whole copy, and each agent's part of it, was last read.
+        self._refreshed_at = float("-inf")
+        self._read_at: dict[str, float] = {}
         self._lock = asyncio.Lock()
         self._failures = _Failures(config.max_failures, config.failure_window, config.block_for)
         self._task: asyncio.Task[None] | None = None
@@ -143,6 +151,7 @@ class Registrar:
         for b in await self.store.bindings(now=now):
             cache.setdefault(b.agent, {})[b.contact] = b
         self._cache = cache
+        self._refreshed_at, self._read_at = now, {}
         self._failures.prune(now)
 
     async def _maintain(self) -> None:
@@ -162,6 +171,26 @@ class Registrar:
             return []
         now = self.clock()
         return [b for b in bound.values() if b.expires_at > now]
+
+    async def lookup(self, agent: str) -> None:
+        """Bring ``agent``'s copy up to date before a call rings it: one read
+        of the store when this node knows no binding of the agent or its copy
+        is older than ``lookup_ttl``.  A store that cannot answer leaves the
+        copy as it is (the call rings what is known)."""
+        now = self.clock()
+        read_at = max(self._refreshed_at, self._read_at.get(agent, float("-inf")))
+        if self.contacts(agent) and now - read_at < self.config.lookup_ttl:
+            return
+        try:
+            found = await self.store.bindings(agent, now=now)
+        except StoreError as exc:
+            log.warning("registrar: bindings of %s not read: %s", agent, exc)
+            return
+        if found:
+            self._cache[agent] = {b.contact: b for b in found}
+        else:
+            self._cache.pop(agent, None)
+        self._read_at[agent] = now
 
     # -------------------------------------------------------------- REGISTER
     async def on_register(
@@ -309,6 +338,7 @@ class Registrar:
             self._cache[agent] = current
         else:
             self._cache.pop(agent, None)
+        self._read_at[agent] = now
         headers = [
             ("Contact", f"<{b.contact}>;expires={max(int(b.expires_at - now), 0)}")
             for b in current.values()
