@@ -248,7 +248,7 @@ class Click2Dial:
             ready=self.ready,
             on_placed=self._call_placed,
             admission=self.admission,
-            lookup=self.registrar.lookup if self.registrar is not None else None,
+            lookup=self._lookup if self.registrar is not None else None,
         )
         if self.registrar is not None:
             # Agents' phones and softphones place calls by INVITE (SPEC §4).
@@ -266,6 +266,12 @@ class Click2Dial:
         self.notifier.wake()  # deliver what recover() and earlier runs left
         await self._start_http()
         await self._start_operator()
+
+    async def _lookup(self, extension: str) -> None:
+        """Refresh a registering extension's bindings before it is rung."""
+        agent = self.config.agents.get(extension)
+        if self.registrar is not None and (agent is None or agent.contact is None):
+            await self.registrar.lookup(extension)
 
     def _registered(self, agent: str) -> list[Destination]:
         """The agent's registered contacts, each reached over its flow."""
