@@ -255,3 +255,42 @@ def test_repeated_failures_block_the_source_and_the_extension(tmp_path: Path) ->
         assert env.registrar.blocked_count >= 3
 
     run(tmp_path, body)
+
+
+def test_a_binding_taken_on_another_node_is_read_on_a_miss_or_when_stale(
+    tmp_path: Path,
+) -> None:
+    async def body(env: Env) -> None:
+        # A second node on the same store, started after nothing was bound:
+        # its periodic refresh is far away (refresh_interval).
+        other = Registrar(
+            env.registrar.store, PASSWORDS,
+            RegistrarConfig(realm="127.0.0.1", node_id="node-2", lookup_ttl=5), clock=env.clock,
+        )  # fmt: skip
+        await other.start()
+        try:
+            assert (await env.phone().register([A], 600))[0] == 200
+            assert other.contacts("1001") == []
+            await other.lookup("1001")  # a miss: read from the store
+            (binding,) = other.contacts("1001")
+            assert (binding.host, binding.port) == ("10.0.0.9", 5062)
+            # The phone moves (another flow, same contact) on node 1: node 2's
+            # copy is trusted for lookup_ttl, then read again.
+            moved = env.phone(source="10.0.0.77")
+            moved.call_id = "reg-1001-moved"
+            assert (await moved.register([A], 600))[0] == 200
+            env.clock.now += 4
+            await other.lookup("1001")
+            assert other.contacts("1001")[0].host == "10.0.0.9"
+            env.clock.now += 2
+            await other.lookup("1001")
+            assert other.contacts("1001")[0].host == "10.0.0.77"
+            # Unbound on node 1: gone from node 2 at the next stale lookup.
+            assert (await moved.register([A], 0))[0] == 200
+            env.clock.now += 6
+            await other.lookup("1001")
+            assert other.contacts("1001") == []
+        finally:
+            await other.close()
+
+    run(tmp_path, body, node_id="node-1")

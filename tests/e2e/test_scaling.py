@@ -12,12 +12,12 @@ trunk and to agents with a static contact go directly.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
+import subprocess
 import time
 from collections import Counter
-import os
-import subprocess
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
@@ -112,8 +112,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         with (
             RedisServer() as redis,
             Sipp("agent_answer", calls=100_000, timeout=600, variables={"ring_ms": 0}) as agent,
-            Sipp("trunk_answer_hangup", calls=100_000, timeout=600,
-                 variables={"ring_ms": 20, "talk_ms": 200}) as trunk,  # fmt: skip
+            Sipp(
+                "trunk_answer_hangup",
+                calls=100_000,
+                timeout=600,
+                variables={"ring_ms": 20, "talk_ms": 200},
+            ) as trunk,  # fmt: skip
             ExitStack() as stack,
         ):
             nodes = []
