@@ -35,7 +35,7 @@ class Kamailio:
         self.process: subprocess.Popen[bytes] | None = None
 
     def node_uri(self, port: int) -> str:
-        return f"sip:127.0.0.1:{port}"
+        return f"sip:127.0.0.1:{port};transport=udp"
 
     def command(self) -> list[str]:
         listen = f"127.0.0.1:{self.port}"

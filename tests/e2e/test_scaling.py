@@ -30,6 +30,7 @@ import pytest
 
 from click2dial.notify import CDR_LIST
 from click2dial.store import open_store
+from tests.e2e.baresip import Baresip
 from tests.e2e.kamailio import Kamailio
 from tests.e2e.support import ACME_KEY, config_text, drop_pg_schema, pg_schema_url
 from tests.e2e.test_process import PYTHON, wait_http
@@ -74,6 +75,7 @@ def node_config(
         sip_port=sip_port,
         spool=str(tmp / f"{node_id}-ends.jsonl"),
         agent=f'password = "{PASSWORD}"',
+        extension_1002=f'password = "{PASSWORD}"\nintegrator = "acme"',
         acme=f'redis = "{peers["redis"]}"\nmax_cps = 500\nmax_concurrent = 1000',
     ).replace('node_id = "e2e-node"', f'node_id = "{node_id}"')
     # The nodes share two cores with everything else: the event-loop lag
@@ -195,9 +197,9 @@ def results(peer: Sipp) -> list[str]:
             if "RESULT " in line]  # fmt: skip
 
 
-async def bindings(database: str) -> list[Any]:
+async def bindings(database: str, agent: str = "1001") -> list[Any]:
     async with open_store(database) as store:
-        return list(await store.bindings("1001", now=time.time()))
+        return list(await store.bindings(agent, now=time.time()))
 
 
 def wait_ended(base: str, ref: str, timeout: float = 20) -> dict[str, Any]:
@@ -241,6 +243,38 @@ def test_a_udp_agent_registered_through_kamailio_is_reachable_from_every_node(
         kamailio_via = f"Via: SIP/2.0/UDP 127.0.0.1:{kamailio.port};branch"
         assert log.count(kamailio_via) >= len(cluster.nodes), log[-3000:]
         assert f"Record-Route: <sip:127.0.0.1:{kamailio.port};lr" in log, log[-3000:]
+    assert_one_cdr_each(cluster, refs, timeout=20)
+
+
+def test_a_tcp_phone_registered_through_kamailio_is_rung_over_its_connection_from_every_node(
+    cluster: Cluster,
+) -> None:
+    async def main() -> list[str]:
+        with Baresip("1002", PASSWORD, cluster.kamailio.port, transport="tcp") as phone:
+            await phone.wait_for(r"1002@127\.0\.0\.1.*200 OK")
+            # The edge named the phone's connection in the Contact (an alias
+            # with protocol 2, TCP); the node stored it with the edge's flow.
+            (binding,) = await bindings(cluster.database, "1002")
+            assert f"@127.0.0.1:{phone.port};alias=127.0.0.1~" in binding.contact
+            assert "~2;" in binding.contact, binding.contact
+            flow = (binding.transport, binding.host, binding.port)
+            assert flow == ("udp", "127.0.0.1", cluster.kamailio.port), binding
+            refs = []
+            async with httpx.AsyncClient(headers=AUTH, timeout=10) as client:
+                for node in cluster.nodes:
+                    body = {"agent": "1002", "callee": "0821234567", "outbound_id": "27110000001"}
+                    response = await client.post(f"{node.base}/click2dial/calls", json=body)
+                    assert response.status_code == 201, (node.node_id, response.text)
+                    refs.append(response.json()["call_ref"])
+                    ended = await asyncio.to_thread(wait_ended, node.base, refs[-1])
+                    assert ended["end_reason"] == "callee_hungup", (node.node_id, ended)
+                    assert ended["legs"]["agent"]["answered_at"] is not None, phone.output()
+            # Every INVITE came over the connection the phone opened to the
+            # edge (baresip listens on TCP too, but was never dialled there).
+            assert phone.output().count("Call established") >= len(cluster.nodes), phone.output()
+            return refs
+
+    refs = asyncio.run(asyncio.wait_for(main(), 90))
     assert_one_cdr_each(cluster, refs, timeout=20)
 
 
