@@ -768,3 +768,12 @@ def test_operator_listener_never_shares_an_integrator_port() -> None:
     sip = one_problem('[server]\noperator_listen = "127.0.0.1:5070"\n'
                       '[sip]\nlisten = ["tcp:127.0.0.1:5070"]\n' + ACME)  # fmt: skip
     assert "sip.listen[0]: port 5070 is also taken by server.operator_listen" in sip
+
+
+def test_sip_edges_are_hosts() -> None:
+    assert parse_config(acme(), SRC).sip.edges == ()
+    sip = parse_config('[sip]\nedges = ["10.0.0.5", "[2001:db8::5]", "edge.example.com"]\n'
+                       + acme(), SRC).sip  # fmt: skip
+    assert sip.edges == ("10.0.0.5", "2001:db8::5", "edge.example.com")
+    found = one_problem('[sip]\nedges = ["10.0.0.5:5060"]\n' + acme())
+    assert "sip.edges[0]" in found and "host name or an IP address" in found

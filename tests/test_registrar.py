@@ -56,7 +56,7 @@ class Phone:
             cseq = self.cseq
         lines = [
             "REGISTER sip:127.0.0.1 SIP/2.0",
-            "Via: SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bK" + f"{cseq}x{id(self)}",
+            *self.vias(f"z9hG4bK{cseq}x{id(self)}"),
             f"From: <sip:{self.ext}@127.0.0.1>;tag=f1",
             f"To: <sip:{self.ext}@127.0.0.1>",
             f"Call-ID: {call_id or self.call_id}",
@@ -73,6 +73,9 @@ class Phone:
         message = parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
         assert isinstance(message, Request)
         return message
+
+    def vias(self, branch: str) -> list[str]:
+        return [f"Via: SIP/2.0/UDP 10.0.0.9:5062;branch={branch}"]
 
     async def send(self, request: Request) -> tuple[int, list[tuple[str, str]]]:
         return await self.registrar._register(request, self.tx)  # type: ignore[arg-type]
@@ -294,3 +297,53 @@ def test_a_binding_taken_on_another_node_is_read_on_a_miss_or_when_stale(
             await other.close()
 
     run(tmp_path, body, node_id="node-1")
+
+
+class EdgePhone(Phone):
+    """A phone whose REGISTERs a SIP edge relays: the edge's Via on top, the
+    phone's own below it with the address the edge received it from."""
+
+    def __init__(self, registrar: Registrar, ext: str, password: str, client: str) -> None:
+        super().__init__(registrar, ext, password, client)
+        self.tx = FakeTx(Target("udp", "10.0.0.1", 5060))
+
+    def vias(self, branch: str) -> list[str]:
+        client = self.call_id.split("@", 1)[1]
+        return [
+            f"Via: SIP/2.0/UDP 10.0.0.1:5060;branch={branch}-edge",
+            f"Via: SIP/2.0/UDP 10.0.0.9:5062;received={client};branch={branch}",
+        ]
+
+
+def test_failures_through_an_edge_block_the_client_behind_it_not_the_edge(
+    tmp_path: Path,
+) -> None:
+    async def body(env: Env) -> None:
+        registrar = env.registrar
+        guesser = EdgePhone(registrar, "1001", "guess", "198.51.100.7")
+        for _ in range(5):
+            assert (await guesser.register([A], 600))[0] == 403
+        # The guesser's address is blocked, even for another extension...
+        blocked = EdgePhone(registrar, "1002", PASSWORDS["1002"], "198.51.100.7")
+        assert (await blocked.send(blocked.build([A], 600, None)))[0] == 403
+        # ...the edge itself and the phones behind it are not.
+        other = EdgePhone(registrar, "1002", PASSWORDS["1002"], "203.0.113.20")
+        assert (await other.register(["<sip:1002@10.0.0.9>"], 600))[0] == 200
+        (binding,) = registrar.contacts("1002")
+        assert (binding.host, binding.port) == ("10.0.0.1", 5060)  # the flow: the edge
+
+    run(tmp_path, body, edges=frozenset({"10.0.0.1"}))
+
+
+def test_without_edges_the_via_chain_is_not_trusted(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        # The same relayed REGISTERs from an address not configured as an
+        # edge: a client could write any Via, so failures count against the
+        # address they came from.
+        guesser = EdgePhone(env.registrar, "1001", "guess", "198.51.100.7")
+        for _ in range(5):
+            assert (await guesser.register([A], 600))[0] == 403
+        other = EdgePhone(env.registrar, "1002", PASSWORDS["1002"], "203.0.113.20")
+        assert (await other.send(other.build([A], 600, None)))[0] == 403
+
+    run(tmp_path, body)

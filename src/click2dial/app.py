@@ -10,6 +10,7 @@ import contextlib
 import logging
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -95,6 +96,18 @@ def _tcp_socket(host: str) -> socket.socket:
     return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
 
 
+async def _addresses(hosts: Iterable[str]) -> frozenset[str]:
+    """The hosts as written and every address they resolve to."""
+    found: set[str] = set()
+    for written in hosts:
+        host = written.strip("[]")
+        found.add(host)
+        with contextlib.suppress(OSError):
+            for info in await asyncio.get_running_loop().getaddrinfo(host, None):
+                found.add(str(info[4][0]))
+    return frozenset(found)
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to us: several of them
     run in one process, one per HTTP port."""
@@ -135,6 +148,8 @@ class Click2Dial:
     fd: FdBudget | None = None
     http_limits: HttpLimits | None = None
     registrar: Registrar | None = None
+    edge_hosts: frozenset[str] = frozenset()
+    """The addresses of ``[sip] edges`` (resolved at start)."""
     _stopping: bool = False
 
     @property
@@ -202,6 +217,7 @@ class Click2Dial:
                 RegistrarConfig(
                     realm=cfg.sip.public_host,
                     node_id=cfg.server.node_id,
+                    edges=self.edge_hosts,
                     algorithms=cfg.extensions.digest_algorithms,
                 ),
             )
@@ -312,18 +328,13 @@ class Click2Dial:
 
     async def _sip_limits(self) -> dict[str, Any]:
         """The SIP limits of :class:`UserAgentConfig`; the trunk's (and the
-        PBX's) addresses are exempt from them."""
+        PBX's) addresses, and the SIP edges' (``[sip] edges``: everything
+        behind them shares their address), are exempt from them."""
         cfg = self.config
         assert self.fd is not None
-        exempt: set[str] = set()
-        for uri in (cfg.trunk.uri, cfg.extensions.pbx_uri):
-            if not uri:
-                continue
-            host = parse_uri(uri).host.strip("[]")
-            exempt.add(host)
-            with contextlib.suppress(OSError):
-                for info in await asyncio.get_running_loop().getaddrinfo(host, None):
-                    exempt.add(str(info[4][0]))
+        hosts = [parse_uri(uri).host for uri in (cfg.trunk.uri, cfg.extensions.pbx_uri) if uri]
+        self.edge_hosts = await _addresses(cfg.sip.edges)
+        exempt = await _addresses(hosts) | self.edge_hosts
         return {
             "max_connections": self.fd.sip_connections,
             "idle_timeout": float(cfg.sip.idle_timeout),

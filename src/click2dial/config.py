@@ -273,6 +273,10 @@ class SipConfig:
     idle_timeout_without_dialog: int = DEFAULT_SIP_IDLE_TIMEOUT_WITHOUT_DIALOG
     request_rate: int = DEFAULT_SIP_REQUEST_RATE
     request_burst: int = DEFAULT_SIP_REQUEST_BURST
+    edges: tuple[str, ...] = ()
+    """Hosts of SIP proxies in front of the nodes (a Kamailio edge): exempt
+    from the per-source SIP limits, and the registrar counts failed
+    authentications per client behind them (the Via they received)."""
 
     @property
     def listeners(self) -> tuple[SipListen, ...]:
@@ -975,9 +979,17 @@ class _Reader:
                 "session_expires", f"must not be below min_se ({min_se}), got {session_expires}"
             )
         limits = self.sip_limits(t)
+        edges: list[str] = []
+        for key, text in t.string_list("edges") or []:
+            host = text.strip()
+            if _valid_host(host.strip("[]")):
+                edges.append(host.strip("[]"))
+            else:
+                self.problem(key, f"must be a host name or an IP address, got {_show(text)}")
         t.finish(
             [
                 "listen",
+                "edges",
                 "public_host",
                 "rtpengine",
                 "tls_certificate",
@@ -999,6 +1011,7 @@ class _Reader:
             probe_interval=probe_interval,
             session_expires=session_expires,
             min_se=min_se,
+            edges=tuple(edges),
             **limits,
         )
 

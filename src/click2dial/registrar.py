@@ -62,6 +62,9 @@ class RegistrarConfig:
     refresh_interval: float = 30.0
     #: Seconds an agent's copy is trusted before a call reads the store again.
     lookup_ttl: float = 5.0
+    #: Addresses of SIP edges (``[sip] edges``): a request relayed by one of
+    #: them counts its failures against the client it received it from.
+    edges: frozenset[str] = frozenset()
     #: The challenges of a 401, in this order.  MD5 alone by default: phones
     #: that know only MD5 (baresip 1.0's libre, SIP.js) give up on a 401
     #: carrying any challenge they cannot answer, or read only the first.
@@ -216,6 +219,17 @@ class Registrar:
                 log.warning("registrar: %s blocked for %.0f s after failed authentications",
                             key, self.config.block_for)  # fmt: skip
 
+    def client_of(self, request: Request, source: str) -> str:
+        """The address failures are counted against: ``source``, or, when it
+        is a SIP edge that relayed the request, the client the edge received
+        it from (its ``received`` in the Via below the edge's own).  Behind an
+        edge every phone shares the edge's address: counting there would let
+        one phone with a wrong password block them all."""
+        if source not in self.config.edges or len(request.via) < 2:
+            return source
+        via = request.via[1]
+        return via.params.get("received") or via.host
+
     def authenticate(
         self, request: Request, source: str, claimed: str
     ) -> tuple[str | None, int, list[tuple[str, str]]]:
@@ -223,9 +237,10 @@ class Registrar:
         a proxy challenge (RFC 3261 §22.3): ``(agent, 0, [])`` when it carries
         valid credentials of an agent, else ``(None, status, headers)`` to
         refuse it with: 407 and a challenge, or 403 for wrong credentials and
-        while ``source`` or the ``claimed`` extension is blocked.  Failures
-        count towards blocking as a REGISTER's do."""
+        while ``source`` (see :meth:`client_of`) or the ``claimed`` extension
+        is blocked.  Failures count towards blocking as a REGISTER's do."""
         now = self.clock()
+        source = self.client_of(request, source)
         if self._failures.blocked(f"ip:{source}", now) or self._failures.blocked(
             f"ext:{claimed}", now
         ):
@@ -248,7 +263,7 @@ class Registrar:
         self, request: Request, tx: ServerTransaction
     ) -> tuple[int, list[tuple[str, str]]]:
         now = self.clock()
-        source = tx.target.host
+        source = self.client_of(request, tx.target.host)
         agent = request.to.uri.user or ""
         # 403, not silence, while blocked: a scanner learns nothing from it
         # (the same answer whatever it sends), and a phone with a mistyped
