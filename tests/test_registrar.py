@@ -347,3 +347,36 @@ def test_without_edges_the_via_chain_is_not_trusted(tmp_path: Path) -> None:
         assert (await other.send(other.build([A], 600, None)))[0] == 403
 
     run(tmp_path, body)
+
+
+def test_a_challenge_of_one_node_is_answered_on_another_with_a_shared_nonce_secret(
+    tmp_path: Path,
+) -> None:
+    secret = b"one-secret-for-every-node"
+
+    async def body(env: Env) -> None:
+        store = env.registrar.store
+        shared, own = (
+            Registrar(
+                store,
+                PASSWORDS,
+                RegistrarConfig(realm="127.0.0.1", nonce_secret=key),
+                clock=env.clock,
+            )
+            for key in (secret, b"this-node-has-its-own-secret")
+        )
+        phone = env.phone()
+        status, headers = await phone.send(phone.build([A], 600, None))
+        assert status == 401
+        auth = phone.client.authorization(
+            dict(headers)["WWW-Authenticate"], "REGISTER", "sip:127.0.0.1"
+        )
+        phone.registrar = own  # the edge sent the retry to another node
+        assert (await phone.send(phone.build([A], 600, auth)))[0] == 403
+        phone.registrar = shared
+        assert (await phone.send(phone.build([A], 600, auth)))[0] == 200
+        assert [b.contact for b in await store.bindings("1001", now=env.clock.now)] == [
+            "sip:1001@10.0.0.9:5062"
+        ]
+
+    run(tmp_path, body, nonce_secret=secret)

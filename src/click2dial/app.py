@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import socket
 import time
 from collections.abc import Iterable
@@ -218,6 +219,12 @@ class Click2Dial:
                     realm=cfg.sip.public_host,
                     node_id=cfg.server.node_id,
                     edges=self.edge_hosts,
+                    # The same on every node: any node accepts the others' nonces.
+                    nonce_secret=(
+                        cfg.extensions.nonce_secret.encode()
+                        if cfg.extensions.nonce_secret
+                        else secrets.token_bytes(32)
+                    ),
                     algorithms=cfg.extensions.digest_algorithms,
                 ),
             )

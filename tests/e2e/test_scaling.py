@@ -83,7 +83,9 @@ def node_config(
     # The nodes share two cores with everything else: the event-loop lag
     # guard would turn a scheduling hiccup into a 503.
     path = tmp / f"{node_id}.toml"
-    path.write_text(f"{text}{agents}\n[admission]\nmax_loop_lag_ms = 0\n")
+    # One nonce secret for all: any node accepts a challenge another issued.
+    shared = '[extensions]\nnonce_secret = "scaling-test-nonce-secret"\n'
+    path.write_text(f"{text}{agents}\n[admission]\nmax_loop_lag_ms = 0\n{shared}")
     return path
 
 
