@@ -380,3 +380,30 @@ def test_a_challenge_of_one_node_is_answered_on_another_with_a_shared_nonce_secr
         ]
 
     run(tmp_path, body, nonce_secret=secret)
+
+
+def test_a_register_on_another_node_sees_the_bindings_taken_on_the_first(
+    tmp_path: Path,
+) -> None:
+    async def body(env: Env) -> None:
+        other = Registrar(
+            env.registrar.store, PASSWORDS,
+            RegistrarConfig(realm="127.0.0.1", nonce_secret=b"n" * 32), clock=env.clock,
+        )  # fmt: skip
+        await other.start()
+        try:
+            assert (await env.phone().register([A, B], 600))[0] == 200
+            # The phone's next REGISTERs reach the second node: a query
+            # lists both bindings, "*" removes both from the store.
+            phone = Phone(other, "1001", PASSWORDS["1001"])
+            status, headers = await phone.register([], None)
+            assert status == 200 and set(contacts_of(headers)) == {
+                "sip:1001@10.0.0.9:5062",
+                "sip:1001@10.0.0.10:5064;transport=tcp",
+            }
+            assert (await phone.register("*", 0))[0] == 200
+            assert await env.registrar.store.bindings("1001", now=env.clock.now) == []
+        finally:
+            await other.close()
+
+    run(tmp_path, body)

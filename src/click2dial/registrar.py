@@ -285,6 +285,8 @@ class Registrar:
             self._failed(source, agent, now)
             return 403, []
         async with self._lock:
+            # The bindings another node took count too (a refresh, a "*").
+            await self.lookup(agent)
             try:
                 return await self._update(request, tx.target, agent, now)
             except StoreError as exc:
