@@ -3,9 +3,10 @@
 Kamailio configuration dispatching to them, sipp agents and a sipp trunk.
 
 Calls are placed through the nodes' HTTP ports in turn; agents' REGISTERs go
-to Kamailio's port (it dispatches them to a node, and the nodes reach the
-registered phone back through it); a SIGKILLed node is taken out of the
-dispatcher's rotation by its OPTIONS probes.  The nodes' own INVITEs to the
+to Kamailio's port (it dispatches them to a node, and every node reaches the
+registered phone back through it: a sipp phone over UDP, baresip over TCP);
+a SIGKILLed node is taken out of the dispatcher's rotation by its OPTIONS
+probes.  The nodes' own INVITEs to the
 trunk and to agents with a static contact go directly.
 """
 
@@ -82,10 +83,11 @@ def node_config(
     ).replace('node_id = "e2e-node"', f'node_id = "{node_id}"')
     # The nodes share two cores with everything else: the event-loop lag
     # guard would turn a scheduling hiccup into a 503.
-    path = tmp / f"{node_id}.toml"
+    admission = "[admission]\nmax_loop_lag_ms = 0\n"
     # One nonce secret for all: any node accepts a challenge another issued.
     shared = '[extensions]\nnonce_secret = "scaling-test-nonce-secret"\n'
-    path.write_text(f"{text}{agents}\n[admission]\nmax_loop_lag_ms = 0\n{shared}")
+    path = tmp / f"{node_id}.toml"
+    path.write_text(f"{text}{agents}\n{admission}{shared}")
     return path
 
 
@@ -123,7 +125,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 calls=100_000,
                 timeout=600,
                 variables={"ring_ms": 20, "talk_ms": 200},
-            ) as trunk,  # fmt: skip
+            ) as trunk,
             ExitStack() as stack,
         ):
             nodes = []
