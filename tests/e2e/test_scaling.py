@@ -287,6 +287,7 @@ def test_a_tcp_phone_registered_through_kamailio_is_rung_over_its_connection_fro
 def test_kamailio_stops_dispatching_to_a_killed_node_and_survivors_keep_completing_calls(
     cluster: Cluster,
 ) -> None:
+    # Last in this module: it leaves the module's cluster one node short.
     kamailio = cluster.kamailio
     *survivors, dead = cluster.nodes
     dead.process.send_signal(signal.SIGKILL)
