@@ -1,12 +1,12 @@
 # The two newcomer commands live here: `make run` and `make test`.
 # Both create the virtual environment on first use and build the softphone
 # page when npm is there; `make test` also installs the system packages the
-# real-peer tests start (sipp, baresip, rtpengine, chromium).
+# real-peer tests start (sipp, baresip, rtpengine, chromium, kamailio).
 VENV   ?= .venv
 PYTHON ?= python3
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-APT_PACKAGES := sip-tester systemd baresip-core rtpengine-daemon chromium
+APT_PACKAGES := sip-tester systemd baresip-core rtpengine-daemon chromium kamailio
 PIP    := $(BIN)/python -m pip -q --disable-pip-version-check
 # `make lock` resolves pyproject.toml's ranges into the hashed lock files with
 # uv, kept in a tool environment of its own (it is not a project dependency).

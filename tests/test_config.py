@@ -783,3 +783,29 @@ def test_node_liveness_keys_have_defaults_and_takeover_after_outlasts_two_heartb
         f"{SRC}: server.heartbeat_interval: must be a positive number, got 0"
     )
     assert "server.takeover_after" in one_problem("[server]\ntakeover_after = 4\n" + acme())
+
+
+def test_sip_edges_are_hosts() -> None:
+    assert parse_config(acme(), SRC).sip.edges == ()
+    sip = parse_config('[sip]\nedges = ["10.0.0.5", "[2001:db8::5]", "edge.example.com"]\n'
+                       + acme(), SRC).sip  # fmt: skip
+    assert sip.edges == ("10.0.0.5", "2001:db8::5", "edge.example.com")
+    found = one_problem('[sip]\nedges = ["10.0.0.5:5060"]\n' + acme())
+    assert "sip.edges[0]" in found and "host name or an IP address" in found
+
+
+def test_extensions_nonce_secret_is_a_secret_of_16_characters_or_more() -> None:
+    assert parse_config(acme(), SRC).extensions.nonce_secret is None
+    cfg = parse_config('[extensions]\nnonce_secret = "0123456789abcdef"\n' + acme(), SRC)
+    assert cfg.extensions.nonce_secret == "0123456789abcdef"
+    assert "0123456789abcdef" not in repr(cfg)
+    found = one_problem('[extensions]\nnonce_secret = "short"\n' + acme())
+    assert "extensions.nonce_secret" in found and "at least 16" in found
+    os.environ["C2D_TEST_NONCE_SECRET"] = "from-the-environment-0123"
+    try:
+        cfg = parse_config(
+            '[extensions]\nnonce_secret_env = "C2D_TEST_NONCE_SECRET"\n' + acme(), SRC
+        )
+    finally:
+        del os.environ["C2D_TEST_NONCE_SECRET"]
+    assert cfg.extensions.nonce_secret == "from-the-environment-0123"

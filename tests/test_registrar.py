@@ -56,7 +56,7 @@ class Phone:
             cseq = self.cseq
         lines = [
             "REGISTER sip:127.0.0.1 SIP/2.0",
-            "Via: SIP/2.0/UDP 10.0.0.9:5062;branch=z9hG4bK" + f"{cseq}x{id(self)}",
+            *self.vias(f"z9hG4bK{cseq}x{id(self)}"),
             f"From: <sip:{self.ext}@127.0.0.1>;tag=f1",
             f"To: <sip:{self.ext}@127.0.0.1>",
             f"Call-ID: {call_id or self.call_id}",
@@ -73,6 +73,9 @@ class Phone:
         message = parse_message(("\r\n".join(lines) + "\r\nContent-Length: 0\r\n\r\n").encode())
         assert isinstance(message, Request)
         return message
+
+    def vias(self, branch: str) -> list[str]:
+        return [f"Via: SIP/2.0/UDP 10.0.0.9:5062;branch={branch}"]
 
     async def send(self, request: Request) -> tuple[int, list[tuple[str, str]]]:
         return await self.registrar._register(request, self.tx)  # type: ignore[arg-type]
@@ -253,5 +256,154 @@ def test_repeated_failures_block_the_source_and_the_extension(tmp_path: Path) ->
         env.clock.now += 301
         assert (await elsewhere.register([A], 600))[0] == 200
         assert env.registrar.blocked_count >= 3
+
+    run(tmp_path, body)
+
+
+def test_a_binding_taken_on_another_node_is_read_on_a_miss_or_when_stale(
+    tmp_path: Path,
+) -> None:
+    async def body(env: Env) -> None:
+        # A second node on the same store, started after nothing was bound:
+        # its periodic refresh is far away (refresh_interval).
+        other = Registrar(
+            env.registrar.store, PASSWORDS,
+            RegistrarConfig(realm="127.0.0.1", node_id="node-2", lookup_ttl=5), clock=env.clock,
+        )  # fmt: skip
+        await other.start()
+        try:
+            assert (await env.phone().register([A], 600))[0] == 200
+            assert other.contacts("1001") == []
+            await other.lookup("1001")  # a miss: read from the store
+            (binding,) = other.contacts("1001")
+            assert (binding.host, binding.port) == ("10.0.0.9", 5062)
+            # The phone moves (another flow, same contact) on node 1: node 2's
+            # copy is trusted for lookup_ttl, then read again.
+            moved = env.phone(source="10.0.0.77")
+            moved.call_id = "reg-1001-moved"
+            assert (await moved.register([A], 600))[0] == 200
+            env.clock.now += 4
+            await other.lookup("1001")
+            assert other.contacts("1001")[0].host == "10.0.0.9"
+            env.clock.now += 2
+            await other.lookup("1001")
+            assert other.contacts("1001")[0].host == "10.0.0.77"
+            # Unbound on node 1: gone from node 2 at the next stale lookup.
+            assert (await moved.register([A], 0))[0] == 200
+            env.clock.now += 6
+            await other.lookup("1001")
+            assert other.contacts("1001") == []
+        finally:
+            await other.close()
+
+    run(tmp_path, body, node_id="node-1")
+
+
+class EdgePhone(Phone):
+    """A phone whose REGISTERs a SIP edge relays: the edge's Via on top, the
+    phone's own below it with the address the edge received it from."""
+
+    def __init__(self, registrar: Registrar, ext: str, password: str, client: str) -> None:
+        super().__init__(registrar, ext, password, client)
+        self.tx = FakeTx(Target("udp", "10.0.0.1", 5060))
+
+    def vias(self, branch: str) -> list[str]:
+        client = self.call_id.split("@", 1)[1]
+        return [
+            f"Via: SIP/2.0/UDP 10.0.0.1:5060;branch={branch}-edge",
+            f"Via: SIP/2.0/UDP 10.0.0.9:5062;received={client};branch={branch}",
+        ]
+
+
+def test_failures_through_an_edge_block_the_client_behind_it_not_the_edge(
+    tmp_path: Path,
+) -> None:
+    async def body(env: Env) -> None:
+        registrar = env.registrar
+        guesser = EdgePhone(registrar, "1001", "guess", "198.51.100.7")
+        for _ in range(5):
+            assert (await guesser.register([A], 600))[0] == 403
+        # The guesser's address is blocked, even for another extension...
+        blocked = EdgePhone(registrar, "1002", PASSWORDS["1002"], "198.51.100.7")
+        assert (await blocked.send(blocked.build([A], 600, None)))[0] == 403
+        # ...the edge itself and the phones behind it are not.
+        other = EdgePhone(registrar, "1002", PASSWORDS["1002"], "203.0.113.20")
+        assert (await other.register(["<sip:1002@10.0.0.9>"], 600))[0] == 200
+        (binding,) = registrar.contacts("1002")
+        assert (binding.host, binding.port) == ("10.0.0.1", 5060)  # the flow: the edge
+
+    run(tmp_path, body, edges=frozenset({"10.0.0.1"}))
+
+
+def test_without_edges_the_via_chain_is_not_trusted(tmp_path: Path) -> None:
+    async def body(env: Env) -> None:
+        # The same relayed REGISTERs from an address not configured as an
+        # edge: a client could write any Via, so failures count against the
+        # address they came from.
+        guesser = EdgePhone(env.registrar, "1001", "guess", "198.51.100.7")
+        for _ in range(5):
+            assert (await guesser.register([A], 600))[0] == 403
+        other = EdgePhone(env.registrar, "1002", PASSWORDS["1002"], "203.0.113.20")
+        assert (await other.send(other.build([A], 600, None)))[0] == 403
+
+    run(tmp_path, body)
+
+
+def test_a_challenge_of_one_node_is_answered_on_another_with_a_shared_nonce_secret(
+    tmp_path: Path,
+) -> None:
+    secret = b"one-secret-for-every-node"
+
+    async def body(env: Env) -> None:
+        store = env.registrar.store
+        shared, own = (
+            Registrar(
+                store,
+                PASSWORDS,
+                RegistrarConfig(realm="127.0.0.1", nonce_secret=key),
+                clock=env.clock,
+            )
+            for key in (secret, b"this-node-has-its-own-secret")
+        )
+        phone = env.phone()
+        status, headers = await phone.send(phone.build([A], 600, None))
+        assert status == 401
+        auth = phone.client.authorization(
+            dict(headers)["WWW-Authenticate"], "REGISTER", "sip:127.0.0.1"
+        )
+        phone.registrar = own  # the edge sent the retry to another node
+        assert (await phone.send(phone.build([A], 600, auth)))[0] == 403
+        phone.registrar = shared
+        assert (await phone.send(phone.build([A], 600, auth)))[0] == 200
+        assert [b.contact for b in await store.bindings("1001", now=env.clock.now)] == [
+            "sip:1001@10.0.0.9:5062"
+        ]
+
+    run(tmp_path, body, nonce_secret=secret)
+
+
+def test_a_register_on_another_node_sees_the_bindings_taken_on_the_first(
+    tmp_path: Path,
+) -> None:
+    async def body(env: Env) -> None:
+        other = Registrar(
+            env.registrar.store, PASSWORDS,
+            RegistrarConfig(realm="127.0.0.1", nonce_secret=b"n" * 32), clock=env.clock,
+        )  # fmt: skip
+        await other.start()
+        try:
+            assert (await env.phone().register([A, B], 600))[0] == 200
+            # The phone's next REGISTERs reach the second node: a query
+            # lists both bindings, "*" removes both from the store.
+            phone = Phone(other, "1001", PASSWORDS["1001"])
+            status, headers = await phone.register([], None)
+            assert status == 200 and set(contacts_of(headers)) == {
+                "sip:1001@10.0.0.9:5062",
+                "sip:1001@10.0.0.10:5064;transport=tcp",
+            }
+            assert (await phone.register("*", 0))[0] == 200
+            assert await env.registrar.store.bindings("1001", now=env.clock.now) == []
+        finally:
+            await other.close()
 
     run(tmp_path, body)

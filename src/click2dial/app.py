@@ -8,8 +8,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import socket
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -97,6 +99,18 @@ def _tcp_socket(host: str) -> socket.socket:
     return socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
 
 
+async def _addresses(hosts: Iterable[str]) -> frozenset[str]:
+    """The hosts as written and every address they resolve to."""
+    found: set[str] = set()
+    for written in hosts:
+        host = written.strip("[]")
+        found.add(host)
+        with contextlib.suppress(OSError):
+            for info in await asyncio.get_running_loop().getaddrinfo(host, None):
+                found.add(str(info[4][0]))
+    return frozenset(found)
+
+
 class _Server(uvicorn.Server):
     """A uvicorn server that leaves signal handling to us: several of them
     run in one process, one per HTTP port."""
@@ -141,6 +155,8 @@ class Click2Dial:
     """This node's heartbeat and the takeover of dead nodes' calls."""
     bus: ClusterBus | None = None
     """Requests from and to the other nodes (a shared store only)."""
+    edge_hosts: frozenset[str] = frozenset()
+    """The addresses of ``[sip] edges`` (resolved at start)."""
     _stopping: bool = False
 
     @property
@@ -217,6 +233,13 @@ class Click2Dial:
                 RegistrarConfig(
                     realm=cfg.sip.public_host,
                     node_id=cfg.server.node_id,
+                    edges=self.edge_hosts,
+                    # The same on every node: any node accepts the others' nonces.
+                    nonce_secret=(
+                        cfg.extensions.nonce_secret.encode()
+                        if cfg.extensions.nonce_secret
+                        else secrets.token_bytes(32)
+                    ),
                     algorithms=cfg.extensions.digest_algorithms,
                 ),
             )
@@ -263,6 +286,7 @@ class Click2Dial:
             ready=self.ready,
             on_placed=self._call_placed,
             admission=self.admission,
+            lookup=self._lookup if self.registrar is not None else None,
         )
         if self.store.shared:
             # Several nodes may share the store: a DELETE of this node's
@@ -295,6 +319,12 @@ class Click2Dial:
         side = side if side in ("api", "system") else "api"
         running = await self.controller.hangup(call_ref, HANGUP_STORE_WAIT, side=side)
         return HangupReply(running, self.controller.ending(call_ref))
+
+    async def _lookup(self, extension: str) -> None:
+        """Refresh a registering extension's bindings before it is rung."""
+        agent = self.config.agents.get(extension)
+        if self.registrar is not None and (agent is None or agent.contact is None):
+            await self.registrar.lookup(extension)
 
     def _registered(self, agent: str) -> list[Destination]:
         """The agent's registered contacts, each reached over its flow."""
@@ -335,18 +365,13 @@ class Click2Dial:
 
     async def _sip_limits(self) -> dict[str, Any]:
         """The SIP limits of :class:`UserAgentConfig`; the trunk's (and the
-        PBX's) addresses are exempt from them."""
+        PBX's) addresses, and the SIP edges' (``[sip] edges``: everything
+        behind them shares their address), are exempt from them."""
         cfg = self.config
         assert self.fd is not None
-        exempt: set[str] = set()
-        for uri in (cfg.trunk.uri, cfg.extensions.pbx_uri):
-            if not uri:
-                continue
-            host = parse_uri(uri).host.strip("[]")
-            exempt.add(host)
-            with contextlib.suppress(OSError):
-                for info in await asyncio.get_running_loop().getaddrinfo(host, None):
-                    exempt.add(str(info[4][0]))
+        hosts = [parse_uri(uri).host for uri in (cfg.trunk.uri, cfg.extensions.pbx_uri) if uri]
+        self.edge_hosts = await _addresses(cfg.sip.edges)
+        exempt = await _addresses(hosts) | self.edge_hosts
         return {
             "max_connections": self.fd.sip_connections,
             "idle_timeout": float(cfg.sip.idle_timeout),

@@ -153,6 +153,7 @@ DEFAULT_SIP_IDLE_TIMEOUT: Final = 600
 DEFAULT_SIP_IDLE_TIMEOUT_WITHOUT_DIALOG: Final = 30
 DEFAULT_SIP_REQUEST_RATE: Final = 20
 DEFAULT_SIP_REQUEST_BURST: Final = 50
+MIN_NONCE_SECRET: Final = 16
 
 _HOSTNAME = re.compile(
     r"(?=.{1,253}\.?$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -280,6 +281,10 @@ class SipConfig:
     idle_timeout_without_dialog: int = DEFAULT_SIP_IDLE_TIMEOUT_WITHOUT_DIALOG
     request_rate: int = DEFAULT_SIP_REQUEST_RATE
     request_burst: int = DEFAULT_SIP_REQUEST_BURST
+    edges: tuple[str, ...] = ()
+    """Hosts of SIP proxies in front of the nodes (a Kamailio edge): exempt
+    from the per-source SIP limits, and the registrar counts failed
+    authentications per client behind them (the Via they received)."""
 
     @property
     def listeners(self) -> tuple[SipListen, ...]:
@@ -304,6 +309,9 @@ class ExtensionsConfig:
     pbx_uri: str | None = None
     digest_algorithms: tuple[str, ...] = ("MD5",)
     """The registrar's 401 challenges, in this order (``MD5``, ``SHA-256``)."""
+    nonce_secret: str | None = field(default=None, repr=False)
+    """Signs the registrar's digest nonces; the same on every node, any node
+    accepts the nonces of the others (else each node has a random one)."""
 
 
 @dataclass(frozen=True)
@@ -471,7 +479,7 @@ _MISSING: Final = object()
 _UNREADABLE: Final = object()
 T = TypeVar("T")
 #: The keys that may also be spelled ``<key>_env`` and ``<key>_file``.
-_SECRET_KEYS: Final = frozenset({"password", "api_keys", "webhook_secret"})
+_SECRET_KEYS: Final = frozenset({"password", "api_keys", "webhook_secret", "nonce_secret"})
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
@@ -1000,9 +1008,17 @@ class _Reader:
                 "session_expires", f"must not be below min_se ({min_se}), got {session_expires}"
             )
         limits = self.sip_limits(t)
+        edges: list[str] = []
+        for key, text in t.string_list("edges") or []:
+            host = text.strip()
+            if _valid_host(host.strip("[]")):
+                edges.append(host.strip("[]"))
+            else:
+                self.problem(key, f"must be a host name or an IP address, got {_show(text)}")
         t.finish(
             [
                 "listen",
+                "edges",
                 "public_host",
                 "rtpengine",
                 "tls_certificate",
@@ -1024,6 +1040,7 @@ class _Reader:
             probe_interval=probe_interval,
             session_expires=session_expires,
             min_se=min_se,
+            edges=tuple(edges),
             **limits,
         )
 
@@ -1162,11 +1179,15 @@ class _Reader:
                 algorithms.append(text.upper())
         if items is not None and not items:
             t.problem("digest_algorithms", "must list at least one algorithm")
-        t.finish(["mode", "pbx_uri", "digest_algorithms"])
+        nonce_secret = t.string("nonce_secret", None, secret=True, empty_ok=False)
+        if nonce_secret is not None and len(nonce_secret) < MIN_NONCE_SECRET:
+            t.problem("nonce_secret", f"must be at least {MIN_NONCE_SECRET} characters long")
+        t.finish(["mode", "pbx_uri", "digest_algorithms", "nonce_secret"])
         return ExtensionsConfig(
             mode=cast(ExtensionsMode, mode),
             pbx_uri=pbx_uri,
             digest_algorithms=tuple(algorithms) or ("MD5",),
+            nonce_secret=nonce_secret,
         )
 
     # [agents."1001"]

@@ -10,9 +10,12 @@ from :class:`~click2dial.sip.auth.DigestServer`), binding expiry
 authentication (password guessing).
 
 Bindings live in the store (every node sees them) with an in-memory copy
-here, so that placing a call never waits on the database; the copy is
-refreshed from the store every ``refresh_interval`` seconds (the bindings
-other nodes took) and expired rows are purged then.  A binding keeps the
+here; the copy is refreshed from the store every ``refresh_interval``
+seconds and expired rows are purged then.  Before a call rings an agent,
+:meth:`Registrar.lookup` reads that agent's bindings from the store when the
+copy has none or is older than ``lookup_ttl`` seconds: with several nodes
+(behind a SIP edge that sends each REGISTER to any of them), a binding taken
+on one node is used by the next call on another.  A binding keeps the
 flow its REGISTER came over (transport, source address and port): requests
 to the agent go there, the Contact URI being only their Request-URI (RFC 5626
 ideas: behind NAT, and over TCP, the Contact itself is not reachable).
@@ -57,6 +60,11 @@ class RegistrarConfig:
     failure_window: float = 60.0
     block_for: float = 300.0
     refresh_interval: float = 30.0
+    #: Seconds an agent's copy is trusted before a call reads the store again.
+    lookup_ttl: float = 5.0
+    #: Addresses of SIP edges (``[sip] edges``): a request relayed by one of
+    #: them counts its failures against the client it received it from.
+    edges: frozenset[str] = frozenset()
     #: The challenges of a 401, in this order.  MD5 alone by default: phones
     #: that know only MD5 (baresip 1.0's libre, SIP.js) give up on a 401
     #: carrying any challenge they cannot answer, or read only the first.
@@ -117,6 +125,9 @@ class Registrar:
         self.clock = clock
         self.digest = DigestServer(config.realm, config.nonce_secret)
         self._cache: dict[str, dict[str, Binding]] = {}
+        #: When the whole copy, and each agent's part of it, was last read.
+        self._refreshed_at = float("-inf")
+        self._read_at: dict[str, float] = {}
         self._lock = asyncio.Lock()
         self._failures = _Failures(config.max_failures, config.failure_window, config.block_for)
         self._task: asyncio.Task[None] | None = None
@@ -143,6 +154,7 @@ class Registrar:
         for b in await self.store.bindings(now=now):
             cache.setdefault(b.agent, {})[b.contact] = b
         self._cache = cache
+        self._refreshed_at, self._read_at = now, {}
         self._failures.prune(now)
 
     async def _maintain(self) -> None:
@@ -162,6 +174,26 @@ class Registrar:
             return []
         now = self.clock()
         return [b for b in bound.values() if b.expires_at > now]
+
+    async def lookup(self, agent: str) -> None:
+        """Bring ``agent``'s copy up to date before a call rings it: one read
+        of the store when this node knows no binding of the agent or its copy
+        is older than ``lookup_ttl``.  A store that cannot answer leaves the
+        copy as it is (the call rings what is known)."""
+        now = self.clock()
+        read_at = max(self._refreshed_at, self._read_at.get(agent, float("-inf")))
+        if self.contacts(agent) and now - read_at < self.config.lookup_ttl:
+            return
+        try:
+            found = await self.store.bindings(agent, now=now)
+        except StoreError as exc:
+            log.warning("registrar: bindings of %s not read: %s", agent, exc)
+            return
+        if found:
+            self._cache[agent] = {b.contact: b for b in found}
+        else:
+            self._cache.pop(agent, None)
+        self._read_at[agent] = now
 
     # -------------------------------------------------------------- REGISTER
     async def on_register(
@@ -187,6 +219,17 @@ class Registrar:
                 log.warning("registrar: %s blocked for %.0f s after failed authentications",
                             key, self.config.block_for)  # fmt: skip
 
+    def client_of(self, request: Request, source: str) -> str:
+        """The address failures are counted against: ``source``, or, when it
+        is a SIP edge that relayed the request, the client the edge received
+        it from (its ``received`` in the Via below the edge's own).  Behind an
+        edge every phone shares the edge's address: counting there would let
+        one phone with a wrong password block them all."""
+        if source not in self.config.edges or len(request.via) < 2:
+            return source
+        via = request.via[1]
+        return via.params.get("received") or via.host
+
     def authenticate(
         self, request: Request, source: str, claimed: str
     ) -> tuple[str | None, int, list[tuple[str, str]]]:
@@ -194,9 +237,10 @@ class Registrar:
         a proxy challenge (RFC 3261 §22.3): ``(agent, 0, [])`` when it carries
         valid credentials of an agent, else ``(None, status, headers)`` to
         refuse it with: 407 and a challenge, or 403 for wrong credentials and
-        while ``source`` or the ``claimed`` extension is blocked.  Failures
-        count towards blocking as a REGISTER's do."""
+        while ``source`` (see :meth:`client_of`) or the ``claimed`` extension
+        is blocked.  Failures count towards blocking as a REGISTER's do."""
         now = self.clock()
+        source = self.client_of(request, source)
         if self._failures.blocked(f"ip:{source}", now) or self._failures.blocked(
             f"ext:{claimed}", now
         ):
@@ -219,7 +263,7 @@ class Registrar:
         self, request: Request, tx: ServerTransaction
     ) -> tuple[int, list[tuple[str, str]]]:
         now = self.clock()
-        source = tx.target.host
+        source = self.client_of(request, tx.target.host)
         agent = request.to.uri.user or ""
         # 403, not silence, while blocked: a scanner learns nothing from it
         # (the same answer whatever it sends), and a phone with a mistyped
@@ -241,6 +285,8 @@ class Registrar:
             self._failed(source, agent, now)
             return 403, []
         async with self._lock:
+            # The bindings another node took count too (a refresh, a "*").
+            await self.lookup(agent)
             try:
                 return await self._update(request, tx.target, agent, now)
             except StoreError as exc:
@@ -309,6 +355,7 @@ class Registrar:
             self._cache[agent] = current
         else:
             self._cache.pop(agent, None)
+        self._read_at[agent] = now
         headers = [
             ("Contact", f"<{b.contact}>;expires={max(int(b.expires_at - now), 0)}")
             for b in current.values()

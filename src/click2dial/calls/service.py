@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +25,7 @@ from ..vocabulary import CallState
 from .admission import Admission
 from .control import CallController, new_call_ref
 from .policy import may_use_agent, may_use_outbound_id
-from .rules import CallRequest, FieldError, validate_call_request
+from .rules import CallRequest, FieldError, is_extension, validate_call_request
 
 #: What call control knows of a live call before the store does.
 LIVE_FIELDS = ("state", "agent_leg", "callee_leg", "agent_answered_at", "callee_dialed_at",
@@ -103,10 +103,14 @@ class CallService:
         on_placed: Callable[[CallRecord], None] = lambda record: None,
         admission: Admission | None = None,
         bus: ClusterBus | None = None,
+        lookup: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.admission = admission
         self.bus = bus
         """How a DELETE of a call another node runs reaches that node."""
+        #: Refreshes an extension's registered contacts before it is rung
+        #: (another node may have taken its REGISTER).
+        self.lookup = lookup
         self.on_placed = on_placed
         self.store = store
         self.controller = controller
@@ -183,6 +187,10 @@ class CallService:
             node_id=self.node_id,
             warnings=list(request.warnings),
         )
+        if self.lookup is not None and agent_call is None:
+            for extension in (request.agent, request.callee):
+                if is_extension(extension):
+                    await self.lookup(extension)
         previous = ends.pending_agent(integrator.name, request.agent)
         if previous is not None:
             # The agent's last call has ended, but the store does not know
