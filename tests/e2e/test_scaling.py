@@ -438,7 +438,7 @@ def test_a_killed_nodes_calls_end_kamailio_stops_dispatching_to_it_survivors_kee
         dead.process.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
         dead.process.wait(10)
-        assert agent.running  # nobody has hung up yet
+        assert agent.running()  # nobody has hung up yet
         # A survivor BYEs both peers of each call.  They answer to the dead
         # node's Via, so the proof is the BYE each got: sipp's agent exits 0
         # once every call got one, the trunk logs each.
