@@ -81,7 +81,7 @@ def test_sigkill_with_live_calls_then_a_restart_byes_both_peers_of_each_call(
             asyncio.run(wait_dialogs_saved(database, refs))
             first.send_signal(signal.SIGKILL)
             first.wait(10)
-        assert agent.running and trunk.running  # nobody has hung up yet
+        assert agent.running() and trunk.running()  # nobody has hung up yet
         with server(["serve", "--config", str(config)], tmp_path) as second:
             wait_http(f"{base}/healthz", second)
             agent.assert_success(timeout=30)

@@ -126,7 +126,7 @@ def test_sigkill_of_a_node_with_live_calls_a_survivor_byes_both_peers_once(
                     node_a.send_signal(signal.SIGKILL)
                     killed_at = time.monotonic()
                     node_a.wait(10)
-                assert agent.running  # nobody has hung up yet
+                assert agent.running()  # nobody has hung up yet
                 # sipp exits 0 once each of its calls got a BYE and answered it.
                 agent.assert_success(timeout=TAKEOVER_AFTER + 10)
                 took = time.monotonic() - killed_at
