@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +43,22 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 20) -
         time.sleep(0.05)
 
 
+_OUTPUT: dict[int, list[bytes]] = {}
+
+
+def _drain(process: subprocess.Popen[bytes]) -> None:
+    # A busy node logs a lot: an unread pipe would fill and stall it.
+    assert process.stderr is not None
+    lines = _OUTPUT.setdefault(process.pid, [])
+    for line in process.stderr:
+        lines.append(line)
+
+
+def output(process: subprocess.Popen[bytes]) -> str:
+    """What a :func:`server` process wrote to stderr so far (its log)."""
+    return b"".join(_OUTPUT.get(process.pid, [])).decode(errors="replace")
+
+
 @contextmanager
 def server(
     args: list[str], cwd: Path, env: dict[str, str] | None = None
@@ -53,6 +70,8 @@ def server(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    reader = threading.Thread(target=_drain, args=(process,), daemon=True)
+    reader.start()
     try:
         yield process
     finally:
@@ -63,6 +82,7 @@ def server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+        reader.join(5)
         if process.stderr is not None:
             process.stderr.close()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from tests.e2e.support import ACME_KEY, CONTACT_REF, config_text
-from tests.e2e.test_process import server, wait_http
+from tests.e2e.test_process import output, server, wait_http
 from tests.sipp.harness import Sipp, free_port, free_port_both
 
 FILE_KEY = "acme-key-read-from-a-file-0123"
@@ -68,6 +68,5 @@ def test_serve_refuses_to_start_when_a_secret_file_is_missing(tmp_path: Path) ->
     config.write_text(f'[integrators.acme]\napi_keys_file = "{missing}"\n')
     with server(["serve", "--config", str(config)], tmp_path) as process:
         assert process.wait(20) == 2
-        assert process.stderr is not None
-        err = process.stderr.read().decode()
+    err = output(process)
     assert f"integrators.acme.api_keys_file: cannot read {missing}" in err

@@ -25,7 +25,7 @@ from click2dial.sip.transaction import TimerConfig
 from click2dial.store import CallRecord, open_store
 from tests.e2e.support import ACME_KEY, CONTACT_REF, config_text, drop_pg_schema, pg_schema_url
 from tests.e2e.test_durability import wait_dialogs_saved
-from tests.e2e.test_process import server, wait_http
+from tests.e2e.test_process import output, server, wait_http
 from tests.sipp.harness import Sipp, free_port, free_port_both
 
 AGENTS = ("1001", "1002", "1003")
@@ -151,8 +151,7 @@ def test_sigkill_of_a_node_with_live_calls_a_survivor_byes_both_peers_once(
                     wait_http(f"{base_a}/healthz", again)  # recovery ran before HTTP
                     again.send_signal(signal.SIGTERM)
                     again.wait(10)
-                    assert again.stderr is not None
-                    log = again.stderr.read().decode()
+                log = output(again)
                 assert again.returncode == 0, log
                 assert "closed as failed" not in log, log
         after = asyncio.run(cdrs(database))
