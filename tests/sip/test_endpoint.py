@@ -385,3 +385,56 @@ def test_a_reinvite_retried_after_glare_keeps_one_route_header() -> None:
         message = sent.message
         assert isinstance(message, Request)
         assert message.headers.get_all("Route") == [proxy]
+
+
+def test_a_late_offer_2xx_retransmitted_before_our_ack_is_not_taken_for_a_second_fork() -> None:
+    """Under load the answer of a late-offer INVITE is ACKed late (the ACK
+    carries the answer, so the TU sends it): the UAS retransmits its 2xx
+    meanwhile.  That retransmission belongs to the dialog already answered;
+    it must not be ACKed and BYE'd as a stray fork's 2xx."""
+    net = MemNet()
+    a, b = net.node(5001), net.node(5002)
+    call(net, a, b, body=b"")  # a late offer
+    net.settle()
+    inv = incoming(b)
+    b.endpoint.respond(inv.transaction, 180)  # an early dialog first, as phones do
+    net.settle()
+    b.endpoint.respond(inv.transaction, 200, body=SDP)
+    net.settle()
+    (answered,) = a.take(ev.InviteAnswered)
+    assert isinstance(answered, ev.InviteAnswered)
+    # No ACK yet (the TU is busy): the UAS's 2xx comes again after T1.
+    net.advance(T1 + 0.01)
+    assert len(net.sent("SIP/2.0 200", b.address)) == 2
+    assert net.sent("BYE", a.address) == []
+    assert net.sent("ACK", a.address) == []  # only the TU's ACK carries the answer
+    a.endpoint.ack(answered.dialog, SDP)
+    net.settle()
+    assert len(net.sent("ACK", a.address)) == 1
+    assert b.take(ev.DialogEnded) == []
+
+
+def test_a_2xx_without_a_to_tag_after_the_answer_is_re_acked_not_hung_up() -> None:
+    """A UAS that answers our retransmitted INVITE once more with a 2xx that
+    lacks the To tag (a phone taking it for a re-INVITE, as sipp scenarios
+    do): that 2xx starts no dialog.  It is ACKed again, never ACKed and BYE'd
+    as a second fork's, which would end the answered call at such a peer."""
+    net = MemNet()
+    a, b = net.node(5001), net.node(5002)
+    call(net, a, b, body=b"")
+    net.settle()
+    inv = incoming(b)
+    b.endpoint.respond(inv.transaction, 200, body=SDP)
+    net.settle()
+    (answered,) = a.take(ev.InviteAnswered)
+    assert isinstance(answered, ev.InviteAnswered)
+    a.endpoint.ack(answered.dialog, SDP)
+    net.settle()
+    (ok,) = net.sent("SIP/2.0 200", b.address)
+    untagged = ok.data.replace(b";tag=" + (ok.message.to.tag or "").encode(), b"", 1)
+    assert untagged != ok.data
+    a.endpoint.receive(untagged, "udp", b.address)
+    net.settle()
+    assert net.sent("BYE", a.address) == []
+    assert len(net.sent("ACK", a.address)) == 2  # the dialog's ACK, once more
+    assert answered.dialog.state is DialogState.CONFIRMED

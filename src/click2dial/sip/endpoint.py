@@ -536,6 +536,15 @@ class Endpoint:
 
     def _invite_2xx(self, invite: OutgoingInvite, response: Response) -> None:
         tag = response.to.tag or ""
+        if not tag and invite.state == "answered" and invite.dialog is not None:
+            # A 2xx without a To tag starts no dialog (RFC 3261 §12.1.1).  Seen
+            # from a UAS that answered our retransmitted INVITE once more (we
+            # retransmit when the event loop reads its first 2xx late): it is
+            # the answered dialog's, so re-ACK it.  Taken for a second fork,
+            # it would be ACKed and BYE'd, and a peer that matches by Call-ID
+            # would end the answered call.
+            self._reack(invite.dialog, response.cseq.seq)
+            return
         dialog = self._dialogs.get((invite.call_id, invite.request.from_.tag or "", tag))
         if dialog is not None and dialog.state is DialogState.CONFIRMED:
             self._reack(dialog, response.cseq.seq)  # retransmitted 2xx
