@@ -176,14 +176,21 @@ class Peer:
         return sipp_stats(self.stat)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGUSR1)  # sipp: quit at once, writing its statistics
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, 5, signal.SIGUSR1)  # sipp: quit at once, writing its statistics
         self.out.close()
+
+
+def stop_process(
+    proc: subprocess.Popen[bytes], grace: float = 10.0, sig: int = signal.SIGTERM
+) -> None:
+    """``sig``, then SIGKILL if the process has not exited after ``grace`` seconds."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def server_config(http_port: int, sip_port: int, agent: int, trunk: int, admission: bool) -> str:
@@ -256,13 +263,7 @@ class Server:
             time.sleep(0.1)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.out.close()
 
 

@@ -48,6 +48,7 @@ from c2d_load import (
     free_port,
     place_calls,
     server_config,
+    stop_process,
     wait_until,
 )
 
@@ -83,13 +84,7 @@ class Node:
         return False
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self.out.close()
 
 

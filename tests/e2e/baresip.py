@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 from types import TracebackType
 
+from tests.processes import stop
 from tests.sipp.harness import free_port_both
 
 CONFIG = """\
@@ -83,13 +84,7 @@ class Baresip:
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process, 5)
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def output(self) -> str:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from tests.processes import stop
 from tests.sipp.harness import free_port_both
 
 CONFIG = Path(__file__).resolve().parents[2] / "contrib" / "kamailio" / "kamailio.cfg"
@@ -91,13 +91,7 @@ class Kamailio:
         return (self.rundir / "kamailio.log").read_text(errors="replace")[-5000:]
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
         shutil.rmtree(self.rundir, ignore_errors=True)
 
     def __enter__(self) -> Self:

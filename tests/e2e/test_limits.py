@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import select
-import signal
 import socket
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import httpx
 
 import click2dial
 from tests.e2e.support import ACME_KEY, CONTACT_REF, config_text
+from tests.processes import stop
 from tests.sipp.harness import Sipp, free_port, free_port_both
 
 PYTHON = sys.executable
@@ -106,13 +106,7 @@ def serve(
         _wait_http(f"{base}/healthz", process)
         yield Server(process, base, http_port, sip_port, log)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, 15)
 
 
 def connect_from(source: str, port: int, timeout: float = 5.0) -> socket.socket:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -28,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tests.e2e.support import ACME_KEY, BETA_KEY, CONTACT_REF, config_text, running
 from tests.e2e.test_process import PYTHON, wait_http
 from tests.notify.support import HttpReceiver
+from tests.processes import stop
 from tests.sipp.harness import Sipp, free_port, free_port_both
 
 WEBHOOK_SECRET = "whsec-0123456789abcdef-secret"
@@ -180,13 +180,7 @@ def serve(config: Path, cwd: Path, *args: str, env: dict[str, str] | None = None
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, 15)
         out.close()
         err.close()
 

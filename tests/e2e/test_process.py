@@ -23,6 +23,7 @@ import httpx
 
 from click2dial.store import open_store
 from tests.e2e.support import ACME_KEY, CONTACT_REF, config_text
+from tests.processes import stop
 from tests.sipp.harness import Sipp, free_port, free_port_both
 
 PYTHON = sys.executable
@@ -75,13 +76,7 @@ def server(
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
         reader.join(5)
         if process.stderr is not None:
             process.stderr.close()

@@ -45,6 +45,7 @@ from tests.e2e.support import ACME_KEY, BETA_KEY, config_text, drop_pg_schema, p
 from tests.e2e.test_durability import wait_dialogs_saved
 from tests.e2e.test_process import PYTHON, wait_http
 from tests.notify.support import RedisServer, brpop_all
+from tests.processes import stop
 from tests.sipp.harness import Sipp, free_port, free_port_both
 
 PASSWORD = "s3cret-1001"
@@ -135,13 +136,7 @@ def serve(config: Path) -> Iterator[Popen[bytes]]:
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process)
 
 
 @pytest.fixture(scope="module")

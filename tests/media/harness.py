@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.processes import stop
 from tests.sipp.harness import free_port
 
 RTPENGINE = shutil.which("rtpengine") or "/usr/bin/rtpengine"
@@ -36,13 +37,7 @@ class RunningRtpEngine:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
+        stop(self.process)
 
 
 def _media_range() -> int:

@@ -27,6 +27,7 @@ from typing import Any, Self
 import redis
 
 from click2dial.store import Notification
+from tests.processes import stop
 from tests.sipp.harness import free_port
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -73,15 +74,7 @@ class RedisServer:
             probe.close()
 
     def stop(self) -> None:
-        if self.process is None:
-            return
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop(self.process)
         self.process = None
 
     def running(self) -> bool:

@@ -46,6 +46,29 @@ def incoming(node: Node) -> ev.IncomingRequest:
     return event
 
 
+def answered_through(
+    net: MemNet, a: Node, b: Node, proxy: str
+) -> tuple[ev.InviteAnswered, ev.IncomingRequest]:
+    """``a`` calls ``b`` with ``proxy`` in a Record-Route, as if that proxy
+    had record-routed the INVITE; ``b`` answers.  a's answer, b's request."""
+    uri = parse_uri(f"sip:bob@{b.address[0]}:{b.address[1]}")
+    a.endpoint.invite(
+        uri,
+        from_=Address(parse_uri("sip:alice@127.0.0.1")),
+        to=Address(uri),
+        body=SDP,
+        headers=[("Record-Route", proxy)],
+        target=Target("udp", *b.address),
+    )
+    net.settle()
+    inv = incoming(b)
+    b.endpoint.respond(inv.transaction, 200, body=SDP)
+    net.settle()
+    answered = a.take(ev.InviteAnswered)[0]
+    assert isinstance(answered, ev.InviteAnswered)
+    return answered, inv
+
+
 def established(net: MemNet) -> tuple[Node, Node, ev.InviteAnswered, ev.IncomingRequest]:
     a, b = net.node(5001), net.node(5002)
     call(net, a, b)
@@ -289,22 +312,8 @@ def test_record_route_builds_the_route_set_on_both_sides() -> None:
     net = MemNet()
     a, b = net.node(5001), net.node(5002)
     proxy = "<sip:127.0.0.1:5099;lr>"
-    uri = parse_uri(f"sip:bob@{b.address[0]}:{b.address[1]}")
     # As if a proxy at :5099 had inserted itself on the way to b.
-    a.endpoint.invite(
-        uri,
-        from_=Address(parse_uri("sip:alice@127.0.0.1")),
-        to=Address(uri),
-        body=SDP,
-        headers=[("Record-Route", proxy)],
-        target=Target("udp", *b.address),
-    )
-    net.settle()
-    inv = incoming(b)
-    b.endpoint.respond(inv.transaction, 200, body=SDP)
-    net.settle()
-    answered = a.take(ev.InviteAnswered)[0]
-    assert isinstance(answered, ev.InviteAnswered)
+    answered, inv = answered_through(net, a, b, proxy)
     ok = answered.response
     assert ok.headers.get_all("Record-Route") == [proxy]  # the UAS copied it (§12.1.1)
     dialog_b = b.endpoint.dialogs[
@@ -359,21 +368,7 @@ def test_a_reinvite_retried_after_glare_keeps_one_route_header() -> None:
     # b itself stands where a Record-Routing proxy would: requests in the
     # dialog reach it with a Route header.
     proxy = f"<sip:{b.address[0]}:{b.address[1]};lr>"
-    uri = parse_uri(f"sip:bob@{b.address[0]}:{b.address[1]}")
-    a.endpoint.invite(
-        uri,
-        from_=Address(parse_uri("sip:alice@127.0.0.1")),
-        to=Address(uri),
-        body=SDP,
-        headers=[("Record-Route", proxy)],
-        target=Target("udp", *b.address),
-    )
-    net.settle()
-    inv = incoming(b)
-    b.endpoint.respond(inv.transaction, 200, body=SDP)
-    net.settle()
-    answered = a.take(ev.InviteAnswered)[0]
-    assert isinstance(answered, ev.InviteAnswered)
+    answered, _ = answered_through(net, a, b, proxy)
     a.endpoint.request_in_dialog(answered.dialog, "INVITE", body=SDP)
     net.settle()
     b.endpoint.respond(incoming(b).transaction, 491)  # as in a glare
