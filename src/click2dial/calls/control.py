@@ -179,10 +179,6 @@ class LiveCall:
     done: asyncio.Event = field(default_factory=asyncio.Event)
     relay: MediaRelay | None = None
     """rtpengine around the leg that is a browser (:mod:`.media_relay`)."""
-    late_offer: set[Leg] = field(default_factory=set)
-    """Legs we invited without SDP: their 2xx carries an offer."""
-    send_offered: bool = False
-    """Our in-flight re-INVITE/UPDATE to the relayed leg carried an offer."""
     peer_offers: dict[int, bool] = field(default_factory=dict)
     """Per server transaction (``id``) of the relayed leg's in-dialog
     request: whether it carried an offer (our 2xx then answers it)."""
@@ -207,6 +203,9 @@ def new_call_ref() -> str:
 
 #: The events whose SDP is an offer or an answer of the agent's.
 _SdpEvent = f.StartIncoming | f.Answered | f.PeerRequest | f.PeerAck | f.RequestDone
+#: The actions that may carry an SDP to the agent.
+_SdpAction = f.RingAgent | f.AnswerAgent | f.Send | f.Ack | f.Respond
+_SDP_ACTIONS = (f.RingAgent, f.AnswerAgent, f.Send, f.Ack, f.Respond)
 
 
 class CallController:
@@ -457,8 +456,9 @@ class CallController:
                 if not is_webrtc(event.sdp):
                     return None
                 self._new_relay(live)
-            role = "offer" if Leg.AGENT in live.late_offer else "answer"
-            return self._rewrite_in(live, event, event.sdp, role)
+            # The agent's INVITE is always a late offer (flow ``Invite(AGENT,
+            # None)``): its 2xx carries the agent's offer.
+            return self._rewrite_in(live, event, event.sdp, "offer")
         relay = live.relay
         if relay is None:
             return None
@@ -468,7 +468,7 @@ class CallController:
         if isinstance(event, f.PeerAck) and event.sdp:
             return self._rewrite_in(live, event, event.sdp, "answer")
         if isinstance(event, f.RequestDone) and event.sdp:
-            role = "answer" if live.send_offered else "offer"
+            role = "answer" if live.flow.offered_to(Leg.AGENT) else "offer"
             return self._rewrite_in(live, event, event.sdp, role)
         # A provisional's SDP from the agent is never used: no offer of
         # ours is pending when the agent rings (late offer).
@@ -528,44 +528,39 @@ class CallController:
                     ringback.play(*offer.connection(0))
 
             return ack
-        if isinstance(action, (f.RingAgent, f.AnswerAgent)) and action.sdp:
-            sdp = action.sdp
+        if not isinstance(action, _SDP_ACTIONS):
+            return None
+        # Asked even without an SDP: it forgets the agent's request a
+        # Respond answers (see ``peer_offers``).
+        rewrite = self._outgoing_rewrite(live, relay, action)
+        if rewrite is None or not action.sdp:
+            return None
+        sdp, carrier = action.sdp, action
 
-            async def answer() -> f.Action:
-                return dataclasses.replace(action, sdp=await relay.sending_answer(sdp))
+        async def rewritten() -> f.Action:
+            return dataclasses.replace(carrier, sdp=await rewrite(sdp))
 
-            return answer
-        if isinstance(action, f.Send) and action.leg is Leg.AGENT:
-            if action.method == "OPTIONS":
-                return None
-            live.send_offered = bool(action.sdp)
-            if not action.sdp:
-                return None
-            sdp = action.sdp
+        return rewritten
 
-            async def reoffer() -> f.Action:
-                return dataclasses.replace(action, sdp=await relay.sending_offer(sdp))
-
-            return reoffer
-        if isinstance(action, f.Ack) and action.leg is Leg.AGENT and action.sdp:
-            sdp = action.sdp
-
-            async def ack_answer() -> f.Action:
-                return dataclasses.replace(action, sdp=await relay.sending_answer(sdp))
-
-            return ack_answer
-        if isinstance(action, f.Respond) and action.leg is Leg.AGENT:
-            answers = live.peer_offers.pop(id(action.token), False)
-            if not action.sdp or not 200 <= action.status < 300:
-                return None
-            sdp = action.sdp
-            rewrite = relay.sending_answer if answers else relay.sending_offer
-
-            async def respond() -> f.Action:
-                return dataclasses.replace(action, sdp=await rewrite(sdp))
-
-            return respond
-        return None
+    @staticmethod
+    def _outgoing_rewrite(
+        live: LiveCall, relay: MediaRelay, action: _SdpAction
+    ) -> Callable[[bytes], Awaitable[bytes]] | None:
+        """Whether the SDP of ``action`` goes to the agent as an offer or an
+        answer, as the rewrite it needs; None when it goes to the callee."""
+        if isinstance(action, (f.RingAgent, f.AnswerAgent)):
+            return relay.sending_answer
+        if action.leg is not Leg.AGENT:
+            return None
+        if isinstance(action, f.Send):
+            return relay.sending_offer  # a re-INVITE or UPDATE (an OPTIONS has none)
+        if isinstance(action, f.Ack):
+            return relay.sending_answer
+        # Respond: our 2xx answers the agent's offer, or carries ours.
+        answers = live.peer_offers.pop(id(action.token), False)
+        if not 200 <= action.status < 300:
+            return None
+        return relay.sending_answer if answers else relay.sending_offer
 
     def _media_failed(self, live: LiveCall, action: f.Action) -> None:
         """Complete what ``action`` left open when rtpengine failed it (the
@@ -738,8 +733,6 @@ class CallController:
             headers.insert(0, ("P-Asserted-Identity", f"<{caller.uri}>"))
         if destination is None:
             raise SipError(f"no destination for the {action.leg.value}")
-        if action.sdp is None:
-            live.late_offer.add(action.leg)
         if action.leg is Leg.AGENT:
             forks = s.agent_destinations(record.agent)
         elif record.call_type == "internal":

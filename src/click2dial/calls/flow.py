@@ -480,6 +480,11 @@ class CallFlow:
     def ended(self) -> bool:
         return self.phase is Phase.ENDED
 
+    def offered_to(self, leg: Leg) -> bool:
+        """Whether our last re-INVITE or UPDATE to ``leg`` carried an offer
+        (so the SDP in its 2xx is the answer; without one, it is an offer)."""
+        return self.legs[leg].offer_out_sdp
+
     # ---------------------------------------------------- start, agent leg
     def _start(self, event: Start, now: float) -> None:
         if not (event.agent_reachable and event.callee_reachable):
