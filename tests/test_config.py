@@ -785,6 +785,15 @@ def test_node_liveness_keys_have_defaults_and_takeover_after_outlasts_two_heartb
     assert "server.takeover_after" in one_problem("[server]\ntakeover_after = 4\n" + acme())
 
 
+def test_event_loop_is_uvloop_unless_asyncio_is_asked_for() -> None:
+    assert parse_config(acme(), SRC).server.event_loop == "uvloop"
+    chosen = parse_config('[server]\nevent_loop = "asyncio"\n' + acme(), SRC)
+    assert chosen.server.event_loop == "asyncio"
+    assert one_problem('[server]\nevent_loop = "trio"\n' + acme()) == (
+        f'{SRC}: server.event_loop: must be one of uvloop, asyncio, got "trio"'
+    )
+
+
 def test_sip_edges_are_hosts() -> None:
     assert parse_config(acme(), SRC).sip.edges == ()
     sip = parse_config('[sip]\nedges = ["10.0.0.5", "[2001:db8::5]", "edge.example.com"]\n'

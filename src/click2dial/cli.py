@@ -9,23 +9,47 @@ import gc
 import logging
 import signal
 import sys
+from collections.abc import Callable
 
 from . import __version__
-from .config import ConfigError, check_config, load_effective_config, resolve_config_path
+from .config import (
+    Config,
+    ConfigError,
+    check_config,
+    load_effective_config,
+    resolve_config_path,
+)
 from .logs import FORMAT_ENV, FORMATS, LEVEL_ENV, LEVELS, configure, resolve
 
 log = logging.getLogger("click2dial")
 
 
-async def _serve(config_path: str | None) -> int:
-    from .app import Click2Dial
-
+def _serve(config_path: str | None) -> int:
     try:
         config = load_effective_config(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
+    with asyncio.Runner(loop_factory=_loop_factory(config.server.event_loop)) as runner:
+        return runner.run(_run(config))
+
+
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """``[server] event_loop``: uvloop unless asked otherwise (or missing)."""
+    if name == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            log.warning("uvloop is not installed: running on the asyncio event loop")
+            return None
+        return uvloop.new_event_loop
+    return None
+
+
+async def _run(config: Config) -> int:
+    from .app import Click2Dial
+
     service = Click2Dial(config)
     try:
         await service.start()
@@ -34,8 +58,9 @@ async def _serve(config_path: str | None) -> int:
         await service.stop()
         return 1
     source = config.source or "the embedded defaults"
-    log.info("Click2Dial %s running on %s; HTTP port %d", __version__, source,
-             service.http_port())  # fmt: skip
+    loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
+    log.info("Click2Dial %s running on %s; HTTP port %d; event loop %s", __version__, source,
+             service.http_port(), loop_name)  # fmt: skip
     _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -107,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
             return calls_command(args.config)
         return hangup_command(args.config, args.call_ref)
     if args.command == "serve":
-        return asyncio.run(_serve(args.config))
+        return _serve(args.config)
     if args.command == "check-config":
         path = resolve_config_path(args.config)
         if path is None:

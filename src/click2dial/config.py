@@ -37,6 +37,7 @@ from __future__ import annotations
 import base64
 import binascii
 import difflib
+import importlib.util
 import ipaddress
 import json
 import math
@@ -114,6 +115,10 @@ DEFAULT_DATABASE: Final = "sqlite:///click2dial.db"
 DEFAULT_SPOOL: Final = "click2dial-ends.jsonl"
 DEFAULT_HEARTBEAT_INTERVAL: Final = 2.0
 DEFAULT_TAKEOVER_AFTER: Final = 10.0
+#: uvloop: about 10 % less CPU per call than the standard loop
+#: (docs/benchmarks.md).
+EVENT_LOOPS: Final = ("uvloop", "asyncio")
+DEFAULT_EVENT_LOOP: Final = "uvloop"
 #: Node-wide admission defaults (docs/configuration.md says where they come
 #: from: 150/s is half again the highest clean rate measured on a 2-core
 #: machine; 10,000 live calls fit well under 1 GiB).
@@ -218,6 +223,8 @@ class ServerConfig:
     takeover_after: float = DEFAULT_TAKEOVER_AFTER
     """Seconds of silence after which a node is dead and a survivor ends its
     live calls (PostgreSQL only)."""
+    event_loop: str = DEFAULT_EVENT_LOOP
+    """``uvloop`` (libuv) or ``asyncio`` (the standard library's)."""
 
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
@@ -850,9 +857,10 @@ class _Reader:
         allow_link_local = t.boolean("webhook_allow_link_local", False)
         limits = self.server_limits(t)
         heartbeat_interval, takeover_after = self.liveness(t)
+        event_loop = t.string("event_loop", DEFAULT_EVENT_LOOP, check=_event_loop_problem)
         t.finish(["http_host", "http_port", "database", "node_id", "spool", "operator_listen",
                   "trusted_proxies", "webhook_allow_link_local", *limits,
-                  "heartbeat_interval", "takeover_after"])  # fmt: skip
+                  "heartbeat_interval", "takeover_after", "event_loop"])  # fmt: skip
         return ServerConfig(
             http_host=http_host,
             http_port=http_port,
@@ -864,6 +872,7 @@ class _Reader:
             webhook_allow_link_local=allow_link_local,
             heartbeat_interval=heartbeat_interval,
             takeover_after=takeover_after,
+            event_loop=event_loop,
             **limits,
         )
 
@@ -1628,6 +1637,14 @@ def _with_value(problem: str | None, value: str) -> str | None:
 def _host_port_problem(text: str) -> str | None:
     parsed = _split_host_port(text)
     return f"{parsed}, got {_show(text)}" if isinstance(parsed, str) else None
+
+
+def _event_loop_problem(text: str) -> str | None:
+    if text not in EVENT_LOOPS:
+        return f"must be one of {', '.join(EVENT_LOOPS)}, got {_show(text)}"
+    if text == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        return 'uvloop is not installed; install it or set event_loop = "asyncio"'
+    return None
 
 
 def _operator_listen_problem(text: str) -> str | None:

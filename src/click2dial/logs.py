@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any, Final, TextIO
@@ -63,11 +64,15 @@ class TextFormatter(logging.Formatter):
         return f"{head} {extra}{newline}{rest}"
 
 
+#: A value with blanks or quotes is written as a JSON string.
+_NEEDS_QUOTES = re.compile(r'[\s"]')
+
+
 def _text_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.3f}"
     text = str(value)
-    return json.dumps(text) if not text or any(c.isspace() or c == '"' for c in text) else text
+    return json.dumps(text) if not text or _NEEDS_QUOTES.search(text) else text
 
 
 def resolve(

@@ -113,13 +113,18 @@ def test_a_call_live_when_the_server_is_killed_gets_a_failed_cdr_at_restart(
             ):
                 assert time.monotonic() < deadline, "the call never got to talking"
                 time.sleep(0.05)
+            assert "; event loop uvloop" in output(first)  # the default
             first.send_signal(signal.SIGKILL)
             first.wait(10)
         agent.stop()
         trunk.stop()
+    # The restart runs on the standard event loop: recovery works on both.
+    text = config.read_text().replace("[server]\n", '[server]\nevent_loop = "asyncio"\n')
+    config.write_text(text)
     with server(["serve", "--config", str(config)], tmp_path) as second:
         wait_http(f"{base}/healthz", second)
         call = httpx.get(f"{base}/click2dial/calls/{ref}", headers=auth).json()
+        assert "; event loop asyncio" in output(second)
     assert call["status"] == "ended"
     assert call["end_reason"] == "failed" and call["end_code"] == 41
 

@@ -57,7 +57,9 @@ class Peer:
         self.loop = asyncio.get_running_loop()
 
     async def send(self, data: bytes) -> None:
-        await self.loop.sock_sendto(self.sock, data, ("127.0.0.1", self.ua_port))
+        # A plain sendto (a loopback datagram never blocks): uvloop has no
+        # sock_sendto, and the product runs on uvloop.
+        self.sock.sendto(data, ("127.0.0.1", self.ua_port))
 
     async def request(
         self, method: str, branch: str, *, to_tag: str = "", extra: str = ""

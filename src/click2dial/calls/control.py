@@ -44,13 +44,13 @@ import contextlib
 import dataclasses
 import logging
 import time
-import uuid
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import ids
 from ..config import IntegratorConfig
 from ..media.rtpengine import RtpEngine
 from ..sip.aio import Answered, Call, CallEvent, Ended, Failed, Progress, UserAgent
@@ -198,7 +198,7 @@ def _retry_after(response: Response) -> float | None:
 
 
 def new_call_ref() -> str:
-    return str(uuid.uuid4())
+    return ids.uuid4()
 
 
 #: The events whose SDP is an offer or an answer of the agent's.

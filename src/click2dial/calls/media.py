@@ -10,8 +10,7 @@ party's, unchanged.
 
 from __future__ import annotations
 
-import secrets
-
+from .. import ids
 from ..sip.sdp import Origin, SessionDescription, answer_for, parse_sdp
 from .ringback import Ringback
 
@@ -21,7 +20,7 @@ class LegSession:
 
     def __init__(self, address: str) -> None:
         self.address = address
-        self.session_id = str(secrets.randbelow(2**31) + 1)
+        self.session_id = str(ids.randbits(31) + 1)
         self.version = 0
         self.last_sent: bytes | None = None
 

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import math
-import secrets
 import socket
 import struct
 import weakref
 from collections.abc import Callable
+
+from .. import ids
 
 SAMPLE_RATE = 8000
 FRAME_SAMPLES = 160  # 20 ms
@@ -150,9 +151,9 @@ class Ringback:
         self._clock: _Clock | None = None
         self._destination: tuple[str, int] = ("", 0)
         self._frames = cadence_frames(payload_type)
-        self._ssrc = secrets.randbits(32)
-        self._seq = secrets.randbits(16)
-        self._stamp = secrets.randbits(32)
+        self._ssrc = ids.randbits(32)
+        self._seq = ids.randbits(16)
+        self._stamp = ids.randbits(32)
 
     def bind(self) -> int:
         """Bind the local RTP socket; returns its port (for our SDP)."""

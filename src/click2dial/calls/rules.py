@@ -36,11 +36,11 @@ Rule names in :attr:`FieldError.rule` are stable machine names:
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from .. import ids
 from ..vocabulary import CallType
 
 __all__ = [
@@ -136,7 +136,7 @@ class CallRequest:
 def generate_contact_ref() -> str:
     """A fresh contact reference for a request that brought none:
     ``c2d-`` and 20 hex digits (80 random bits), inside the contact_ref rule."""
-    return "c2d-" + secrets.token_hex(10)
+    return "c2d-" + ids.token_hex(10)
 
 
 def number_text(value: object) -> str | None:

@@ -68,11 +68,11 @@ the layer above.
 from __future__ import annotations
 
 import random
-import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import ids
 from . import events as ev
 from .auth import DigestClient, parse_challenge
 from .dialog import Dialog, DialogId, DialogState
@@ -110,11 +110,11 @@ MAX_AUTH_ROUNDS = 2
 
 
 def new_branch() -> str:
-    return MAGIC_COOKIE + secrets.token_hex(8)
+    return MAGIC_COOKIE + ids.token_hex(8)
 
 
 def new_tag() -> str:
-    return secrets.token_hex(6)
+    return ids.token_hex(6)
 
 
 def uri_target(uri: Uri, default_transport: str = "udp") -> Target:
@@ -431,7 +431,7 @@ class Endpoint:
             [self._via(target.transport)],
             local,
             to,
-            call_id or f"{secrets.token_hex(12)}@{host}",
+            call_id or f"{ids.token_hex(12)}@{host}",
             CSeq(1, "INVITE"),
             hdrs,
             body,
@@ -727,7 +727,7 @@ class Endpoint:
             [self._via(target.transport)],
             local,
             to,
-            f"{secrets.token_hex(12)}@{host}",
+            f"{ids.token_hex(12)}@{host}",
             CSeq(1, method),
             hdrs,
             body,

@@ -22,10 +22,10 @@ legs of a call, and an in-place edit on one side would leak to the other.
 from __future__ import annotations
 
 import re
-import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from .. import ids
 from .errors import SipParseError
 
 __all__ = [
@@ -436,7 +436,7 @@ def _addrtype(address: str) -> str:
 def _new_session_id() -> int:
     # RFC 8866 §5.2 only asks for global uniqueness; 62 random bits keep the
     # number within a signed 64-bit integer for peers that parse it as one.
-    return secrets.randbits(62) or 1
+    return ids.randbits(62) or 1
 
 
 def _check_port(port: int) -> None:

@@ -72,7 +72,7 @@ import sys
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection, serve
@@ -197,15 +197,15 @@ class _Stream(asyncio.Protocol):
         self.last_activity = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        peer = transport.get_extra_info("peername")
+        # uvloop's transports are not asyncio.Transport subclasses.
+        self.transport = stream = cast(asyncio.Transport, transport)
+        peer = stream.get_extra_info("peername")
         self.peer = (str(peer[0]), int(peer[1]))
         self.key = (self.kind, *self.peer)
         self.last_activity = self.owner.loop.time()
         if not self.owner._register(self):
             self.transport = None  # never registered: connection_lost has nothing to undo
-            transport.abort()
+            stream.abort()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.owner.loop.time()
