@@ -1,7 +1,7 @@
 """Beyond capacity the node says so (SPEC §4, issue 10): with a node limit
 of one live call, the call beyond it gets 503 with ``Retry-After`` at once,
 is not stored and starts no SIP leg; once the first call ends, calls are
-taken again."""
+taken again.  A replay of a request already taken gets its call, not 503."""
 
 from __future__ import annotations
 
@@ -20,7 +20,10 @@ def test_the_call_beyond_the_node_limit_gets_503_and_dials_nothing(tmp_path: Pat
             async with running(
                 tmp_path, agent_port=agent.port, trunk_port=None, extra=NODE_LIMIT
             ) as env:
-                first = await env.place()
+                key = {"Idempotency-Key": "first"}
+                body = {"agent": "1001", "callee": "0821234567", "outbound_id": "27110000001",
+                        "contact_ref": "first"}  # fmt: skip
+                first = await env.acme.post("/click2dial/calls", json=body, headers=key)
                 assert first.status_code == 201, first.text
                 ref = first.json()["call_ref"]
                 await wait_log(agent, "INVITE ruri")
@@ -34,6 +37,12 @@ def test_the_call_beyond_the_node_limit_gets_503_and_dials_nothing(tmp_path: Pat
                 error = refused.json()["error"]
                 assert error["status"] == 503 and "live calls" in error["title"]
                 assert len(ua.calls) == legs_before  # no SIP leg for it
+                # A replay of the first request is never refused: the node is
+                # full, and the answer is still the first call.
+                replay = await env.acme.post("/click2dial/calls", json=body, headers=key)
+                assert replay.status_code == 200, replay.text
+                assert replay.json()["call_ref"] == ref
+                assert len(ua.calls) == legs_before
                 exposition = (await env.service.scrape()).decode()
                 refusals = [
                     line

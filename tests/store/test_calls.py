@@ -10,6 +10,7 @@ from dataclasses import asdict
 import pytest
 
 from click2dial.store import AgentBusyError, CallRecord, InvalidCursorError, StoreError
+from click2dial.store.base import CallLimits, LimitExceededError
 from tests.store.support import T0, Db, end_fields, make_call, make_notification
 
 
@@ -402,3 +403,27 @@ def test_calls_survive_close_and_reopen(db: Db) -> None:
     assert ended is not None and ended.end_reason == "callee_hungup"
     assert [c.call_ref for c in db.run(store.live_calls())] == [live.call_ref]
     assert [n.call_ref for n in db.run(store.undelivered("acme"))] == [done.call_ref]
+
+
+def test_max_concurrent_is_decided_with_the_insert_and_a_replay_is_never_over_it(db: Db) -> None:
+    """On every store the concurrency limit is counted in the insert's own
+    step (SQLite: the same group-commit job), less the calls whose end is
+    still being written; a replay of a key gets its first call instead."""
+    limits = CallLimits(max_concurrent=2, max_cps=1000)
+
+    async def main() -> None:
+        a, _ = await db.store.create_call(make_call(agent="1001", idempotency_key="k-a"), limits)
+        await db.store.create_call(make_call(agent="1002"), limits)
+        with pytest.raises(LimitExceededError) as refused:
+            await db.store.create_call(make_call(agent="1003"), limits)
+        assert refused.value.limit == "max_concurrent" and refused.value.retry_after >= 1
+        assert await db.store.count_live("acme") == 2  # nothing was inserted
+        replay, created = await db.store.create_call(
+            make_call(agent="1001", idempotency_key="k-a"), limits
+        )
+        assert (replay.call_ref, created) == (a.call_ref, False)
+        ending = CallLimits(max_concurrent=2, max_cps=1000, ending=(a.call_ref,))
+        assert (await db.store.create_call(make_call(agent="1003"), ending))[1]
+        assert (await db.store.create_call(make_call(integrator="beta"), limits))[1]
+
+    db.run(main())

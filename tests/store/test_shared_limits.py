@@ -1,7 +1,8 @@
 """Limits decided by a store that several nodes share (PostgreSQL):
 ``create_call`` counts and inserts in one step, so ``max_concurrent`` and
-``max_cps`` hold for two nodes writing at once.  SQLite serves one node,
-whose call service counts the limits itself (tests/e2e/test_api.py)."""
+``max_cps`` hold for two nodes writing at once.  SQLite serves one node:
+it counts ``max_concurrent`` with the insert too (tests/store/test_calls.py),
+and the call service keeps the rate in memory (tests/e2e/test_api.py)."""
 
 from __future__ import annotations
 

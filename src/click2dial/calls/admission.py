@@ -59,7 +59,9 @@ class Admission:
         self._task: asyncio.Task[None] | None = None
 
     def check(self) -> str | None:
-        """``None`` and one call admitted, or why the node refuses it."""
+        """``None`` and one call admitted, or why the node refuses it (a
+        refusal is counted in :attr:`refused` unless :meth:`forgive` takes
+        it back: a replay of a request already taken is answered anyway)."""
         cfg = self.config
         reason: str | None = None
         if cfg.max_loop_lag_ms and self.lag * 1000 > cfg.max_loop_lag_ms:
@@ -73,6 +75,14 @@ class Admission:
         if reason is not None:
             self.refused[reason] = self.refused.get(reason, 0) + 1
         return reason
+
+    def forgive(self, reason: str) -> None:
+        """Take back the count of a refusal that was not one after all."""
+        left = self.refused.get(reason, 0) - 1
+        if left > 0:
+            self.refused[reason] = left
+        else:
+            self.refused.pop(reason, None)
 
     def refund(self) -> None:
         """Give back the token of an admitted call that was refused later

@@ -60,6 +60,8 @@ class CallError(Exception):
         self.errors = errors or []
         self.retry_after = retry_after
         self.call_ref = call_ref
+        self.admission: str | None = None
+        """The node's reason, for a refusal by admission control."""
 
 
 @dataclass
@@ -157,16 +159,23 @@ class CallService:
         self._authorise(integrator, request)
         if not self.ready():
             raise CallError(503, "the telephony side cannot take calls now", retry_after=5)
-        if idempotency_key is not None:
-            existing = await self.store.find_by_idempotency_key(integrator.name, idempotency_key)
-            if existing is not None:
-                return PlaceResult(existing, False, list(existing.warnings))
-        self._admit()
+        # A replay of a request already taken is found by create_call, in
+        # the same store job as the insert: a new call costs no extra read.
+        # Only a refusal looks for it first: a replay is never refused.
         try:
-            bucket = await self._integrator_limits(integrator)
-        except CallError:
-            self._refund()
-            raise
+            self._admit()
+            try:
+                bucket = self._integrator_rate(integrator)
+            except CallError:
+                self._refund()
+                raise
+        except CallError as refusal:
+            existing = await self._replayed(integrator, idempotency_key)
+            if existing is None:
+                raise
+            if refusal.admission is not None and self.admission is not None:
+                self.admission.forgive(refusal.admission)
+            return PlaceResult(existing, False, list(existing.warnings))
         ends = self.controller.ends
         outbound_id = request.outbound_id
         if outbound_id == "random":
@@ -196,21 +205,21 @@ class CallService:
             # The agent's last call has ended, but the store does not know
             # yet (it is being written, or the store is coming back).
             await ends.flush(previous.call_ref, PREVIOUS_END_WAIT)
-        limits = None
-        if self.store.shared:
-            limits = CallLimits(
-                integrator.max_concurrent,
-                float(integrator.max_cps),
-                ending=ends.pending_refs(integrator.name),
-            )
+        limits = CallLimits(
+            integrator.max_concurrent,
+            float(integrator.max_cps),
+            ending=ends.pending_refs(integrator.name),
+        )
         try:
             stored, created = await self.store.create_call(record, limits)
         except LimitExceededError as exc:
+            if bucket is not None:
+                bucket.refund()  # nothing was dialled
             self._refund()
             raise CallError(429, str(exc), retry_after=exc.retry_after) from exc
         except AgentBusyError as exc:
             if bucket is not None:
-                bucket.refund()  # nothing was dialled
+                bucket.refund()
             self._refund()
             raise CallError(
                 409,
@@ -218,10 +227,14 @@ class CallService:
                 [FieldError("agent", "busy", request.agent, "the agent is already on a call")],
                 call_ref=exc.call_ref,
             ) from exc
-        if created and agent_call is not None:
+        if not created:  # a replay: nothing new was dialled
+            if bucket is not None:
+                bucket.refund()
+            self._refund()
+        elif agent_call is not None:
             self.controller.start_incoming(stored, integrator, agent_call)
             self.on_placed(stored)
-        elif created:
+        else:
             self.controller.start(stored, integrator)
             self.on_placed(stored)
         return PlaceResult(stored, created, list(stored.warnings))
@@ -232,31 +245,32 @@ class CallService:
             return
         reason = self.admission.check()
         if reason is not None:
-            raise CallError(
+            refusal = CallError(
                 503,
                 f"this node cannot take more calls now: {reason}",
                 retry_after=self.admission.config.retry_after,
             )
+            refusal.admission = reason
+            raise refusal
 
     def _refund(self) -> None:
         if self.admission is not None:
             self.admission.refund()
 
-    async def _integrator_limits(self, integrator: IntegratorConfig) -> _Bucket | None:
-        """429 over the integrator's concurrency or rate; its rate token.
-        A store several nodes share decides both with the insert instead
-        (``create_call``), so that they hold across the nodes."""
+    def _integrator_rate(self, integrator: IntegratorConfig) -> _Bucket | None:
+        """429 over the integrator's rate; its rate token.  The concurrency
+        limit is decided with the insert (``create_call``), and so is the
+        rate on a store several nodes share, so that it holds across them."""
         if self.store.shared:
             return None
-        ends = self.controller.ends
-        live = await self.store.count_live(integrator.name) - ends.pending_of(integrator.name)
-        if live >= integrator.max_concurrent:
-            raise CallError(
-                429,
-                f"over the limit of {integrator.max_concurrent} concurrent calls",
-                retry_after=5,
-            )
         return self._rate_limit(integrator)
+
+    async def _replayed(
+        self, integrator: IntegratorConfig, idempotency_key: str | None
+    ) -> CallRecord | None:
+        if idempotency_key is None:
+            return None
+        return await self.store.find_by_idempotency_key(integrator.name, idempotency_key)
 
     def _authorise(self, integrator: IntegratorConfig, request: CallRequest) -> None:
         errors: list[FieldError] = []

@@ -267,9 +267,10 @@ class Store(ABC):
         With an ``idempotency_key`` already used by this integrator, returns
         ``(the first call, False)`` and inserts nothing.  Raises
         :class:`AgentBusyError` when the agent already has a live call, and
-        (a :attr:`shared` store given ``limits``) :class:`LimitExceededError`
-        when the call would break them.  A store that is not shared ignores
-        ``limits``: its one node counts them itself.
+        (given ``limits``) :class:`LimitExceededError` when the call would
+        break them; a replay is never over a limit.  A store that is not
+        :attr:`shared` checks only ``max_concurrent``: its one node keeps
+        the rate in memory.
         """
 
     @abstractmethod

@@ -234,9 +234,12 @@ class Sql:
             return self._stmt(f"{_CALL_SELECT} WHERE {LIVE}{_LIVE_ORDER}")
         return self._stmt(f"{_CALL_SELECT} WHERE {LIVE} AND node_id = ?{_LIVE_ORDER}", (node_id,))
 
-    def count_live(self, integrator: str) -> Statement:
+    def count_live(self, integrator: str, ending: Sequence[str] = ()) -> Statement:
+        """The integrator's live calls, less the ``ending`` ones."""
+        besides = f" AND call_ref NOT IN ({_values(len(ending))})" if ending else ""
         return self._stmt(
-            f"SELECT COUNT(*) FROM calls WHERE integrator = ? AND {LIVE}", (integrator,)
+            f"SELECT COUNT(*) FROM calls WHERE integrator = ? AND {LIVE}{besides}",
+            (integrator, *ending),
         )
 
     def limit_counts(self, integrator: str, since: float, ending: Sequence[str]) -> Statement:

@@ -39,6 +39,7 @@ from click2dial.store.base import (
     DEFAULT_LEASE,
     AgentBusyError,
     CallLimits,
+    LimitExceededError,
     OutboxStats,
     Store,
     StoreError,
@@ -253,12 +254,28 @@ class SQLiteStore(Store):
     async def create_call(
         self, call: CallRecord, limits: CallLimits | None = None
     ) -> tuple[CallRecord, bool]:
-        # One node only: the service counts ``limits`` itself.
+        # One node only: of ``limits`` the concurrency is counted here, in
+        # the insert's job (the service keeps the rate in memory).
         call.validate()
-        return await self._run(self._create_call, replace(call, warnings=list(call.warnings)))
+        copy = replace(call, warnings=list(call.warnings))
+        return await self._run(self._create_call, copy, limits)
 
-    def _create_call(self, call: CallRecord) -> tuple[CallRecord, bool]:
+    def _create_call(
+        self, call: CallRecord, limits: CallLimits | None = None
+    ) -> tuple[CallRecord, bool]:
         with self._write() as conn:
+            if limits is not None:
+                if call.idempotency_key is not None:
+                    existing = self._call(SQL.call_by_key(call.integrator, call.idempotency_key))
+                    if existing is not None:
+                        return existing, False  # a replay is never over a limit
+                row = self._one(SQL.count_live(call.integrator, limits.ending))
+                if row is not None and int(row[0]) >= limits.max_concurrent:
+                    raise LimitExceededError(
+                        "max_concurrent",
+                        f"over the limit of {limits.max_concurrent} concurrent calls",
+                        retry_after=5,
+                    )
             try:
                 conn.execute(SQL.call_insert, SQL.call_params(call))
             except sqlite3.IntegrityError as exc:
