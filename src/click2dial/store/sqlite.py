@@ -265,12 +265,15 @@ class SQLiteStore(Store):
     ) -> tuple[CallRecord, bool]:
         with self._write() as conn:
             if limits is not None:
-                if call.idempotency_key is not None:
-                    existing = self._call(SQL.call_by_key(call.integrator, call.idempotency_key))
-                    if existing is not None:
-                        return existing, False  # a replay is never over a limit
                 row = self._one(SQL.count_live(call.integrator, limits.ending))
                 if row is not None and int(row[0]) >= limits.max_concurrent:
+                    # A replay is never over a limit (a new call finds its
+                    # replay at the insert below, without this read).
+                    if call.idempotency_key is not None:
+                        key = SQL.call_by_key(call.integrator, call.idempotency_key)
+                        existing = self._call(key)
+                        if existing is not None:
+                            return existing, False
                     raise LimitExceededError(
                         "max_concurrent",
                         f"over the limit of {limits.max_concurrent} concurrent calls",
