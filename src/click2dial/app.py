@@ -473,6 +473,9 @@ class Click2Dial:
             )
             sock = _tcp_socket(listener.host)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if cfg.server.worker is not None:
+                # The workers of one node share its HTTP ports (click2dial.workers).
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             sock.bind((listener.host, listener.port))
             listener.bound_port = sock.getsockname()[1]
             assert self.http_limits is not None

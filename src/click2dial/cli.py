@@ -24,13 +24,21 @@ from .logs import FORMAT_ENV, FORMATS, LEVEL_ENV, LEVELS, configure, resolve
 log = logging.getLogger("click2dial")
 
 
-def _serve(config_path: str | None) -> int:
+def _serve(config_path: str | None, worker: int | None, log_args: list[str]) -> int:
     try:
         config = load_effective_config(config_path)
     except ConfigError as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         return 2
+    if worker is None and config.server.workers > 1:
+        from .workers import Supervisor, worker_argv
+
+        return Supervisor(worker_argv(config_path, log_args), config.server.workers).run()
+    if worker is not None:
+        from .workers import worker_config
+
+        config = worker_config(config, worker)
     with asyncio.Runner(loop_factory=_loop_factory(config.server.event_loop)) as runner:
         return runner.run(_run(config))
 
@@ -59,8 +67,8 @@ async def _run(config: Config) -> int:
         return 1
     source = config.source or "the embedded defaults"
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
-    log.info("Click2Dial %s running on %s; HTTP port %d; event loop %s", __version__, source,
-             service.http_port(), loop_name)  # fmt: skip
+    log.info("Click2Dial %s running on %s; HTTP port %d; event loop %s; node %s", __version__,
+             source, service.http_port(), loop_name, config.server.node_id)  # fmt: skip
     _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -106,6 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     serve.add_argument("--log-level", type=str.lower, choices=LEVELS,
                        help=f"default: ${LEVEL_ENV}, else info")  # fmt: skip
+    # Set by the supervisor of ``[server] workers`` on each worker's command line.
+    serve.add_argument("--worker", type=int, help=argparse.SUPPRESS)
     check = sub.add_parser("check-config", help="validate a configuration file")
     check.add_argument("--config", help="configuration file (default: $CLICK2DIAL_CONFIG)")
     demo = sub.add_parser("demo", help="place one call against a simulated phone and trunk")
@@ -132,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
             return calls_command(args.config)
         return hangup_command(args.config, args.call_ref)
     if args.command == "serve":
-        return _serve(args.config)
+        log_args = [f"--log-format={log_format}", f"--log-level={log_level}"]
+        return _serve(args.config, args.worker, log_args)
     if args.command == "check-config":
         path = resolve_config_path(args.config)
         if path is None:

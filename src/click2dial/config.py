@@ -118,6 +118,9 @@ DEFAULT_TAKEOVER_AFTER: Final = 10.0
 #: uvloop: about 10 % less CPU per call than the standard loop
 #: (docs/benchmarks.md).
 EVENT_LOOPS: Final = ("uvloop", "asyncio")
+#: ``[server] workers``: at most one process per core is useful; this is a
+#: sanity bound, not a recommendation.
+MAX_WORKERS: Final = 64
 DEFAULT_EVENT_LOOP: Final = "uvloop"
 #: Node-wide admission defaults (docs/configuration.md says where they come
 #: from: 150/s is half again the highest clean rate measured on a 2-core
@@ -225,6 +228,11 @@ class ServerConfig:
     live calls (PostgreSQL only)."""
     event_loop: str = DEFAULT_EVENT_LOOP
     """``uvloop`` (libuv) or ``asyncio`` (the standard library's)."""
+    workers: int = 1
+    """Processes of this node (:mod:`click2dial.workers`); more than one
+    needs PostgreSQL."""
+    worker: int | None = None
+    """Which worker this process is (set by the supervisor, not a key)."""
 
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
@@ -858,9 +866,17 @@ class _Reader:
         limits = self.server_limits(t)
         heartbeat_interval, takeover_after = self.liveness(t)
         event_loop = t.string("event_loop", DEFAULT_EVENT_LOOP, check=_event_loop_problem)
+        workers = t.integer("workers", 1, 1, MAX_WORKERS, f"a whole number 1-{MAX_WORKERS}")
+        if workers > 1 and database.startswith("sqlite:"):
+            t.problem(
+                "workers",
+                'more than 1 needs PostgreSQL (database = "postgresql://..."): the workers '
+                "share calls, limits and registrations through it",
+            )
+            workers = 1
         t.finish(["http_host", "http_port", "database", "node_id", "spool", "operator_listen",
                   "trusted_proxies", "webhook_allow_link_local", *limits,
-                  "heartbeat_interval", "takeover_after", "event_loop"])  # fmt: skip
+                  "heartbeat_interval", "takeover_after", "event_loop", "workers"])  # fmt: skip
         return ServerConfig(
             http_host=http_host,
             http_port=http_port,
@@ -873,6 +889,7 @@ class _Reader:
             heartbeat_interval=heartbeat_interval,
             takeover_after=takeover_after,
             event_loop=event_loop,
+            workers=workers,
             **limits,
         )
 

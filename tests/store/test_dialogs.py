@@ -116,6 +116,8 @@ def test_a_database_from_before_saved_dialogs_is_upgraded_with_its_live_calls(
     fresh_db.execute_raw("ALTER TABLE calls DROP COLUMN callee_dialog")
     fresh_db.execute_raw("DROP TABLE bindings")  # schema 3
     fresh_db.execute_raw("DROP TABLE nodes")  # schema 4
+    if fresh_db.kind == "postgres":
+        fresh_db.execute_raw("DROP FUNCTION click2dial_limits")  # schema 5
     fresh_db.execute_raw("DELETE FROM schema_version WHERE version >= 2")
     fresh_db.reopen()
     assert fresh_db.run(fresh_db.store.schema_version()) == LATEST

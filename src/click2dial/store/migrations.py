@@ -53,12 +53,15 @@ class Migration:
     version: int
     name: str
     statements: tuple[str, ...]
+    postgres_only: tuple[str, ...] = ()
+    """Statements for PostgreSQL alone, as written (no placeholders)."""
 
     def render(self, dialect: Dialect) -> list[str]:
-        return [
+        shared = [
             s.format(real=dialect.real, json=dialect.json, serial=dialect.serial)
             for s in self.statements
         ]
+        return shared + list(self.postgres_only) if dialect is POSTGRES else shared
 
 
 SCHEMA_VERSION_TABLE: Final = """
@@ -191,6 +194,54 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 taken_over_by  TEXT,
                 taken_over_at  {real}
             )
+            """,
+        ),
+    ),
+    Migration(
+        5,
+        "integrator limits decided in one statement",
+        (),
+        postgres_only=(
+            # The integrator's lock, a replay, max_concurrent and max_cps in
+            # one server-side step: create_call runs it and its INSERT as one
+            # autocommitted statement, so the lock is held for the insert and
+            # its commit only, never across round trips to a busy node.  A
+            # VOLATILE function sees a fresh snapshot in each statement: the
+            # counts see every call committed before the lock was granted.
+            """
+            CREATE OR REPLACE FUNCTION click2dial_limits(
+                p_integrator TEXT, p_key TEXT, p_since DOUBLE PRECISION, p_ending TEXT[],
+                p_max_concurrent BIGINT, p_per_window BIGINT
+            ) RETURNS TABLE (outcome TEXT, oldest DOUBLE PRECISION)
+            LANGUAGE plpgsql VOLATILE AS $$
+            DECLARE
+                v_live BIGINT;
+                v_recent BIGINT;
+                v_oldest DOUBLE PRECISION;
+            BEGIN
+                PERFORM pg_advisory_xact_lock(hashtext(
+                    'click2dial.limits:' || COALESCE(current_schema(), '') || ':' || p_integrator));
+                IF p_key IS NOT NULL AND EXISTS (
+                    SELECT 1 FROM calls WHERE integrator = p_integrator AND idempotency_key = p_key
+                ) THEN
+                    RETURN QUERY SELECT 'replay'::TEXT, NULL::DOUBLE PRECISION;
+                    RETURN;
+                END IF;
+                SELECT COUNT(*) FILTER (WHERE state <> 'ended' AND NOT call_ref = ANY(p_ending)),
+                       COUNT(*) FILTER (WHERE created_at > p_since),
+                       MIN(created_at) FILTER (WHERE created_at > p_since)
+                  INTO v_live, v_recent, v_oldest
+                  FROM calls
+                 WHERE integrator = p_integrator AND (state <> 'ended' OR created_at > p_since);
+                IF v_live >= p_max_concurrent THEN
+                    RETURN QUERY SELECT 'max_concurrent'::TEXT, NULL::DOUBLE PRECISION;
+                ELSIF v_recent >= p_per_window THEN
+                    RETURN QUERY SELECT 'max_cps'::TEXT, v_oldest;
+                ELSE
+                    RETURN QUERY SELECT 'ok'::TEXT, NULL::DOUBLE PRECISION;
+                END IF;
+            END
+            $$
             """,
         ),
     ),

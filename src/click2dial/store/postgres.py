@@ -60,8 +60,14 @@ from click2dial.store.base import (
     encode_cursor,
 )
 from click2dial.store.migrations import apply_postgres
-from click2dial.store.model import Binding, CallRecord, NodeRecord, Notification
-from click2dial.store.sql import CALL_LIST, NOTIFICATION_LIST, POSTGRES, Statement, stats_from
+from click2dial.store.model import CALL_COLUMNS, Binding, CallRecord, NodeRecord, Notification
+from click2dial.store.sql import (
+    CALL_LIST,
+    NOTIFICATION_LIST,
+    POSTGRES,
+    Statement,
+    stats_from,
+)
 
 SQL = POSTGRES
 _LIVE_AGENT_INDEX = "calls_live_agent"
@@ -110,36 +116,56 @@ _CREATE_ATTEMPTS = 3
 _CLAIM_LOCK = (
     "SELECT pg_advisory_xact_lock(hashtext('click2dial.outbox:' || COALESCE(current_schema(), '')))"
 )
-_LIMITS_LOCK = (
-    "SELECT pg_advisory_xact_lock("
-    "hashtext('click2dial.limits:' || COALESCE(current_schema(), '') || ':' || $1))"
-)
 #: ``NOTIFY`` channel of the node-to-node messages; the payload names the
 #: schema, since channels are per database.
 BUS_CHANNEL = "click2dial_bus"
 
 
-async def _check_limits(conn: Any, call: CallRecord, limits: CallLimits) -> None:
-    """Raise :class:`LimitExceededError` if ``call`` would break ``limits``;
-    inside the creating transaction, under the integrator's lock, so that
-    the count and the insert are one step for every node."""
-    await conn.execute(_LIMITS_LOCK, call.integrator)
+#: A new call under the integrator's limits, in one statement (migration 5,
+#: ``click2dial_limits``): the checks run first, under the integrator's lock
+#: and with fresh snapshots, and the row goes in only if they pass.  Run
+#: outside a transaction, the statement commits at once, which releases the
+#: lock; the count and the insert are one step for every node.
+_N_CALL_COLUMNS = len(CALL_COLUMNS)
+_CREATE_LIMITED = (
+    "WITH verdict AS MATERIALIZED ("
+    f"SELECT * FROM click2dial_limits(${_N_CALL_COLUMNS + 1}, ${_N_CALL_COLUMNS + 2},"
+    f" ${_N_CALL_COLUMNS + 3}, ${_N_CALL_COLUMNS + 4}::text[], ${_N_CALL_COLUMNS + 5},"
+    f" ${_N_CALL_COLUMNS + 6})),"
+    f" inserted AS ({SQL.call_insert.replace(' VALUES (', ' SELECT ').rstrip(')')}"
+    " FROM verdict WHERE verdict.outcome = 'ok'"
+    " ON CONFLICT (integrator, idempotency_key) DO NOTHING RETURNING call_ref)"
+    " SELECT verdict.outcome, verdict.oldest, (SELECT call_ref FROM inserted) FROM verdict"
+)
+
+
+def _limit_args(call: CallRecord, limits: CallLimits) -> tuple[Any, ...]:
     since = call.created_at - limits.window
-    sql, args = SQL.limit_counts(call.integrator, since, limits.ending)
-    live, recent, oldest = await conn.fetchrow(sql, *args)
-    if live >= limits.max_concurrent:
-        raise LimitExceededError(
+    return (
+        call.integrator,
+        call.idempotency_key,
+        since,
+        list(limits.ending),
+        limits.max_concurrent,
+        limits.per_window,
+    )
+
+
+def _limit_error(
+    outcome: str, oldest: float | None, call: CallRecord, limits: CallLimits
+) -> LimitExceededError:
+    if outcome == "max_concurrent":
+        return LimitExceededError(
             "max_concurrent",
             f"over the limit of {limits.max_concurrent} concurrent calls",
             retry_after=5,
         )
-    if recent >= limits.per_window:
-        wait = float(oldest) + limits.window - call.created_at
-        raise LimitExceededError(
-            "max_cps",
-            f"over the limit of {limits.max_cps:g} calls per second",
-            retry_after=max(1, math.ceil(wait)),
-        )
+    wait = (oldest if oldest is not None else call.created_at) + limits.window - call.created_at
+    return LimitExceededError(
+        "max_cps",
+        f"over the limit of {limits.max_cps:g} calls per second",
+        retry_after=max(1, math.ceil(wait)),
+    )
 
 
 async def _init_connection(conn: Any) -> None:
@@ -283,17 +309,24 @@ class PostgresStore(Store):
             # could name it: then the agent is free and the insert may pass.
             for _ in range(_CREATE_ATTEMPTS):
                 try:
-                    async with conn.transaction():
-                        if limits is not None:
-                            existing = await self._by_key(conn, call)
-                            if existing is not None:
-                                return existing, False  # a replay is never over a limit
-                            await _check_limits(conn, call, limits)
+                    if limits is None:
                         inserted = await conn.fetchval(
                             f"{SQL.call_insert} ON CONFLICT (integrator, idempotency_key)"
                             " DO NOTHING RETURNING call_ref",
                             *args,
                         )
+                    else:
+                        # One autocommitted statement: the integrator's lock
+                        # is held for the checks, the insert and the commit.
+                        outcome, oldest, inserted = await conn.fetchrow(
+                            _CREATE_LIMITED, *args, *_limit_args(call, limits)
+                        )
+                        if outcome == "replay":
+                            existing = await self._by_key(conn, call)
+                            if existing is not None:
+                                return existing, False  # a replay is never over a limit
+                        elif outcome != "ok":
+                            raise _limit_error(outcome, oldest, call, limits)
                 except asyncpg.UniqueViolationError as exc:
                     if exc.constraint_name != _LIVE_AGENT_INDEX:
                         raise StoreError(f"cannot store call {call.call_ref}: {exc}") from exc

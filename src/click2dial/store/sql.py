@@ -242,20 +242,6 @@ class Sql:
             (integrator, *ending),
         )
 
-    def limit_counts(self, integrator: str, since: float, ending: Sequence[str]) -> Statement:
-        """The integrator's live calls (less the ``ending`` ones) and its
-        calls created after ``since`` with the oldest such time: what
-        :class:`~click2dial.store.base.CallLimits` are checked against.
-        PostgreSQL only (``ANY`` of an array)."""
-        return self._stmt(
-            "SELECT"
-            f" COUNT(*) FILTER (WHERE {LIVE} AND NOT call_ref = ANY(?::text[])),"
-            " COUNT(*) FILTER (WHERE created_at > ?),"
-            " MIN(created_at) FILTER (WHERE created_at > ?)"
-            f" FROM calls WHERE integrator = ? AND ({LIVE} OR created_at > ?)",
-            (list(ending), since, since, integrator, since),
-        )
-
     # -- outbox ---------------------------------------------------------------
 
     @property
