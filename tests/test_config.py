@@ -710,7 +710,7 @@ def test_every_key_is_documented() -> None:
         f.name
         for cls in (ServerConfig, SipConfig, TrunkConfig, ExtensionsConfig, AgentConfig)
         for f in dataclasses.fields(cls)
-        if f.name != "extension"
+        if f.name not in ("extension", "worker")  # worker: set by the supervisor, not a key
     ]
     fields += [f.name for f in dataclasses.fields(IntegratorConfig) if f.name != "name"]
     missing = [name for name in fields if f"| `{name}` |" not in text]
@@ -818,3 +818,33 @@ def test_extensions_nonce_secret_is_a_secret_of_16_characters_or_more() -> None:
     finally:
         del os.environ["C2D_TEST_NONCE_SECRET"]
     assert cfg.extensions.nonce_secret == "from-the-environment-0123"
+
+
+def test_workers_need_postgresql_and_each_worker_gets_its_own_ports_and_name() -> None:
+    from click2dial.workers import worker_config
+
+    assert parse_config(acme(), SRC).server.workers == 1
+    assert one_problem("[server]\nworkers = 2\n" + acme()).startswith(
+        f"{SRC}: server.workers: more than 1 needs PostgreSQL"
+    )
+    assert "server.workers: must be a whole number 1-64, got 0" in one_problem(
+        "[server]\nworkers = 0\n" + acme()
+    )
+    config = parse_config(
+        '[server]\nworkers = 2\ndatabase = "postgresql://db.example/c2d"\nnode_id = "n1"\n'
+        'operator_listen = "127.0.0.1:9300"\nspool = "ends.jsonl"\n'
+        '[sip]\nlisten = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:8088"]\n'
+        + acme(),
+        SRC,
+    )
+    first, second = worker_config(config, 0), worker_config(config, 1)
+    assert (first.server.node_id, second.server.node_id) == ("n1-w0", "n1-w1")
+    assert first.sip.listen == config.sip.listen
+    assert second.sip.listen == ("udp:127.0.0.1:5061", "tcp:127.0.0.1:5061", "ws:127.0.0.1:8089")
+    assert (first.server.operator_listen, second.server.operator_listen) == (
+        "127.0.0.1:9300",
+        "127.0.0.1:9301",
+    )
+    assert (first.server.spool, second.server.spool) == ("ends.jsonl", "ends.jsonl.w1")
+    assert (first.server.worker, second.server.worker) == (0, 1)
+    assert first.server.http_port == second.server.http_port == config.server.http_port

@@ -69,6 +69,10 @@ async def _run(config: Config) -> int:
     loop_name = type(asyncio.get_running_loop()).__module__.split(".")[0]
     log.info("Click2Dial %s running on %s; HTTP port %d; event loop %s; node %s", __version__,
              source, service.http_port(), loop_name, config.server.node_id)  # fmt: skip
+    if config.server.worker is not None:
+        from .workers import report_ready
+
+        report_ready()
     _tune_gc()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -17,8 +17,10 @@ between them.  What makes them one node to the outside:
 
 A worker that dies is started again after a second; on start it ends its
 own calls that were live (BYE from the saved dialogs, a ``failed`` CDR), as
-after any crash.  A worker that fails while the node is starting stops the
-node: a configuration that cannot bind would only fail again.
+after any crash.  A worker that exits before it has ever started (it writes
+a byte to the pipe named by ``CLICK2DIAL_WORKER_READY_FD`` once it serves)
+stops the node instead: a configuration that cannot bind would only fail
+again.
 """
 
 from __future__ import annotations
@@ -38,9 +40,8 @@ from .sip.aio.transport import Listen
 
 log = logging.getLogger("click2dial.workers")
 
-#: A worker that exits within this many seconds of the node's start stops
-#: the node (start-up failure) instead of being restarted.
-STARTUP_GRACE = 10.0
+#: The environment variable naming the worker's readiness pipe.
+READY_FD_ENV = "CLICK2DIAL_WORKER_READY_FD"
 #: Seconds before a worker that died is started again.
 RESTART_DELAY = 1.0
 #: Seconds the supervisor waits for its workers after SIGTERM before SIGKILL.
@@ -80,11 +81,11 @@ class Supervisor:
         self.argv = argv
         self.workers = workers
         self.children: dict[int, subprocess.Popen[bytes]] = {}
+        self.ready: dict[int, int] = {}
+        """Worker index -> the read end of its readiness pipe."""
         self.stopping = False
-        self.started_at = 0.0
 
     def run(self) -> int:
-        self.started_at = time.monotonic()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._stop)
         for index in range(self.workers):
@@ -105,8 +106,8 @@ class Supervisor:
             if self.stopping:
                 continue
             failed = f"worker {index} (pid {pid}) exited with {exit_code}"
-            if time.monotonic() - self.started_at < STARTUP_GRACE:
-                log.error("%s while the node was starting: stopping the node", failed)
+            if not self._was_ready(index):
+                log.error("%s before it started: stopping the node", failed)
                 status = exit_code if exit_code > 0 else 1
                 self._stop(signal.SIGTERM, None)
                 continue
@@ -114,10 +115,28 @@ class Supervisor:
             time.sleep(RESTART_DELAY)
             if not self.stopping:
                 self._spawn(index)
+        for read in self.ready.values():
+            os.close(read)
         return status
 
     def _spawn(self, index: int) -> None:
-        self.children[index] = subprocess.Popen([*self.argv, "--worker", str(index)])
+        read, write = os.pipe()
+        try:
+            self.children[index] = subprocess.Popen(
+                [*self.argv, "--worker", str(index)],
+                pass_fds=(write,),
+                env={**os.environ, READY_FD_ENV: str(write)},
+            )
+        finally:
+            os.close(write)
+        self.ready[index] = read
+
+    def _was_ready(self, index: int) -> bool:
+        read = self.ready.pop(index)
+        try:
+            return os.read(read, 1) == b"1"  # the child is gone: this cannot block
+        finally:
+            os.close(read)
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping:
@@ -146,3 +165,12 @@ def worker_argv(config_path: str | None, log_args: list[str]) -> list[str]:
     if config_path is not None:
         argv += ["--config", config_path]
     return argv
+
+
+def report_ready() -> None:
+    """In a worker: tell the supervisor that this worker serves."""
+    fd = os.environ.pop(READY_FD_ENV, None)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.write(int(fd), b"1")
+            os.close(int(fd))
