@@ -155,6 +155,9 @@ DEFAULT_HTTP_HEADER_TIMEOUT: Final = 10
 DEFAULT_HTTP_BODY_TIMEOUT: Final = 30
 DEFAULT_HTTP_MAX_CONNECTIONS: Final = 4096
 DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE: Final = 128
+#: Requests on one kept-alive connection before it is closed (nginx's
+#: keepalive_requests was 100 for years): spreads client pools over workers.
+DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION: Final = 100
 DEFAULT_SIP_MAX_CONNECTIONS: Final = 4096
 DEFAULT_SIP_MAX_CONNECTIONS_PER_SOURCE: Final = 64
 DEFAULT_SIP_IDLE_TIMEOUT: Final = 600
@@ -221,6 +224,7 @@ class ServerConfig:
     body_timeout: int = DEFAULT_HTTP_BODY_TIMEOUT
     max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
     max_connections_per_source: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE
+    max_requests_per_connection: int = DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     """Seconds between this node's heartbeats in the store."""
     takeover_after: float = DEFAULT_TAKEOVER_AFTER
@@ -964,6 +968,13 @@ class _Reader:
                 0,
                 1_000_000,
                 "0 (no cap) to 1000000",
+            ),
+            "max_requests_per_connection": t.integer(
+                "max_requests_per_connection",
+                DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION,
+                0,
+                1_000_000,
+                "0 (no limit) to 1000000",
             ),
         }
 

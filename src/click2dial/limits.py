@@ -170,10 +170,14 @@ class HttpLimits:
         max_connections: int,
         max_per_source: int,
         header_timeout: float,
+        max_requests: int = 0,
     ) -> None:
         self.max_connections = max_connections
         self.max_per_source = max_per_source  # 0: no per-source cap
         self.header_timeout = header_timeout
+        self.max_requests = max_requests
+        """Requests on one connection before its response says
+        ``Connection: close`` (0: no limit)."""
         self.total = 0
         self.refused = 0
         self.evicted = 0
@@ -216,6 +220,9 @@ class HttpLimits:
         return False
 
 
+_CLOSE = (b"connection", b"close")
+
+
 class LimitedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with connection caps and a header timeout
     (module doc).  :func:`http_protocol` binds it to an :class:`HttpLimits`."""
@@ -225,6 +232,8 @@ class LimitedH11Protocol(H11Protocol):
     _source = ""
     _admitted = False
     _head_timer: asyncio.TimerHandle | None = None
+    _requests = 0
+    _counted: object = None  # the last request cycle counted
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         peer = transport.get_extra_info("peername")
@@ -248,6 +257,18 @@ class LimitedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
+        cycle = self.cycle
+        if cycle is not None and cycle is not self._counted:
+            self._counted = cycle
+            self._requests += 1
+            if self.limits.max_requests and self._requests >= self.limits.max_requests:
+                # The response says Connection: close (uvicorn answers a
+                # request that asked for it so), and the client opens a new
+                # connection: long-lived client pools are spread again over
+                # the workers of a node (they share the port; the kernel
+                # places connections, not requests).  The app has not run
+                # yet: its task starts on the next turn of the loop.
+                cycle.scope["headers"] = [*cycle.scope["headers"], _CLOSE]
         if self.conn.their_state is h11.IDLE:
             # A head has begun but is not complete.
             if self._head_timer is None and not self.transport.is_closing():

@@ -245,6 +245,33 @@ def test_a_connection_that_does_not_finish_its_head_in_time_is_closed(tmp_path: 
         assert read_response(kept).startswith(b"HTTP/1.1 200")
 
 
+def test_the_third_response_on_a_connection_says_close_and_closes_it(tmp_path: Path) -> None:
+    """``max_requests_per_connection``: a client pool that keeps its
+    connections is moved to new ones now and then (the workers of a node
+    share its port, and the kernel places connections, not requests)."""
+    with (
+        serve(tmp_path, server="max_requests_per_connection = 3") as srv,
+        connect_from("127.0.0.2", srv.http_port) as conn,
+    ):
+        heads = []
+        for _ in range(3):
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = read_response(conn)
+            assert response.startswith(b"HTTP/1.1 200")
+            heads.append(response.split(b"\r\n\r\n")[0].lower())
+        assert [b"connection: close" in head for head in heads] == [False, False, True]
+        conn.settimeout(5)
+        assert conn.recv(4096) == b""  # the server closed it after the third
+    with (
+        serve(tmp_path, server="max_requests_per_connection = 0") as srv,
+        connect_from("127.0.0.2", srv.http_port) as conn,  # 0: never closed
+    ):
+        for _ in range(120):
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            response = read_response(conn)
+            assert b"connection: close" not in response.lower()
+
+
 def test_connections_over_the_per_source_cap_are_refused_while_other_sources_get_in(
     tmp_path: Path,
 ) -> None:
