@@ -104,3 +104,46 @@ def test_a_replay_and_a_busy_agent_answer_as_without_limits(pg: Db) -> None:
     with pytest.raises(AgentBusyError) as busy:
         pg.run(pg.store.create_call(make_call(node_id="node-b"), roomy))
     assert busy.value.call_ref == first.call_ref
+
+
+def test_far_below_the_limits_no_lock_is_taken_and_near_them_the_lock_decides(pg: Db) -> None:
+    """With each node running at most its pool's worth of creates at once,
+    a count that far below both limits cannot be overtaken: no lock, no
+    queue behind it.  Near a limit the create waits for the integrator's
+    lock, here held by another session."""
+
+    async def main() -> None:
+        import asyncpg  # type: ignore[import-untyped]
+
+        holder = await asyncpg.connect(pg.url)
+        try:
+            lock = holder.transaction()
+            await lock.start()
+            await holder.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('click2dial.limits:'"
+                " || COALESCE(current_schema(), '') || ':acme'))"
+            )
+            roomy = CallLimits(max_concurrent=1000, max_cps=1000)
+            _, created = await asyncio.wait_for(
+                pg.store.create_call(make_call(agent="1001"), roomy), 10
+            )
+            assert created  # not held up by the lock
+            tight = CallLimits(max_concurrent=5, max_cps=1000)
+            near = asyncio.ensure_future(pg.store.create_call(make_call(agent="1002"), tight))
+            waiting = 0
+            for _ in range(500):
+                waiting = await holder.fetchval(
+                    "SELECT COUNT(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"
+                    " AND query LIKE '%click2dial_limits%'"
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.01)
+            assert waiting == 1 and not near.done()
+            await lock.rollback()
+            assert (await asyncio.wait_for(near, 10))[1]
+        finally:
+            await holder.close()
+
+    pg.run(main())

@@ -122,16 +122,17 @@ BUS_CHANNEL = "click2dial_bus"
 
 
 #: A new call under the integrator's limits, in one statement (migration 5,
-#: ``click2dial_limits``): the checks run first, under the integrator's lock
-#: and with fresh snapshots, and the row goes in only if they pass.  Run
-#: outside a transaction, the statement commits at once, which releases the
-#: lock; the count and the insert are one step for every node.
+#: ``click2dial_limits``): the checks run first (near a limit under the
+#: integrator's lock, with fresh snapshots), and the row goes in only if
+#: they pass.  Run outside a transaction, the statement commits at once,
+#: which releases the lock; the count and the insert are one step for
+#: every node.
 _N_CALL_COLUMNS = len(CALL_COLUMNS)
 _CREATE_LIMITED = (
     "WITH verdict AS MATERIALIZED ("
     f"SELECT * FROM click2dial_limits(${_N_CALL_COLUMNS + 1}, ${_N_CALL_COLUMNS + 2},"
     f" ${_N_CALL_COLUMNS + 3}, ${_N_CALL_COLUMNS + 4}::text[], ${_N_CALL_COLUMNS + 5},"
-    f" ${_N_CALL_COLUMNS + 6})),"
+    f" ${_N_CALL_COLUMNS + 6}, ${_N_CALL_COLUMNS + 7})),"
     f" inserted AS ({SQL.call_insert.replace(' VALUES (', ' SELECT ').rstrip(')')}"
     " FROM verdict WHERE verdict.outcome = 'ok'"
     " ON CONFLICT (integrator, idempotency_key) DO NOTHING RETURNING call_ref)"
@@ -139,7 +140,7 @@ _CREATE_LIMITED = (
 )
 
 
-def _limit_args(call: CallRecord, limits: CallLimits) -> tuple[Any, ...]:
+def _limit_args(call: CallRecord, limits: CallLimits, pool: int) -> tuple[Any, ...]:
     since = call.created_at - limits.window
     return (
         call.integrator,
@@ -148,6 +149,7 @@ def _limit_args(call: CallRecord, limits: CallLimits) -> tuple[Any, ...]:
         list(limits.ending),
         limits.max_concurrent,
         limits.per_window,
+        pool,  # the most creates this node runs at once
     )
 
 
@@ -319,7 +321,7 @@ class PostgresStore(Store):
                         # One autocommitted statement: the integrator's lock
                         # is held for the checks, the insert and the commit.
                         outcome, oldest, inserted = await conn.fetchrow(
-                            _CREATE_LIMITED, *args, *_limit_args(call, limits)
+                            _CREATE_LIMITED, *args, *_limit_args(call, limits, self._max_size)
                         )
                         if outcome == "replay":
                             existing = await self._by_key(conn, call)
