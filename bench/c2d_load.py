@@ -299,24 +299,30 @@ class Client:
             reader, writer = conn
             try:
                 writer.write(head + body)
-                status, payload = await asyncio.wait_for(self._response(reader), self.timeout)
+                status, payload, keep = await asyncio.wait_for(self._response(reader), self.timeout)
             except BaseException:
                 writer.close()
                 raise
-            self.idle.append(conn)
+            if keep:
+                self.idle.append(conn)
+            else:  # the server said Connection: close
+                writer.close()
             return status, payload
 
     @staticmethod
-    async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    async def _response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
         raw = await reader.readuntil(b"\r\n\r\n")
         lines = raw.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1])
         length = 0
+        keep = True
         for line in lines[1:]:
             name, _, value = line.partition(":")
             if name.strip().lower() == "content-length":
                 length = int(value)
-        return status, await reader.readexactly(length) if length else b""
+            elif name.strip().lower() == "connection" and value.strip().lower() == "close":
+                keep = False
+        return status, await reader.readexactly(length) if length else b"", keep
 
     def close(self) -> None:
         for _, w in self.idle:

@@ -847,4 +847,9 @@ def test_workers_need_postgresql_and_each_worker_gets_its_own_ports_and_name() -
     )
     assert (first.server.spool, second.server.spool) == ("ends.jsonl", "ends.jsonl.w1")
     assert (first.server.worker, second.server.worker) == (0, 1)
+    # Workers close a kept-alive connection after 100 requests; one process never.
+    assert first.server.requests_per_connection == 100
+    assert parse_config(acme(), SRC).server.requests_per_connection == 0
+    chosen = parse_config("[server]\nmax_requests_per_connection = 7\n" + acme(), SRC)
+    assert chosen.server.requests_per_connection == 7
     assert first.server.http_port == second.server.http_port == config.server.http_port

@@ -361,7 +361,7 @@ class Click2Dial:
             max_connections=self.fd.http_connections,
             max_per_source=cfg.server.max_connections_per_source,
             header_timeout=float(cfg.server.header_timeout),
-            max_requests=cfg.server.max_requests_per_connection,
+            max_requests=cfg.server.requests_per_connection,
         )
 
     async def _sip_limits(self) -> dict[str, Any]:

@@ -155,8 +155,9 @@ DEFAULT_HTTP_HEADER_TIMEOUT: Final = 10
 DEFAULT_HTTP_BODY_TIMEOUT: Final = 30
 DEFAULT_HTTP_MAX_CONNECTIONS: Final = 4096
 DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE: Final = 128
-#: Requests on one kept-alive connection before it is closed (nginx's
-#: keepalive_requests was 100 for years): spreads client pools over workers.
+#: Requests on one kept-alive connection before it is closed, with several
+#: workers (nginx's keepalive_requests was 100 for years): spreads client
+#: pools over them.  One process keeps connections open.
 DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION: Final = 100
 DEFAULT_SIP_MAX_CONNECTIONS: Final = 4096
 DEFAULT_SIP_MAX_CONNECTIONS_PER_SOURCE: Final = 64
@@ -224,7 +225,17 @@ class ServerConfig:
     body_timeout: int = DEFAULT_HTTP_BODY_TIMEOUT
     max_connections: int = DEFAULT_HTTP_MAX_CONNECTIONS
     max_connections_per_source: int = DEFAULT_HTTP_MAX_CONNECTIONS_PER_SOURCE
-    max_requests_per_connection: int = DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION
+    max_requests_per_connection: int | None = None
+    """Requests per kept-alive HTTP connection; ``None``: 0 (no limit) for
+    one process, :data:`DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION` with
+    ``workers``."""
+
+    @property
+    def requests_per_connection(self) -> int:
+        if self.max_requests_per_connection is not None:
+            return self.max_requests_per_connection
+        return DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION if self.workers > 1 else 0
+
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     """Seconds between this node's heartbeats in the store."""
     takeover_after: float = DEFAULT_TAKEOVER_AFTER
@@ -951,7 +962,7 @@ class _Reader:
     def server_limits(self, t: _Table) -> dict[str, int]:
         """``[server]`` keys of the HTTP limits (issue 11)."""
         seconds = "whole seconds 1-3600"
-        return {
+        limits: dict[str, int] = {
             "keep_alive_timeout": t.integer(
                 "keep_alive_timeout", DEFAULT_HTTP_KEEP_ALIVE_TIMEOUT, 1, 3600, seconds
             ),
@@ -969,14 +980,12 @@ class _Reader:
                 1_000_000,
                 "0 (no cap) to 1000000",
             ),
-            "max_requests_per_connection": t.integer(
-                "max_requests_per_connection",
-                DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION,
-                0,
-                1_000_000,
-                "0 (no limit) to 1000000",
-            ),
         }
+        if "max_requests_per_connection" in t.data:
+            limits["max_requests_per_connection"] = t.integer(
+                "max_requests_per_connection", 0, 0, 1_000_000, "0 (no limit) to 1000000"
+            )
+        return limits
 
     # [sip]
 
