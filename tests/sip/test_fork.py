@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from click2dial.sip.aio import Answered, CallEvent, Ended, Failed, Progress, UserAgent
+from click2dial.sip.aio.fork import _rank
 from click2dial.sip.endpoint import uri_target
+from click2dial.sip.message import Response, parse_message
 from click2dial.sip.uri import parse_uri
 from tests.sip.test_sipp_ua import SDP, config, sipp_done
 from tests.sipp.harness import Sipp
@@ -62,7 +64,8 @@ def test_first_answer_wins_and_the_ringing_contact_gets_cancel(transport: str) -
 
 
 @pytest.mark.parametrize(
-    ("first", "second", "best"), [("503", "486", 486), ("486", "603", 603), ("500", "503", 500)]
+    ("first", "second", "best"),
+    [("503", "486", 486), ("486", "603", 603), ("500", "503", 500), ("503", "500", 500)],
 )
 def test_all_contacts_fail_one_failed_with_the_best_status(
     first: str, second: str, best: int
@@ -124,3 +127,23 @@ def test_a_second_answer_after_the_winner_is_acked_and_hung_up() -> None:
                 await sipp_done(one)
 
     run(main())
+
+
+def test_the_best_status_does_not_depend_on_which_branch_answered_first() -> None:
+    def failed(status: int) -> Failed:
+        text = (
+            f"SIP/2.0 {status} X\r\nVia: SIP/2.0/UDP h;branch=z9hG4bKx\r\n"
+            "From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>;tag=2\r\nCall-ID: c\r\n"
+            "CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
+        )
+        response = parse_message(text.encode())
+        assert isinstance(response, Response)
+        return Failed(status, "X", response)
+
+    for statuses, best in (((503, 500), 500), ((500, 503), 500), ((503, 486), 486),
+                           ((486, 603), 603), ((401, 404), 401)):  # fmt: skip
+        failures = [failed(s) for s in statuses]
+        assert min(failures, key=_rank).status == best
+        assert min(reversed(failures), key=_rank).status == best
+    timed_out = Failed(408, "Request Timeout", None)
+    assert min([timed_out, failed(503)], key=_rank).status == 503

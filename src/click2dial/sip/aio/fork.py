@@ -27,8 +27,10 @@ from .ua import Acked, Answered, Call, CallEvent, Ended, Failed, Progress, UserA
 def _rank(failure: Failed) -> tuple[int, int]:
     """Lower is more relevant: 6xx (a global refusal), then the lowest class
     among 3xx-5xx; among 4xx the ones the caller can act on
-    (401/407/415/420/484, §16.7), then the others; a time-out without any
-    response comes last."""
+    (401/407/415/420/484, §16.7), then the others; among 5xx a 503 after
+    the others (it says that one server is overloaded, not that the request
+    failed: §16.7 step 6 would not even forward it); a time-out without any
+    response comes last.  Equal ranks go to the first to arrive."""
     status = failure.status
     if failure.response is None:
         return (9, status)
@@ -36,6 +38,8 @@ def _rank(failure: Failed) -> tuple[int, int]:
         return (0, status)
     if status in (401, 407, 415, 420, 484):
         return (status // 100, 0)
+    if status == 503:
+        return (5, 2)
     return (status // 100, 1)
 
 
