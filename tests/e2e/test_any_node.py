@@ -8,34 +8,16 @@ reaches node 1 over PostgreSQL ``LISTEN``/``NOTIFY``); the integrator's
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from tests.e2e.support import Env, drop_pg_schema, pg_schema_url, running
+from tests.e2e.test_calls import run, sipp_ok, wait_log
 from tests.sipp.harness import Sipp
 
 PATH = "/click2dial/calls"
-
-
-def run(coro: Coroutine[Any, Any, None]) -> None:
-    asyncio.run(asyncio.wait_for(coro, 90))
-
-
-async def sipp_ok(*peers: Sipp, timeout: float = 20) -> None:
-    for peer in peers:
-        await asyncio.to_thread(peer.assert_success, timeout)
-
-
-async def wait_log(peer: Sipp, text: str, timeout: float = 10) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while text not in peer.logs():
-        if loop.time() > deadline:
-            raise AssertionError(f"{peer.name} never logged {text!r}:\n{peer.logs()}")
-        await asyncio.sleep(0.05)
 
 
 @asynccontextmanager
