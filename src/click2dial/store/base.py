@@ -109,6 +109,22 @@ class CallLimits:
     def per_window(self) -> int:
         return max(1, math.floor(self.max_cps))
 
+    def over_concurrent(self) -> LimitExceededError:
+        return LimitExceededError(
+            "max_concurrent",
+            f"over the limit of {self.max_concurrent} concurrent calls",
+            retry_after=5,
+        )
+
+    def over_rate(self, oldest: float, created_at: float) -> LimitExceededError:
+        """``oldest``: the first call of the window; the refused one was
+        created at ``created_at``."""
+        return LimitExceededError(
+            "max_cps",
+            f"over the limit of {self.max_cps:g} calls per second",
+            retry_after=max(1, math.ceil(oldest + self.window - created_at)),
+        )
+
 
 class Listening(Protocol):
     """A subscription made by :meth:`Store.listen`."""

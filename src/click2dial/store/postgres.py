@@ -32,7 +32,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import replace
@@ -45,7 +44,6 @@ from click2dial.store.base import (
     DEFAULT_LEASE,
     AgentBusyError,
     CallLimits,
-    LimitExceededError,
     Listening,
     OutboxStats,
     Store,
@@ -133,7 +131,8 @@ _CREATE_LIMITED = (
     f"SELECT * FROM click2dial_limits(${_N_CALL_COLUMNS + 1}, ${_N_CALL_COLUMNS + 2},"
     f" ${_N_CALL_COLUMNS + 3}, ${_N_CALL_COLUMNS + 4}::text[], ${_N_CALL_COLUMNS + 5},"
     f" ${_N_CALL_COLUMNS + 6}, ${_N_CALL_COLUMNS + 7})),"
-    f" inserted AS ({SQL.call_insert.replace(' VALUES (', ' SELECT ').rstrip(')')}"
+    f" inserted AS (INSERT INTO calls ({CALL_LIST})"
+    f" SELECT {', '.join(f'${n}' for n in range(1, _N_CALL_COLUMNS + 1))}"
     " FROM verdict WHERE verdict.outcome = 'ok'"
     " ON CONFLICT (integrator, idempotency_key) DO NOTHING RETURNING call_ref)"
     " SELECT verdict.outcome, verdict.oldest, (SELECT call_ref FROM inserted) FROM verdict"
@@ -150,23 +149,6 @@ def _limit_args(call: CallRecord, limits: CallLimits, pool: int) -> tuple[Any, .
         limits.max_concurrent,
         limits.per_window,
         pool,  # the most creates this node runs at once
-    )
-
-
-def _limit_error(
-    outcome: str, oldest: float | None, call: CallRecord, limits: CallLimits
-) -> LimitExceededError:
-    if outcome == "max_concurrent":
-        return LimitExceededError(
-            "max_concurrent",
-            f"over the limit of {limits.max_concurrent} concurrent calls",
-            retry_after=5,
-        )
-    wait = (oldest if oldest is not None else call.created_at) + limits.window - call.created_at
-    return LimitExceededError(
-        "max_cps",
-        f"over the limit of {limits.max_cps:g} calls per second",
-        retry_after=max(1, math.ceil(wait)),
     )
 
 
@@ -327,8 +309,10 @@ class PostgresStore(Store):
                             existing = await self._by_key(conn, call)
                             if existing is not None:
                                 return existing, False  # a replay is never over a limit
-                        elif outcome != "ok":
-                            raise _limit_error(outcome, oldest, call, limits)
+                        elif outcome == "max_concurrent":
+                            raise limits.over_concurrent()
+                        elif outcome == "max_cps":
+                            raise limits.over_rate(oldest, call.created_at)
                 except asyncpg.UniqueViolationError as exc:
                     if exc.constraint_name != _LIVE_AGENT_INDEX:
                         raise StoreError(f"cannot store call {call.call_ref}: {exc}") from exc

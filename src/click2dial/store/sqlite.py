@@ -39,7 +39,6 @@ from click2dial.store.base import (
     DEFAULT_LEASE,
     AgentBusyError,
     CallLimits,
-    LimitExceededError,
     OutboxStats,
     Store,
     StoreError,
@@ -274,11 +273,7 @@ class SQLiteStore(Store):
                         existing = self._call(key)
                         if existing is not None:
                             return existing, False
-                    raise LimitExceededError(
-                        "max_concurrent",
-                        f"over the limit of {limits.max_concurrent} concurrent calls",
-                        retry_after=5,
-                    )
+                    raise limits.over_concurrent()
             try:
                 conn.execute(SQL.call_insert, SQL.call_params(call))
             except sqlite3.IntegrityError as exc:
