@@ -170,6 +170,8 @@ class Click2Dial:
         integrator = self.config.integrators.get(record.integrator)
         if integrator is None:
             return []
+        if not integrator.has_targets:
+            return []
         document = {"type": "cdr", "payload": cdr_payload(record, outcome, ended_at)}
         targets = []
         if integrator.redis:
@@ -569,7 +571,8 @@ class Click2Dial:
             "duration_s": round(ended - record.created_at, 3),
             "talk_s": round(ended - answered, 3) if answered is not None else 0.0,
         }})  # fmt: skip
-        if self.notifier is not None:
+        integrator = self.config.integrators.get(record.integrator)
+        if self.notifier is not None and integrator is not None and integrator.has_targets:
             self.notifier.wake()  # its CDR was committed with the end: send it now
 
     def _call_placed(self, record: CallRecord) -> None:

@@ -383,6 +383,11 @@ class IntegratorConfig:
     max_call_duration: int = DEFAULT_MAX_CALL_DURATION
 
     @property
+    def has_targets(self) -> bool:
+        """Whether this integrator is notified at all (Redis or a webhook)."""
+        return bool(self.redis or self.webhook_url)
+
+    @property
     def redis_db(self) -> int | None:
         """The Redis database number of :attr:`redis` (0 when the URL has none)."""
         if self.redis is None:

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 from pathlib import Path
 
-from click2dial.store import AgentBusyError
+import pytest
+
+from click2dial.store import AgentBusyError, StoreError
 from click2dial.store.sqlite import SQLiteStore
 from tests.store.support import T0, make_call
 
@@ -49,5 +52,33 @@ def test_concurrent_writes_share_commits_and_a_failure_undoes_only_itself(
         )  # fmt: skip
         assert final is not None and final.agent_leg == "ringing"
         await store.close()
+
+    asyncio.run(main())
+
+
+def test_the_worker_thread_lives_from_open_to_close_and_a_failed_open_leaves_none(
+    tmp_path: Path,
+) -> None:
+    def workers() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == "click2dial-sqlite"]
+
+    async def main() -> None:
+        before = len(workers())
+        store = SQLiteStore(str(tmp_path / "w.db"))
+        await store.open()
+        assert len(workers()) == before + 1
+        # Jobs from many tasks at once all come back on the loop.
+        calls = [make_call(agent=f"2{i:03d}") for i in range(20)]
+        await asyncio.gather(*(store.create_call(call) for call in calls))
+        assert len(await store.live_calls()) == 20
+        await store.close()
+        assert len(workers()) == before
+        with pytest.raises(StoreError, match="not open"):
+            await store.live_calls()
+        # An open that fails (no such folder) takes its thread down with it.
+        broken = SQLiteStore(str(tmp_path / "missing" / "w.db"))
+        with pytest.raises(StoreError, match="no folder"):
+            await broken.open()
+        assert len(workers()) == before
 
     asyncio.run(main())
