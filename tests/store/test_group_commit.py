@@ -14,7 +14,7 @@ import pytest
 
 from click2dial.store import AgentBusyError, StoreError
 from click2dial.store.sqlite import SQLiteStore
-from tests.store.support import T0, make_call
+from tests.store.support import T0, end_fields, make_call, make_notification
 
 
 def test_concurrent_writes_share_commits_and_a_failure_undoes_only_itself(
@@ -80,5 +80,57 @@ def test_the_worker_thread_lives_from_open_to_close_and_a_failed_open_leaves_non
         with pytest.raises(StoreError, match="no folder"):
             await broken.open()
         assert len(workers()) == before
+
+    asyncio.run(main())
+
+
+def test_a_job_that_fails_after_writing_is_undone_alone_by_running_its_group_again(
+    tmp_path: Path,
+) -> None:
+    """Groups run without savepoints first.  A finish whose notification
+    clashes with a queued one (its UPDATE done, its INSERT refused) must
+    leave its call live while the finishes queued with it land."""
+
+    async def main() -> None:
+        store = SQLiteStore(str(tmp_path / "r.db"))
+        await store.open()
+        try:
+            clash, *others = [make_call(agent=f"3{i:03d}") for i in range(4)]
+            for call in (clash, *others):
+                await store.create_call(call)
+            queued = make_notification(clash)
+            await store.enqueue([queued])
+            duplicate = make_notification(clash, id=queued.id)
+            reruns = store.reruns
+            # The worker waits at a gate until all four are queued: one group.
+            gate = threading.Event()
+            store._inbox.put(gate.wait)
+            pending = asyncio.gather(
+                *(store.finish_call(call.call_ref, **end_fields()) for call in others[:2]),
+                store.finish_call(clash.call_ref, notifications=[duplicate], **end_fields()),
+                store.finish_call(others[2].call_ref, **end_fields()),
+                return_exceptions=True,
+            )
+            await asyncio.sleep(0)  # one turn of the loop: each task queues its job
+            assert len(store._jobs) == 4
+            gate.set()
+            results = await pending
+            assert isinstance(results[2], StoreError), results
+            assert all(r is not None and r.end_reason == "callee_hungup" for r in results[:2])
+            assert results[3] is not None and results[3].ended_at == T0 + 60
+            assert store.reruns == reruns + 1  # the four shared one group, run twice
+            live = {call.call_ref for call in await store.live_calls()}
+            assert live == {clash.call_ref}  # its UPDATE was undone, nothing else
+            # Alone in its group, the failure needs no second run.
+            with pytest.raises(StoreError, match="cannot queue notifications"):
+                await store.finish_call(clash.call_ref, notifications=[duplicate], **end_fields())
+            assert store.reruns == reruns + 1
+            assert {call.call_ref for call in await store.live_calls()} == {clash.call_ref}
+            # A finish returns the ended row as stored (RETURNING).
+            ended = await store.finish_call(clash.call_ref, **end_fields(end_code=17))
+            assert ended is not None and ended.end_code == 17 and ended.state == "ended"
+            assert await store.finish_call(clash.call_ref, **end_fields()) is None
+        finally:
+            await store.close()
 
     asyncio.run(main())
