@@ -844,24 +844,48 @@ class CallController:
         reached in between ride along with the next of those writes: they
         only serve other readers of the store (this node shows its own calls
         from memory), and the end carries them all anyway.  A dialog the
-        store refuses is offered again while its call is live."""
+        store refuses is offered again while its call is live.
+
+        What is queued when the writer comes round is written at once: one
+        update per call (a call's later fields win), the calls' updates side
+        by side, so that under load they share the store's commits instead
+        of queueing one commit each behind the other."""
         while self._writes:
-            live, leg, state = self._writes.popleft()
-            ref = live.call_ref
-            if live.end is not None:
-                continue  # the end is on its way: it carries the fields
-            update = {**live.unwritten, DIALOG_COLUMNS[leg]: state}
-            live.unwritten.clear()
-            try:
-                await self.store.update_call(ref, **update)
-            except Exception as exc:
-                log.warning("call %s: %s dialog not stored yet (%s)", ref, leg, exc)
+            batch: dict[str, tuple[LiveCall, dict[str, Any], list[tuple[str, dict[str, Any]]]]]
+            batch = {}
+            while self._writes:
+                live, leg, state = self._writes.popleft()
+                if live.end is not None:
+                    continue  # the end is on its way: it carries the fields
+                entry = batch.get(live.call_ref)
+                if entry is None:
+                    entry = batch[live.call_ref] = (live, {}, [])
+                entry[1].update(live.unwritten)
+                entry[1][DIALOG_COLUMNS[leg]] = state
+                entry[2].append((leg, state))
+                live.unwritten.clear()
+            if not batch:
+                return
+            results = await asyncio.gather(
+                *(self.store.update_call(ref, **update) for ref, (_, update, _) in batch.items()),
+                return_exceptions=True,
+            )
+            for (ref, (live, update, legs)), result in zip(batch.items(), results, strict=True):
+                if not isinstance(result, BaseException):
+                    continue
+                if not isinstance(result, Exception):
+                    raise result  # cancelled: the controller is stopping
+                log.warning(
+                    "call %s: %s dialog not stored yet (%s)",
+                    ref, " and ".join(leg for leg, _ in legs), result,
+                )  # fmt: skip
                 for name, value in update.items():
                     if name not in DIALOG_COLUMNS.values():
                         live.unwritten.setdefault(name, value)
-                asyncio.get_running_loop().call_later(
-                    DIALOG_RETRY, self._retry_write, live, leg, state
-                )
+                for leg, state in legs:
+                    asyncio.get_running_loop().call_later(
+                        DIALOG_RETRY, self._retry_write, live, leg, state
+                    )
 
     def _retry_write(self, live: LiveCall, leg: str, state: dict[str, Any]) -> None:
         if live.end is None and live.call_ref in self.live:
