@@ -53,6 +53,17 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(_TEXT_FORMAT)
+        self._second = -1
+        self._stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        # The date and time to the second are formatted once a second, not
+        # once a line (strftime is most of the cost of a short line).
+        second = int(record.created)
+        if second != self._second:
+            self._stamp = super().formatTime(record, datefmt).rpartition(",")[0]
+            self._second = second
+        return f"{self._stamp},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -91,6 +102,13 @@ def resolve(
 
 def configure(log_format: str, level: str, stream: TextIO | None = None) -> None:
     """Send every log line to ``stream`` (stderr) in the chosen format."""
+    # Nothing printed names the caller's file and line, the thread or the
+    # process: LogRecord need not find them for each line (the logging
+    # HOWTO's "Optimization").
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
