@@ -211,6 +211,7 @@ class EndWriter:
                     await self.on_written(end)
                 except Exception:
                     log.exception("call-ended hook failed for %s", end.call_ref)
+            del end  # not kept alive while the writer waits for the next one
 
 
 def write_spool(path: Path, ends: list[PendingEnd]) -> None:

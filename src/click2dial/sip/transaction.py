@@ -159,7 +159,11 @@ class Transaction:
 
 
 class ClientTransaction(Transaction):
-    __slots__ = ("_data", "_interval", "last_response")
+    # No response is kept: each goes to the TU as it comes, and a transaction
+    # waits up to 64*T1 after its final one (timers D, K, M) with nothing
+    # to do but absorb copies.  Kept, every call's answers stayed alive that
+    # long for the garbage collector to walk.
+    __slots__ = ("_data", "_interval")
 
     def __init__(self, tu: TransactionUser, request: Request, target: Target) -> None:
         super().__init__(tu, request, target)
@@ -167,7 +171,6 @@ class ClientTransaction(Transaction):
         self.key = client_key(branch, request.method)
         self._data = request.to_bytes()
         self._interval = tu.timers.t1
-        self.last_response: Response | None = None
 
     def start(self) -> None:
         raise NotImplementedError
@@ -205,7 +208,6 @@ class InviteClientTransaction(ClientTransaction):
         status = response.status
         state = self.state
         if state in (State.CALLING, State.PROCEEDING):
-            self.last_response = response
             if status < 200:
                 self.state = State.PROCEEDING
                 self._stop_timer("A", "B")
@@ -272,7 +274,6 @@ class NonInviteClientTransaction(ClientTransaction):
     def receive_response(self, response: Response) -> None:
         if self.state not in (State.TRYING, State.PROCEEDING):
             return
-        self.last_response = response
         if response.status < 200:
             self.state = State.PROCEEDING
             self.tu.tx_response(self, response)
