@@ -168,9 +168,7 @@ class Click2Dial:
     ) -> list[Notification]:
         """The CDR outbox rows of an ended call, one per integrator target."""
         integrator = self.config.integrators.get(record.integrator)
-        if integrator is None:
-            return []
-        if not integrator.has_targets:
+        if integrator is None or not integrator.has_targets:
             return []
         document = {"type": "cdr", "payload": cdr_payload(record, outcome, ended_at)}
         targets = []
