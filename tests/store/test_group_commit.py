@@ -134,3 +134,50 @@ def test_a_job_that_fails_after_writing_is_undone_alone_by_running_its_group_aga
             await store.close()
 
     asyncio.run(main())
+
+
+def test_a_dialog_write_rides_along_with_the_next_job_or_goes_alone_soon_after(
+    tmp_path: Path,
+) -> None:
+    async def main() -> None:
+        store = SQLiteStore(str(tmp_path / "l.db"))
+        await store.open()
+        try:
+            first, second = make_call(agent="5001"), make_call(agent="5002")
+            await store.create_call(first)
+            await store.create_call(second)
+            # Alone, it is committed on its own, without waiting for company.
+            groups = store.groups
+            assert await store.update_call(first.call_ref, agent_answered_at=T0 + 1)
+            assert store.groups == groups + 1
+            # Queued, it starts no group; the next call's creation takes it along.
+            groups = store.groups
+            update = asyncio.ensure_future(
+                store.save_dialog(second.call_ref, "agent", {"call_id": "x", "local_seq": 1})
+            )
+            await asyncio.sleep(0)  # one turn of the loop: the write is queued
+            assert len(store._jobs) == 1 and not store._group_due
+            third = make_call(agent="5003")
+            assert (await store.create_call(third))[1]
+            await update
+            assert store.groups == groups + 1
+            assert (await store.dialogs_of(second.call_ref))["agent"]["call_id"] == "x"
+            # A lazy write queued when the store closes is written before it closes.
+            pending = asyncio.ensure_future(
+                store.update_call(third.call_ref, agent_answered_at=T0 + 2)
+            )
+            await asyncio.sleep(0)
+            await store.close()
+            assert await pending
+        finally:
+            await store.close()
+        reopened = SQLiteStore(str(tmp_path / "l.db"))
+        await reopened.open()
+        try:
+            stored = {c.call_ref: c for c in await reopened.live_calls()}
+            assert stored[third.call_ref].agent_answered_at == T0 + 2
+            assert stored[first.call_ref].agent_answered_at == T0 + 1
+        finally:
+            await reopened.close()
+
+    asyncio.run(main())

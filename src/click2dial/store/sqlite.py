@@ -77,6 +77,10 @@ _MIN_SQLITE = (3, 35, 0)
 # soon: busy or locked past the timeout, I/O error, disk full, cannot open.
 _TRANSIENT = frozenset({5, 6, 10, 13, 14})
 
+#: The longest a lazy job (:meth:`SQLiteStore._run`) waits for a group to
+#: ride along with.  Under load the next call's creation comes sooner.
+LAZY_COMMIT = 0.010
+
 
 def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, result, exc in outcomes:
@@ -98,6 +102,7 @@ class SQLiteStore(Store):
         self._conn: sqlite3.Connection | None = None  # touched on the worker only
         self._jobs: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
         self._group_due = False
+        self._lazy_timer: asyncio.TimerHandle | None = None
         self.groups = 0
         """Group commits so far (each one transaction and one fsync)."""
         self.reruns = 0
@@ -106,17 +111,25 @@ class SQLiteStore(Store):
 
     # -- plumbing -------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+    async def _run(self, fn: Callable[..., T], *args: Any, lazy: bool = False) -> T:
         """Run one job on the worker, in the next group commit (see
-        :meth:`_run_group`); its result once that group is durable."""
+        :meth:`_run_group`); its result once that group is durable.
+
+        A ``lazy`` job starts no group of its own at once: it rides along
+        with the next job that does, or goes on its own after
+        :data:`LAZY_COMMIT`.  For writes nobody waits on to go on (a leg's
+        dialog): a group commit costs about 0.2 ms of CPU whatever it
+        carries, and at 100 calls/s most groups carried a single job."""
         if self._thread is None:
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
         self._jobs.append((functools.partial(fn, *args), future))
         if not self._group_due:
-            self._group_due = True
-            self._inbox.put(functools.partial(self._run_group, loop))
+            if not lazy:
+                self._start_group(loop)
+            elif self._lazy_timer is None:
+                self._lazy_timer = loop.call_later(LAZY_COMMIT, self._lazy_due, loop)
         try:
             result: T = await future
         except sqlite3.Error as exc:
@@ -124,6 +137,18 @@ class SQLiteStore(Store):
                 raise self._unavailable(f"SQLite: {exc}") from exc
             raise StoreError(f"SQLite: {exc}") from exc
         return result
+
+    def _start_group(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._group_due = True
+        if self._lazy_timer is not None:
+            self._lazy_timer.cancel()
+            self._lazy_timer = None
+        self._inbox.put(functools.partial(self._run_group, loop))
+
+    def _lazy_due(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._lazy_timer = None
+        if self._jobs and not self._group_due:
+            self._start_group(loop)
 
     async def _run_alone(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a job outside any group (opening and closing the connection)."""
@@ -288,6 +313,8 @@ class SQLiteStore(Store):
     async def close(self) -> None:
         if self._thread is None:
             return
+        if self._jobs and not self._group_due:
+            self._start_group(asyncio.get_running_loop())  # lazy jobs go before the close
         try:
             await self._run_alone(self._close)
         finally:
@@ -368,7 +395,7 @@ class SQLiteStore(Store):
         check_update(fields)
         if not fields:
             return await self._run(self._one, SQL.is_live(call_ref)) is not None
-        return await self._run(self._changed, SQL.update_call(call_ref, fields))
+        return await self._run(self._changed, SQL.update_call(call_ref, fields), lazy=True)
 
     async def get_call(self, integrator: str, call_ref: str) -> CallRecord | None:
         return await self._run(self._call, SQL.call_by_ref(call_ref, integrator))
@@ -431,7 +458,7 @@ class SQLiteStore(Store):
 
     async def save_dialog(self, call_ref: str, leg: str, state: dict[str, Any]) -> None:
         column = check_dialog(leg, state)
-        await self._run(self._changed, SQL.save_dialog(call_ref, column, state))
+        await self._run(self._changed, SQL.save_dialog(call_ref, column, state), lazy=True)
 
     async def dialogs_of(self, call_ref: str) -> dict[str, dict[str, Any]]:
         return SQL.dialogs_from(await self._run(self._one, SQL.dialogs_of(call_ref)))
