@@ -10,16 +10,16 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
-@dataclass(slots=True, order=True)
+@dataclass(slots=True, eq=False)
 class Timer:
     deadline: float
     seq: int
-    callback: Callable[[], None] = field(compare=False)
-    name: str = field(default="", compare=False)
-    cancelled: bool = field(default=False, compare=False)
+    callback: Callable[[], None]
+    name: str = ""
+    cancelled: bool = False
 
     def cancel(self) -> None:
         self.cancelled = True
@@ -39,38 +39,43 @@ _COMPACT_FLOOR = 1024
 
 class TimerQueue:
     """A heap of :class:`Timer`; cancelled timers are dropped lazily, and
-    all at once when they could make up half of the heap."""
+    all at once when they could make up half of the heap.
+
+    The heap holds ``(deadline, seq, timer)``: tuples compare in C, where a
+    dataclass's generated ``__lt__`` was a Python call per comparison
+    (about a hundred per call placed)."""
 
     __slots__ = ("_compact_at", "_counter", "_heap")
 
     def __init__(self) -> None:
-        self._heap: list[Timer] = []
+        self._heap: list[tuple[float, int, Timer]] = []
         self._counter = itertools.count()
         self._compact_at = _COMPACT_FLOOR
 
     def schedule(self, deadline: float, callback: Callable[[], None], name: str = "") -> Timer:
-        timer = Timer(deadline, next(self._counter), callback, name)
+        seq = next(self._counter)
+        timer = Timer(deadline, seq, callback, name)
         heap = self._heap
         if len(heap) >= self._compact_at:
             # Amortised O(1): the heap has doubled since the last pass.
-            heap = self._heap = [t for t in heap if not t.cancelled]
+            heap = self._heap = [entry for entry in heap if not entry[2].cancelled]
             heapq.heapify(heap)
             self._compact_at = max(_COMPACT_FLOOR, 2 * len(heap))
-        heapq.heappush(heap, timer)
+        heapq.heappush(heap, (deadline, seq, timer))
         return timer
 
     def next_deadline(self) -> float | None:
         heap = self._heap
-        while heap and heap[0].cancelled:
+        while heap and heap[0][2].cancelled:
             heapq.heappop(heap)
-        return heap[0].deadline if heap else None
+        return heap[0][0] if heap else None
 
     def fire(self, now: float) -> int:
         """Run every timer due at ``now``; returns how many ran."""
         heap = self._heap
         ran = 0
-        while heap and heap[0].deadline <= now:
-            timer = heapq.heappop(heap)
+        while heap and heap[0][0] <= now:
+            timer = heapq.heappop(heap)[2]
             if timer.cancelled:
                 continue
             timer.cancelled = True
@@ -79,4 +84,4 @@ class TimerQueue:
         return ran
 
     def __len__(self) -> int:
-        return sum(1 for t in self._heap if not t.cancelled)
+        return sum(1 for entry in self._heap if not entry[2].cancelled)
