@@ -70,6 +70,7 @@ from __future__ import annotations
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from .. import ids
@@ -94,6 +95,7 @@ from .transaction import (
     TimerConfig,
     Transaction,
     server_key,
+    target,
 )
 from .uri import Uri
 
@@ -125,7 +127,7 @@ def uri_target(uri: Uri, default_transport: str = "udp") -> Target:
     host = uri.params.get("maddr") or uri.host
     if host.startswith("["):
         host = host[1:-1]
-    return Target(transport, host, port)
+    return target(transport, host, port)
 
 
 @dataclass(slots=True)
@@ -627,7 +629,7 @@ class Endpoint:
     def _rx_flow(self) -> Target:
         """The transport address of the response being processed."""
         host, port = self._rx_source
-        return Target(self._rx_transport, host, port)
+        return target(self._rx_transport, host, port)
 
     @staticmethod
     def _dialog_target(dialog: Dialog) -> Target:
@@ -817,7 +819,7 @@ class Endpoint:
             self._complete(handle, 481, None)
         # Kept in the table until the BYE transaction ends, so that the 200 of
         # a retransmitted INVITE can still be re-ACKed; dropped after 64*T1.
-        self.schedule(64 * self.timers.t1, lambda: self._forget(dialog), "dialog-gc")
+        self.schedule(64 * self.timers.t1, partial(self._forget, dialog), "dialog-gc")
 
     def _forget(self, dialog: Dialog) -> None:
         if self._dialogs.get(dialog.id) is dialog:
@@ -997,11 +999,11 @@ class Endpoint:
 
     def _response_target(self, request: Request, transport: str, source: tuple[str, int]) -> Target:
         if transport != "udp":
-            return Target(transport, source[0], source[1])
+            return target(transport, source[0], source[1])
         via = request.via[0]
         if "rport" in via.params:
-            return Target("udp", source[0], source[1])
-        return Target("udp", via.params.get("received") or via.host, via.port or 5060)
+            return target("udp", source[0], source[1])
+        return target("udp", via.params.get("received") or via.host, via.port or 5060)
 
     def _reply_stateless(self, request: Request, target: Target, status: int) -> None:
         self.send(request.response(status, to_tag=new_tag()).to_bytes(), target)

@@ -35,7 +35,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import lru_cache, partial
 from typing import Protocol
 
 from .message import Request, Response
@@ -64,6 +64,15 @@ class Target:
     @property
     def reliable(self) -> bool:
         return self.transport in RELIABLE
+
+
+@lru_cache(maxsize=4096)
+def target(transport: str, host: str, port: int) -> Target:
+    """The one :class:`Target` of an address (targets are values): a call's
+    transactions, dialogs and responses share it instead of each holding a
+    copy for the garbage collector to walk, and a hit costs less than
+    building a frozen dataclass."""
+    return Target(transport, host, port)
 
 
 class State(enum.Enum):
