@@ -12,7 +12,7 @@ import gc
 import weakref
 from pathlib import Path
 
-from click2dial.sip.transaction import ClientTransaction, State
+from click2dial.sip.transaction import ClientTransaction, State, TimerConfig
 from tests.e2e.support import running
 from tests.e2e.test_calls import run, sipp_ok
 from tests.sipp.harness import Sipp
@@ -26,7 +26,11 @@ def test_an_ended_call_is_not_kept_alive_by_the_transactions_that_outlive_it(
             Sipp("agent_answer_hangup", variables={"talk_ms": 300}) as agent,
             Sipp("trunk_answer", variables={"ring_ms": 100}) as trunk,
         ):
-            async with running(tmp_path, agent_port=agent.port, trunk_port=trunk.port) as env:
+            # RFC timers (T1 0.5 s): timer M holds the INVITEs for 32 s, far
+            # longer than the checks below take, however slow the machine.
+            async with running(
+                tmp_path, agent_port=agent.port, trunk_port=trunk.port, timers=TimerConfig()
+            ) as env:
                 assert env.service.controller is not None and env.service.ua is not None
                 response = await env.place()
                 assert response.status_code == 201, response.text
