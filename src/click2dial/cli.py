@@ -59,6 +59,14 @@ async def _run(config: Config) -> int:
     from .app import Click2Dial
 
     service = Click2Dial(config)
+    # The signals are handled before the start: the HTTP port answers (and a
+    # supervisor may already send SIGTERM) before start() has returned, and a
+    # SIGTERM then must stop the node cleanly once it has started, not kill
+    # it half way.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
     try:
         await service.start()
     except OSError as exc:
@@ -74,10 +82,6 @@ async def _run(config: Config) -> int:
 
         report_ready()
     _tune_gc()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping: hanging up live calls")
     await service.stop()

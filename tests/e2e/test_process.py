@@ -198,3 +198,41 @@ def test_check_config_names_every_problem(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert f"{bad}: integrators.acme.max_cps" in result.stderr
     assert f"{bad}: integrators.acme.api_keys" in result.stderr
+
+
+def test_a_sigterm_while_the_node_starts_stops_it_cleanly(tmp_path: Path) -> None:
+    """The HTTP port answers before start-up is over, so a supervisor (or a
+    test) may send SIGTERM then.  The node must finish starting and stop in
+    order (exit 0), not die of the signal half way (-15)."""
+    config = tmp_path / "c2d.toml"
+    config.write_text(
+        config_text(
+            database=f"sqlite:///{tmp_path}/c2d.db",
+            agent_port=None,
+            trunk_port=None,
+            http_port=free_port("tcp"),
+            sip_port=free_port_both(),
+        )
+    )
+    process = subprocess.Popen(
+        [PYTHON, "-m", "click2dial.cli", "serve", "--config", str(config)],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            # start() logs the descriptor budget first, long before it returns.
+            if b"open-file limit" in line:
+                break
+        process.send_signal(signal.SIGTERM)
+        rest = process.stderr.read()
+        returncode = process.wait(20)
+    finally:
+        stop(process)
+    log = b"".join([*seen, rest]).decode(errors="replace")
+    assert returncode == 0, log
+    assert "running on" in log and "stopping: hanging up live calls" in log
