@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 @dataclass(slots=True, eq=False)
 class Timer:
-    deadline: float
-    seq: int
+    """A scheduled callback; its deadline and order live in the queue's heap."""
+
     callback: Callable[[], None]
     name: str = ""
     cancelled: bool = False
@@ -53,15 +53,14 @@ class TimerQueue:
         self._compact_at = _COMPACT_FLOOR
 
     def schedule(self, deadline: float, callback: Callable[[], None], name: str = "") -> Timer:
-        seq = next(self._counter)
-        timer = Timer(deadline, seq, callback, name)
+        timer = Timer(callback, name)
         heap = self._heap
         if len(heap) >= self._compact_at:
             # Amortised O(1): the heap has doubled since the last pass.
             heap = self._heap = [entry for entry in heap if not entry[2].cancelled]
             heapq.heapify(heap)
             self._compact_at = max(_COMPACT_FLOOR, 2 * len(heap))
-        heapq.heappush(heap, (deadline, seq, timer))
+        heapq.heappush(heap, (deadline, next(self._counter), timer))
         return timer
 
     def next_deadline(self) -> float | None:
