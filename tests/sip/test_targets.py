@@ -6,16 +6,18 @@ timers)."""
 from __future__ import annotations
 
 from click2dial.sip.endpoint import uri_target
-from click2dial.sip.transaction import Target, target
+from click2dial.sip.transaction import Target, shared_target
 from click2dial.sip.uri import parse_uri
 
 
 def test_one_target_object_per_address_equal_to_a_built_one() -> None:
-    first = target("udp", "192.0.2.7", 5060)
-    assert first is target("udp", "192.0.2.7", 5060)
+    first = shared_target("udp", "192.0.2.7", 5060)
+    assert first is shared_target("udp", "192.0.2.7", 5060)
     assert first == Target("udp", "192.0.2.7", 5060)
-    assert target("tcp", "192.0.2.7", 5060) != first
+    assert shared_target("tcp", "192.0.2.7", 5060) != first
     a = uri_target(parse_uri("sip:1001@192.0.2.7"))
     b = uri_target(parse_uri("sip:1002@192.0.2.7:5060;transport=udp"))
     assert a is b is first
-    assert uri_target(parse_uri("sips:1001@[2001:db8::1]")) is target("tls", "2001:db8::1", 5061)
+    assert uri_target(parse_uri("sips:1001@[2001:db8::1]")) is shared_target(
+        "tls", "2001:db8::1", 5061
+    )

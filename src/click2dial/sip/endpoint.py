@@ -95,7 +95,7 @@ from .transaction import (
     TimerConfig,
     Transaction,
     server_key,
-    target,
+    shared_target,
 )
 from .uri import Uri
 
@@ -127,7 +127,7 @@ def uri_target(uri: Uri, default_transport: str = "udp") -> Target:
     host = uri.params.get("maddr") or uri.host
     if host.startswith("["):
         host = host[1:-1]
-    return target(transport, host, port)
+    return shared_target(transport, host, port)
 
 
 @dataclass(slots=True)
@@ -629,7 +629,7 @@ class Endpoint:
     def _rx_flow(self) -> Target:
         """The transport address of the response being processed."""
         host, port = self._rx_source
-        return target(self._rx_transport, host, port)
+        return shared_target(self._rx_transport, host, port)
 
     @staticmethod
     def _dialog_target(dialog: Dialog) -> Target:
@@ -999,11 +999,11 @@ class Endpoint:
 
     def _response_target(self, request: Request, transport: str, source: tuple[str, int]) -> Target:
         if transport != "udp":
-            return target(transport, source[0], source[1])
+            return shared_target(transport, source[0], source[1])
         via = request.via[0]
         if "rport" in via.params:
-            return target("udp", source[0], source[1])
-        return target("udp", via.params.get("received") or via.host, via.port or 5060)
+            return shared_target("udp", source[0], source[1])
+        return shared_target("udp", via.params.get("received") or via.host, via.port or 5060)
 
     def _reply_stateless(self, request: Request, target: Target, status: int) -> None:
         self.send(request.response(status, to_tag=new_tag()).to_bytes(), target)

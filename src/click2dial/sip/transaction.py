@@ -67,7 +67,7 @@ class Target:
 
 
 @lru_cache(maxsize=4096)
-def target(transport: str, host: str, port: int) -> Target:
+def shared_target(transport: str, host: str, port: int) -> Target:
     """The one :class:`Target` of an address (targets are values): a call's
     transactions, dialogs and responses share it instead of each holding a
     copy for the garbage collector to walk, and a hit costs less than
