@@ -302,16 +302,14 @@ class PostgresStore(Store):
                     else:
                         # One autocommitted statement: the integrator's lock
                         # is held for the checks, the insert and the commit.
+                        # A replay inserts nothing and is found by its key
+                        # below: it is never over a limit.
                         outcome, oldest, inserted = await conn.fetchrow(
                             _CREATE_LIMITED, *args, *_limit_args(call, limits, self._max_size)
                         )
-                        if outcome == "replay":
-                            existing = await self._by_key(conn, call)
-                            if existing is not None:
-                                return existing, False  # a replay is never over a limit
-                        elif outcome == "max_concurrent":
+                        if outcome == "max_concurrent":
                             raise limits.over_concurrent()
-                        elif outcome == "max_cps":
+                        if outcome == "max_cps":
                             raise limits.over_rate(oldest, call.created_at)
                 except asyncpg.UniqueViolationError as exc:
                     if exc.constraint_name != _LIVE_AGENT_INDEX:
