@@ -229,13 +229,6 @@ class ServerConfig:
     """Requests per kept-alive HTTP connection; ``None``: 0 (no limit) for
     one process, :data:`DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION` with
     ``workers``."""
-
-    @property
-    def requests_per_connection(self) -> int:
-        if self.max_requests_per_connection is not None:
-            return self.max_requests_per_connection
-        return DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION if self.workers > 1 else 0
-
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL
     """Seconds between this node's heartbeats in the store."""
     takeover_after: float = DEFAULT_TAKEOVER_AFTER
@@ -248,6 +241,12 @@ class ServerConfig:
     needs PostgreSQL."""
     worker: int | None = None
     """Which worker this process is (set by the supervisor, not a key)."""
+
+    @property
+    def requests_per_connection(self) -> int:
+        if self.max_requests_per_connection is not None:
+            return self.max_requests_per_connection
+        return DEFAULT_HTTP_MAX_REQUESTS_PER_CONNECTION if self.workers > 1 else 0
 
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
