@@ -18,7 +18,7 @@ import pytest
 from click2dial.calls import ending
 from click2dial.calls.ending import EndWriter, PendingEnd, read_spool, replay_spool
 from click2dial.calls.outcome import Outcome
-from click2dial.store import CallRecord, Store, open_store
+from click2dial.store import CallRecord, Store, open_store, sqlite
 from tests.store.support import T0, make_call, make_notification
 
 
@@ -84,6 +84,74 @@ def test_ends_survive_a_store_outage_in_order_and_once(tmp_path: Path) -> None:
             assert final.end_reason == "callee_hungup"
         assert len(await store.undelivered("acme")) == 3  # one CDR row each
         assert await store.count_live("acme") == 0
+        assert writer.pending_agent("acme", "1001") is None
+        assert writer.pending_of("acme") == 0 and writer.pending_refs("acme") == ()
+        await writer.close(1)
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_ends_queued_together_share_one_commit_in_their_order(tmp_path: Path) -> None:
+    """Ten ends submitted at once are ten jobs of one group commit, run in
+    the order the calls ended (one at a time, they took ten commits)."""
+
+    async def main() -> None:
+        store = open_store(f"sqlite:///{tmp_path}/c.db")
+        await store.open()
+        calls = [make_call(agent=f"10{i:02d}") for i in range(10)]
+        await stored(store, *calls)
+        written: list[str] = []
+
+        async def on_written(end: PendingEnd) -> None:
+            written.append(end.call_ref)
+
+        writer = EndWriter(store, on_written=on_written)
+        groups = store.groups  # type: ignore[attr-defined]
+        for i, call in enumerate(calls):
+            writer.submit(pending_end(call, T0 + 10 + i))
+        assert writer.pending_of("acme") == 10
+        assert writer.pending_refs("acme") == tuple(c.call_ref for c in calls)
+        assert await writer.flush(calls[-1].call_ref, 5)
+        assert written == [c.call_ref for c in calls]
+        assert store.groups - groups == 1  # type: ignore[attr-defined]
+        assert writer.pending_of("acme") == 0
+        ends = [await store.get_call("acme", c.call_ref) for c in calls]
+        assert [e.ended_at for e in ends if e is not None] == [T0 + 10 + i for i in range(10)]
+        await writer.close(1)
+        await store.close()
+
+    asyncio.run(main())
+
+
+def test_an_end_rides_along_with_the_next_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The end writer's write is lazy: it starts no commit of its own but
+    rides along with the next one (a new call's insert: one group for
+    both), and is durable once written."""
+    monkeypatch.setattr(sqlite, "LAZY_COMMIT", 30.0)  # no lone commit during the test
+
+    async def main() -> None:
+        store = open_store(f"sqlite:///{tmp_path}/c.db")
+        await store.open()
+        call = make_call(agent="1001")
+        await stored(store, call)
+        writer = EndWriter(store)
+        groups = store.groups  # type: ignore[attr-defined]
+        writer.submit(pending_end(call, T0 + 10))
+        while not store._jobs:  # type: ignore[attr-defined]  # the end's job is queued
+            await asyncio.sleep(0)
+        # Whatever the worker thread was handed before this has run after it.
+        await store._run_alone(lambda: None)  # type: ignore[attr-defined]
+        assert store.groups == groups  # type: ignore[attr-defined]  # no commit for the end alone
+        assert not writer.pending(call.call_ref).written.is_set()  # type: ignore[union-attr]
+        _, created = await store.create_call(make_call(agent="1002"))
+        assert created
+        assert await writer.flush(call.call_ref, 5)
+        assert store.groups - groups == 1  # type: ignore[attr-defined]
+        final = await store.get_call("acme", call.call_ref)
+        assert final is not None and final.state == "ended"
         await writer.close(1)
         await store.close()
 

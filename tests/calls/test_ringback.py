@@ -5,17 +5,20 @@ leaves the others playing."""
 from __future__ import annotations
 
 import asyncio
+import socket
 
 from click2dial.calls import ringback
-from click2dial.calls.ringback import PCMA, PCMU, Ringback, cadence_frames
+from click2dial.calls.ringback import PCMA, PCMU, Ringback, RtpSockets, cadence_frames
 
 
 class Sink(asyncio.DatagramProtocol):
     def __init__(self) -> None:
         self.packets: list[bytes] = []
+        self.sources: set[tuple[str, int]] = set()
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         self.packets.append(data)
+        self.sources.add(addr[:2])
 
 
 async def until(predicate: object, timeout: float = 5.0) -> None:
@@ -88,3 +91,49 @@ def test_a_tone_starts_with_a_jitter_buffer_worth_of_frames_at_once() -> None:
         transport.close()
 
     asyncio.run(asyncio.wait_for(main(), 30))
+
+
+def test_a_stopped_tone_hands_its_socket_to_the_next_call() -> None:
+    """The controller's RtpSockets: the next tone plays from the socket the
+    last one stopped with (no socket per call); a tone stopped after the
+    pool closed closes its socket; the kept sockets bound what they hold."""
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        sink = Sink()
+        transport, _ = await loop.create_datagram_endpoint(
+            lambda: sink, local_addr=("127.0.0.1", 0)
+        )
+        sockets = RtpSockets("127.0.0.1", keep=1)
+        first = Ringback("127.0.0.1", PCMU, sockets)
+        port = first.bind()
+        sock = first._sock
+        assert sock is not None
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) <= 4 * ringback.RECEIVE_BUFFER
+        first.play(*transport.get_extra_info("sockname")[:2])
+        first.stop_now()
+        assert len(sockets) == 1 and sock.fileno() != -1  # kept, open
+
+        second = Ringback("127.0.0.1", PCMA, sockets)
+        assert second.bind() == port and second._sock is sock
+        third = Ringback("127.0.0.1", PCMU, sockets)
+        assert third.bind() != port  # none spare: a new one
+        third_sock = third._sock
+        assert third_sock is not None
+        second.play(*transport.get_extra_info("sockname")[:2])
+        await until(lambda: any(p[1] & 0x7F == PCMA for p in sink.packets))
+        assert ("127.0.0.1", port) in sink.sources  # from the first tone's port
+        second.stop_now()
+        third.stop_now()  # the pool keeps one: this one is closed
+        assert len(sockets) == 1 and third_sock.fileno() == -1
+        sockets.close()
+        assert sock.fileno() == -1 and len(sockets) == 0
+        late = Ringback("127.0.0.1", PCMU, sockets)
+        late.bind()
+        late_sock = late._sock
+        assert late_sock is not None
+        late.stop_now()
+        assert late_sock.fileno() == -1  # given back after close: closed
+        transport.close()
+
+    asyncio.run(main())

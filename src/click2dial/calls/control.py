@@ -70,7 +70,7 @@ from .ending import EndWriter, PendingEnd
 from .flow import CallFlow, FlowError, FlowTimers, Leg
 from .media_relay import MediaRelay, MediaRelayError, is_webrtc
 from .outcome import Outcome
-from .ringback import PCMA, PCMU, Ringback
+from .ringback import PCMA, PCMU, Ringback, RtpSockets
 
 log = logging.getLogger(__name__)
 
@@ -236,6 +236,7 @@ class CallController:
         self.notifications_for = notifications_for or (lambda record, outcome, now: [])
         self.clock = clock
         self.media_host = media_host
+        self.rtp_sockets = RtpSockets(media_host)
         self.spool = spool
         self.live: dict[str, LiveCall] = {}
         self.ends = EndWriter(store, on_written=self._end_written)
@@ -335,6 +336,7 @@ class CallController:
                 await self._writer
         for task in list(self._tasks):
             task.cancel()
+        self.rtp_sockets.close()
 
     # ------------------------------------------------- receive and process
     def _feed(self, live: LiveCall, event: f.Event) -> None:
@@ -796,7 +798,7 @@ class CallController:
             names = {fmt: enc.split("/")[0].upper() for fmt, enc in media.rtpmap().items()}
             for pt, name in ((PCMU, "PCMU"), (PCMA, "PCMA")):
                 if str(pt) in media.fmts and names.get(str(pt), name) == name:
-                    ringback = Ringback(self.media_host, pt)
+                    ringback = Ringback(self.media_host, pt, self.rtp_sockets)
                     try:
                         ringback.bind()
                     except OSError:

@@ -5,9 +5,10 @@ call leaves the live set and its agent is free, in memory.  Making that end
 durable (the end fields, the times the call reached, its CDR outbox rows, in
 one ``finish_call`` transaction) is this module's job, and it never gives up:
 
-* one worker writes the pending ends in the order they happened, retrying
-  the oldest with a capped back-off while the store is unreachable (a
-  PostgreSQL restart, a full disk), so that no end is lost and none is
+* one worker writes the pending ends in the order they happened, the
+  oldest :data:`BATCH` at once (side by side, so that they share a group
+  commit), retrying with a capped back-off while the store is unreachable
+  (a PostgreSQL restart, a full disk), so that no end is lost and none is
   written twice (``finish_call`` is at most once per call);
 * :meth:`EndWriter.close` waits a bounded time on shutdown, then keeps what
   is still unwritten in a JSON-lines *spool* file; the next start replays it
@@ -40,6 +41,9 @@ log = logging.getLogger(__name__)
 #: Seconds between attempts while the store refuses: first, then doubling up to.
 RETRY_FIRST = 0.1
 RETRY_MAX = 2.0
+#: Ends written side by side.  One at a time, the writer's pace was one end
+#: per commit: near saturation the queue grew faster than it drained.
+BATCH = 64
 
 
 @dataclass
@@ -58,7 +62,7 @@ class PendingEnd:
     def call_ref(self) -> str:
         return self.record.call_ref
 
-    async def write(self, store: Store) -> CallRecord | None:
+    async def write(self, store: Store, *, lazy: bool = False) -> CallRecord | None:
         """One ``finish_call`` transaction: the ended record, or None if
         the call was unknown or had ended already (at most once)."""
         return await store.finish_call(
@@ -71,6 +75,7 @@ class PendingEnd:
             hangup_side=self.outcome.hangup_side,
             notifications=self.notifications,
             fields=self.fields,
+            lazy=lazy,
         )
 
     def to_json(self) -> str:
@@ -108,6 +113,10 @@ class EndWriter:
         self.on_written = on_written
         self._queue: deque[PendingEnd] = deque()
         self._by_ref: dict[str, PendingEnd] = {}
+        # The queries below run for every new call: indexed, not scans of
+        # the queue (which is long exactly when the node is busiest).
+        self._by_agent: dict[tuple[str, str], PendingEnd] = {}
+        self._by_integrator: dict[str, dict[str, None]] = {}
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.failures = 0
@@ -123,24 +132,24 @@ class EndWriter:
     def pending_agent(self, integrator: str, agent: str) -> PendingEnd | None:
         """The unwritten end of this agent's last call, if any: the store
         still holds it live, so a new call for the agent must wait for it."""
-        for end in reversed(self._queue):
-            if end.record.integrator == integrator and end.record.agent == agent:
-                return end
-        return None
+        return self._by_agent.get((integrator, agent))
 
     def pending_of(self, integrator: str) -> int:
         """How many unwritten ends belong to this integrator (the store
         still counts those calls as live)."""
-        return sum(1 for end in self._queue if end.record.integrator == integrator)
+        return len(self._by_integrator.get(integrator, ()))
 
     def pending_refs(self, integrator: str) -> tuple[str, ...]:
         """The calls of :meth:`pending_of`, by ``call_ref``."""
-        return tuple(end.call_ref for end in self._queue if end.record.integrator == integrator)
+        return tuple(self._by_integrator.get(integrator, ()))
 
     # ----------------------------------------------------------- commands
     def submit(self, end: PendingEnd) -> None:
         self._queue.append(end)
         self._by_ref[end.call_ref] = end
+        record = end.record
+        self._by_agent[record.integrator, record.agent] = end
+        self._by_integrator.setdefault(record.integrator, {})[end.call_ref] = None
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.get_running_loop().create_task(self._run(), name="end-writer")
@@ -184,34 +193,72 @@ class EndWriter:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            end = self._queue[0]
-            try:
-                end.final = await end.write(self.store)
-            except asyncio.CancelledError:
-                raise
-            except ValueError:
-                # A bug in what we wrote, not an outage: retrying cannot help.
-                log.exception("the end of call %s cannot be stored", end.call_ref)
-            except Exception as exc:
+            if await self._write_batch(first_refusal=delay == RETRY_FIRST):
                 self.failures += 1
-                if delay == RETRY_FIRST:
-                    log.warning("store refused the end of call %s (%s): retrying",
-                                end.call_ref, exc)  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, RETRY_MAX)
                 continue
             if delay != RETRY_FIRST:
                 log.warning("store is back: writing %d pending call end(s)", len(self._queue))
             delay = RETRY_FIRST
+
+    async def _write_batch(self, *, first_refusal: bool) -> bool:
+        """Write the oldest ends side by side (they share the store's group
+        commit); whether the store refused some, which stay queued, oldest
+        first.  A method of its own so that nothing of the batch stays
+        referenced while :meth:`_run` waits for the next ends."""
+        # Only this task takes ends off the queue, so the batch is still its
+        # head when the writes come back.
+        batch = [self._queue[i] for i in range(min(len(self._queue), BATCH))]
+        results = await asyncio.gather(
+            *(end.write(self.store, lazy=True) for end in batch), return_exceptions=True
+        )
+        done: list[PendingEnd] = []
+        retry: list[PendingEnd] = []
+        refusal: BaseException | None = None
+        for end, result in zip(batch, results, strict=True):
+            if isinstance(result, asyncio.CancelledError):
+                raise result  # the batch is still queued: close() spools it
+            if isinstance(result, ValueError):
+                # A bug in what we wrote, not an outage: retrying cannot help.
+                log.error("the end of call %s cannot be stored", end.call_ref,
+                          exc_info=result)  # fmt: skip
+            elif isinstance(result, BaseException):
+                refusal = refusal or result
+                retry.append(end)
+                continue
+            else:
+                end.final = result
+            done.append(end)
+        for _ in batch:
             self._queue.popleft()
-            del self._by_ref[end.call_ref]
-            end.written.set()
+        self._queue.extendleft(reversed(retry))  # still the oldest, in order
+        for end in done:
+            self._forget(end)
+        if retry and first_refusal:
+            log.warning("store refused the end of %d call(s), first %s (%s): retrying",
+                        len(retry), retry[0].call_ref, refusal)  # fmt: skip
+        # Every end is off the queue or back at its head before the hooks
+        # run, so a cancellation in a hook loses none.
+        for end in done:
             if self.on_written is not None:
                 try:
                     await self.on_written(end)
                 except Exception:
                     log.exception("call-ended hook failed for %s", end.call_ref)
-            del end  # not kept alive while the writer waits for the next one
+        return bool(retry)
+
+    def _forget(self, end: PendingEnd) -> None:
+        """``end`` is written: off the indexes, and its waiters told."""
+        del self._by_ref[end.call_ref]
+        record = end.record
+        if self._by_agent.get((record.integrator, record.agent)) is end:
+            del self._by_agent[record.integrator, record.agent]
+        refs = self._by_integrator[record.integrator]
+        del refs[end.call_ref]
+        if not refs:
+            del self._by_integrator[record.integrator]
+        end.written.set()
 
 
 def write_spool(path: Path, ends: list[PendingEnd]) -> None:

@@ -4,7 +4,9 @@ SPEC §1: the agent hears ringing, never dead silence.  When the trunk sends
 its own early media (183 with SDP) the agent is moved onto it; until then, and
 when the far end only says 180, Click2Dial plays the ITU-T E.180 ringing tone
 (425 Hz, 1 s on, 4 s off) as G.711 RTP (RFC 3550, RFC 3551 payload types 0
-and 8) from a socket of its own.
+and 8) from a socket of its own.  A call's socket goes back to
+:class:`RtpSockets` when its tone stops, for the next call: binding and
+closing a socket cost six system calls per call.
 """
 
 from __future__ import annotations
@@ -33,6 +35,11 @@ PCMU, PCMA = 0, 8
 #: few packets of the ACK: one-way audio for the whole call, half the time).
 #: Primed, the buffer is playing before any other source can reach it.
 PRIME_FRAMES = 8
+#: Bound sockets kept for the next tone, per controller.
+SPARE_SOCKETS = 256
+#: The tone's socket never reads: a small receive buffer bounds what the
+#: agent's own RTP (sent to our port while it rings) can hold in the kernel.
+RECEIVE_BUFFER = 4096
 
 
 def _ulaw(sample: int) -> int:
@@ -133,6 +140,49 @@ def _clock() -> _Clock:
     return clock
 
 
+class RtpSockets:
+    """Bound UDP sockets on one host for ringback tones: a stopped tone's
+    socket serves the next one.  Data left in a kept socket is harmless:
+    a tone only sends."""
+
+    def __init__(self, host: str, keep: int = SPARE_SOCKETS) -> None:
+        self.host = host
+        self.keep = keep
+        self._spare: list[tuple[socket.socket, int]] = []
+
+    def __len__(self) -> int:
+        return len(self._spare)
+
+    def take(self) -> tuple[socket.socket, int]:
+        """A bound socket and its port (OSError if none can be bound)."""
+        if self._spare:
+            return self._spare.pop()
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+            sock.bind((self.host, 0))
+            port = int(sock.getsockname()[1])
+        except OSError:
+            sock.close()
+            raise
+        return sock, port
+
+    def give(self, sock: socket.socket, port: int) -> None:
+        if len(self._spare) < self.keep and sock.fileno() != -1:
+            self._spare.append((sock, port))
+        else:
+            sock.close()
+
+    def close(self) -> None:
+        """Close the kept sockets; a socket given back later is closed."""
+        self.keep = 0
+        spare, self._spare = self._spare, []
+        for sock, _ in spare:
+            sock.close()
+
+
 class Ringback:
     """Plays the tone to one RTP destination until :meth:`stop`.
 
@@ -140,10 +190,13 @@ class Ringback:
     can put the port in the agent's ACK and silence the tone in the same step
     that decides to, with no task in between."""
 
-    def __init__(self, bind_host: str, payload_type: int) -> None:
+    def __init__(
+        self, bind_host: str, payload_type: int, sockets: RtpSockets | None = None
+    ) -> None:
         if payload_type not in (PCMU, PCMA):
             raise ValueError("ringback is G.711 only (payload type 0 or 8)")
         self.bind_host = bind_host
+        self.sockets = RtpSockets(bind_host, keep=0) if sockets is None else sockets
         self.payload_type = payload_type
         self.port = 0
         self.sent = 0
@@ -157,16 +210,7 @@ class Ringback:
 
     def bind(self) -> int:
         """Bind the local RTP socket; returns its port (for our SDP)."""
-        family = socket.AF_INET6 if ":" in self.bind_host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_DGRAM)
-        try:
-            sock.setblocking(False)
-            sock.bind((self.bind_host, 0))
-        except OSError:
-            sock.close()
-            raise
-        self._sock = sock
-        self.port = int(sock.getsockname()[1])
+        self._sock, self.port = self.sockets.take()
         return self.port
 
     async def open(self) -> int:
@@ -199,12 +243,12 @@ class Ringback:
         self._stamp = (self._stamp + FRAME_SAMPLES) & 0xFFFFFFFF
 
     def stop_now(self) -> None:
-        """Stop playing and release the socket."""
+        """Stop playing and hand the socket back."""
         if self._clock is not None:
             self._clock.remove(self)
             self._clock = None
         if self._sock is not None:
-            self._sock.close()
+            self.sockets.give(self._sock, self.port)
             self._sock = None
 
     async def stop(self) -> None:

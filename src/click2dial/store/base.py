@@ -335,10 +335,15 @@ class Store(ABC):
         hangup_side: str | None,
         notifications: Sequence[Notification] = (),
         fields: Mapping[str, Any] | None = None,
+        lazy: bool = False,
     ) -> CallRecord | None:
         """End a live call and queue its notifications, in one transaction.
         ``fields`` are other columns to set with the end (as ``update_call``
         would: times and leg states the call reached).
+
+        ``lazy``: the caller is in no hurry (the node's end writer), so a
+        store that commits in groups may hold the write briefly to share a
+        commit with other work.  It still returns only once durable.
 
         Returns the ended record, or ``None`` (and writes nothing) if the call
         is unknown or already ended.

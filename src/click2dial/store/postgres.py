@@ -403,7 +403,9 @@ class PostgresStore(Store):
         hangup_side: str | None,
         notifications: Sequence[Notification] = (),
         fields: Mapping[str, Any] | None = None,
+        lazy: bool = False,
     ) -> CallRecord | None:
+        del lazy  # each call's transaction commits on its own connection
         check_finish(end_reason, notifications, fields)
         end = (ended_at, end_reason, end_code, sip_status, sip_reason, hangup_side)
         sql, args = SQL.finish_call(call_ref, end, returning=True, fields=fields)

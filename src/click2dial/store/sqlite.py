@@ -437,12 +437,13 @@ class SQLiteStore(Store):
         hangup_side: str | None,
         notifications: Sequence[Notification] = (),
         fields: Mapping[str, Any] | None = None,
+        lazy: bool = False,
     ) -> CallRecord | None:
         check_finish(end_reason, notifications, fields)
         end = (ended_at, end_reason, end_code, sip_status, sip_reason, hangup_side)
         stmt = SQL.finish_call(call_ref, end, returning=True, fields=fields)
         rows = [SQL.notification_params(n) for n in notifications]
-        return await self._run(self._finish_call, stmt, rows)
+        return await self._run(self._finish_call, stmt, rows, lazy=lazy)
 
     def _finish_call(
         self, stmt: Statement, notifications: list[tuple[Any, ...]]
