@@ -82,6 +82,15 @@ _TRANSIENT = frozenset({5, 6, 10, 13, 14})
 LAZY_COMMIT = 0.010
 
 
+def count_live(integrator: str, ending: Sequence[str] = ()) -> Statement:
+    """The integrator's live calls (less ``ending``), counted on the index of
+    live calls.  Without statistics SQLite's planner took the index of every
+    call the integrator ever had: the count, run for every new call, grew
+    with the history (3 ms per call at 7,500 calls, 150 calls/s, against
+    0.014 ms on the live index)."""
+    return SQL.count_live(integrator, ending, indexed_by="calls_live_agent")
+
+
 def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
     for future, result, exc in outcomes:
         if future.done():
@@ -363,7 +372,7 @@ class SQLiteStore(Store):
     ) -> tuple[CallRecord, bool]:
         with self._write() as conn:
             if limits is not None:
-                row = self._one(SQL.count_live(call.integrator, limits.ending))
+                row = self._one(count_live(call.integrator, limits.ending))
                 if row is not None and int(row[0]) >= limits.max_concurrent:
                     # A replay is never over a limit (a new call finds its
                     # replay at the insert below, without this read).
@@ -468,7 +477,7 @@ class SQLiteStore(Store):
         return await self._run(self._calls, SQL.live_calls(node_id))
 
     async def count_live(self, integrator: str) -> int:
-        row = await self._run(self._one, SQL.count_live(integrator))
+        row = await self._run(self._one, count_live(integrator))
         assert row is not None
         return int(row[0])
 
