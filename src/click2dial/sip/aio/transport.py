@@ -104,6 +104,12 @@ _UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNRE
 _MAX_ALIASES = 1024
 #: Seconds between two log lines about refused connections.
 _REFUSAL_LOG_INTERVAL = 10.0
+#: A SIP timer this late means the loop stalled: read UDP before it fires
+#: (:meth:`SipTransport._tick`).  Far below T1, far above a busy loop's jitter.
+_STALL = 0.05
+#: Datagrams read that way at most, so that timers still run.
+_STALL_READ = 256
+_MAX_DATAGRAM = 65535
 TRANSPORTS = ("udp", "tcp", "tls", "ws", "wss")
 #: Seconds a TLS or WebSocket opening handshake may take.
 HANDSHAKE_TIMEOUT = 10.0
@@ -609,13 +615,36 @@ class SipTransport:
             self._timer_at = deadline
 
     def _tick(self) -> None:
+        due = self._timer_at
         self._timer = None
         self._timer_at = None
+        if due is not None and self.loop.time() - due > _STALL:
+            # Input first.  After a stall of the loop (a long collection,
+            # a burst), libuv runs the due timers before it reads the
+            # sockets: a retransmission timer would fire for a request
+            # whose answer is already waiting, and some peers take the
+            # needless copy for a new request (sipp aborts the call).
+            self._read_udp()
         try:
             self.endpoint.handle_timer(self.loop.time())
         except Exception:
             log.exception("SIP core failed in a timer")
         self.flush()
+
+    def _read_udp(self) -> None:
+        """Process the datagrams waiting in the UDP socket, now."""
+        sock = self._udp_sock
+        if sock is None:
+            return
+        for _ in range(_STALL_READ):
+            try:
+                data, address = sock.recvfrom(_MAX_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # an earlier datagram's ICMP error (IP_RECVERR)
+                self._udp_errors()
+                return
+            self._received(data, "udp", (str(address[0]), int(address[1])))
 
     def _send(self, data: bytes, target: Target, hostname: str | None = None) -> None:
         """``hostname``: the name ``target`` was resolved from (TLS checks
