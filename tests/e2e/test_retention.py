@@ -1,7 +1,8 @@
 """What an ended call leaves behind.  The SIP endpoint keeps a call's INVITE
 transactions and the peer's BYE for up to 64*T1 after the end (RFC 6026
 timers M and J absorb retransmissions); they must not keep the call itself
-alive: neither the user agent's calls (the legs) nor the controller's call,
+alive, and the BYE's transaction keeps its answer as bytes, not as a parsed
+response: neither the user agent's calls (the legs) nor the controller's call,
 flow and record.  Kept, every call's objects lived 32 s past its end and the
 garbage collector walked them again and again (half a million objects at
 150 calls/s, pauses of the event loop up to 0.7 s; docs/benchmarks.md)."""
@@ -12,7 +13,13 @@ import gc
 import weakref
 from pathlib import Path
 
-from click2dial.sip.transaction import ClientTransaction, State, TimerConfig
+from click2dial.sip.message import Response
+from click2dial.sip.transaction import (
+    ClientTransaction,
+    NonInviteServerTransaction,
+    State,
+    TimerConfig,
+)
 from tests.e2e.support import running
 from tests.e2e.test_calls import run, sipp_ok
 from tests.sipp.harness import Sipp
@@ -51,6 +58,18 @@ def test_an_ended_call_is_not_kept_alive_by_the_transactions_that_outlive_it(
                     and tx.request.headers.get("X-Teleforge-Call-Ref") == ref
                 ]
                 assert len(waiting) == 2, "the agent's and the callee's INVITE"
+                # And on the agent's BYE (timer J), keeping its answer as bytes.
+                byes = [
+                    tx
+                    for tx in env.service.ua.endpoint._server_tx.values()
+                    if isinstance(tx, NonInviteServerTransaction)
+                    and tx.request.method == "BYE"
+                    and tx.state is State.COMPLETED
+                ]
+                assert byes and all(tx.last_status == 200 for tx in byes)
+                held = [o for tx in byes for o in gc.get_referents(tx)]
+                assert not any(isinstance(o, Response) for o in held)
+                del byes, held
                 gc.collect()
                 alive = [type(r()).__name__ for r in kept if r() is not None]
                 assert alive == [], f"kept alive after the end: {alive}"

@@ -297,7 +297,10 @@ class NonInviteClientTransaction(ClientTransaction):
 
 
 class ServerTransaction(Transaction):
-    __slots__ = ("_interval", "_last_data", "last_response", "to_tag")
+    # The last response is kept as its bytes (to send again) and its status:
+    # a parsed Response would stay alive for the garbage collector to walk
+    # while the transaction waits out timer J or L (32 s over UDP).
+    __slots__ = ("_interval", "_last_data", "last_status", "to_tag")
 
     def __init__(
         self, tu: TransactionUser, request: Request, target: Target, to_tag: str | None
@@ -305,16 +308,17 @@ class ServerTransaction(Transaction):
         super().__init__(tu, request, target)
         self.key = server_key(request)
         self.to_tag = to_tag
-        self.last_response: Response | None = None
+        self.last_status: int | None = None
+        """The status of the last response sent, if any."""
         self._last_data: bytes | None = None
         self._interval = tu.timers.t1
 
     @property
     def final_sent(self) -> bool:
-        return self.last_response is not None and self.last_response.status >= 200
+        return self.last_status is not None and self.last_status >= 200
 
     def _transmit(self, response: Response) -> None:
-        self.last_response = response
+        self.last_status = response.status
         self._last_data = response.to_bytes()
         self.tu.send(self._last_data, self.target)
 

@@ -619,11 +619,12 @@ class SipTransport:
         self._timer = None
         self._timer_at = None
         if due is not None and self.loop.time() - due > _STALL:
-            # Input first.  After a stall of the loop (a long collection,
-            # a burst), libuv runs the due timers before it reads the
-            # sockets: a retransmission timer would fire for a request
-            # whose answer is already waiting, and some peers take the
-            # needless copy for a new request (sipp aborts the call).
+            # Input first.  When a callback stalls the loop (a long
+            # collection, a burst), libuv runs the timers that fell due
+            # before it polls the sockets again: a retransmission timer
+            # would fire for a request whose answer is already waiting, and
+            # some peers take the copy for a new request (sipp aborts the
+            # call).
             self._read_udp()
         try:
             self.endpoint.handle_timer(self.loop.time())

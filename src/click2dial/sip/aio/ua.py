@@ -695,10 +695,6 @@ class UserAgent:
             log.exception("SIP request handler failed")
         if isinstance(tx.user_data, Call) and tx.user_data.handed_off:
             return
-        last = tx.last_response
-        if (
-            last is None
-            or last.status == 100
-            or (last.status < 200 and tx.request.method != "INVITE")
-        ):
+        last = tx.last_status
+        if last is None or last == 100 or (last < 200 and tx.request.method != "INVITE"):
             self.respond(tx, 500)
