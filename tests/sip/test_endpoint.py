@@ -433,3 +433,48 @@ def test_a_2xx_without_a_to_tag_after_the_answer_is_re_acked_not_hung_up() -> No
     assert net.sent("BYE", a.address) == []
     assert len(net.sent("ACK", a.address)) == 2  # the dialog's ACK, once more
     assert answered.dialog.state is DialogState.CONFIRMED
+
+
+def test_an_ended_invite_kept_as_bytes_still_handles_late_2xx() -> None:
+    """When the call is over the user agent lets the INVITE go
+    (``OutgoingInvite.let_go``): while timer M runs the endpoint keeps only
+    the bytes it sent.  A 2xx that comes after that is still handled as
+    before, from the request parsed again: the answered dialog's copy is
+    re-ACKed, a second fork's is ACKed and BYE'd with the INVITE's Call-ID,
+    From tag and CSeq."""
+    net = MemNet()
+    a, b = net.node(5001), net.node(5002)
+    call(net, a, b)  # an offer in the INVITE: the endpoint ACKs at once
+    net.settle()
+    inv = incoming(b)
+    b.endpoint.respond(inv.transaction, 200, body=SDP)
+    net.settle()
+    (answered,) = a.take(ev.InviteAnswered)
+    assert isinstance(answered, ev.InviteAnswered)
+    invite = answered.invite
+    sent_invite = invite.request
+    assert len(net.sent("ACK", a.address)) == 1
+    invite.let_go()
+    assert invite._request is None and invite.tx is not None and invite.tx._request is None
+
+    (ok,) = net.sent("SIP/2.0 200", b.address)
+    a.endpoint.receive(ok.data, "udp", b.address)  # the answer again: its ACK was lost
+    net.settle()
+    assert len(net.sent("ACK", a.address)) == 2
+    assert net.sent("BYE", a.address) == []
+
+    tag = (ok.message.to.tag or "").encode()
+    forked = ok.data.replace(b";tag=" + tag, b";tag=second-fork", 1)
+    a.endpoint.receive(forked, "udp", b.address)
+    net.settle()
+    acks = net.sent("ACK", a.address)
+    (bye,) = net.sent("BYE", a.address)
+    assert len(acks) == 3
+    for message in (acks[-1].message, bye.message):
+        assert isinstance(message, Request)
+        assert message.call_id == sent_invite.call_id
+        assert message.from_.tag == sent_invite.from_.tag
+        assert message.to.tag == "second-fork"
+    assert acks[-1].message.cseq.seq == sent_invite.cseq.seq
+    assert invite.request.to_bytes() == sent_invite.to_bytes()  # parsed again, the same
+    assert answered.dialog.state is DialogState.CONFIRMED

@@ -155,6 +155,7 @@ class OutgoingInvite:
 
     __slots__ = (
         "_cancel_guard",
+        "_request",
         "auth_rounds",
         "cancel_requested",
         "cancel_sent",
@@ -164,7 +165,6 @@ class OutgoingInvite:
         "nat",
         "offer_prack",
         "provisional_seen",
-        "request",
         "retried",
         "state",
         "target",
@@ -179,7 +179,7 @@ class OutgoingInvite:
         credentials: DigestClient | None,
         nat: bool = False,
     ) -> None:
-        self.request = request
+        self._request: Request | None = request
         self.target = target
         self.credentials = credentials
         self.nat = nat  # its dialogs send to where their responses came from
@@ -200,6 +200,27 @@ class OutgoingInvite:
         self.user_data: Any = None
 
     @property
+    def request(self) -> Request:
+        request = self._request
+        if request is None:
+            assert self.tx is not None  # only an answered or failed INVITE lets go
+            request = self._request = self.tx.request  # parsed again from the bytes sent
+        return request
+
+    @request.setter
+    def request(self, request: Request) -> None:
+        self._request = request
+
+    def let_go(self) -> None:
+        """The call is over: keep the INVITE only as the bytes sent while
+        the endpoint waits out timer M (its transaction's
+        :meth:`~.transaction.ClientTransaction.let_request_go`)."""
+        if self.tx is not None and self.state in ("answered", "failed"):
+            self.tx.let_request_go()
+            if self.tx._request is None:
+                self._request = None
+
+    @property
     def offer_in_invite(self) -> bool:
         return bool(self.request.body)
 
@@ -211,7 +232,7 @@ class OutgoingInvite:
 class ClientRequest:
     """A request we sent (non-INVITE anywhere, or a re-INVITE in a dialog)."""
 
-    __slots__ = ("auth_rounds", "credentials", "dialog", "done", "purpose", "request", "target",
+    __slots__ = ("_request", "auth_rounds", "credentials", "dialog", "done", "purpose", "target",
                  "tx", "user_data")  # fmt: skip
 
     def __init__(
@@ -221,7 +242,7 @@ class ClientRequest:
         dialog: Dialog | None,
         credentials: DigestClient | None,
     ) -> None:
-        self.request = request
+        self._request: Request | None = request
         self.target = target
         self.dialog = dialog
         self.credentials = credentials
@@ -232,6 +253,26 @@ class ClientRequest:
         # endpoint's own, whose outcome is never reported.
         self.purpose = ""
         self.user_data: Any = None
+
+    @property
+    def request(self) -> Request:
+        request = self._request
+        if request is None:
+            assert self.tx is not None  # only a completed request lets go
+            request = self._request = self.tx.request  # parsed again from the bytes sent
+        return request
+
+    @request.setter
+    def request(self, request: Request) -> None:
+        self._request = request
+
+    def let_go(self) -> None:
+        """Completed: keep the request only as the bytes sent while its
+        transaction absorbs copies of the answer (a re-INVITE's timer M)."""
+        if self.tx is not None:
+            self.tx.let_request_go()
+            if self.tx._request is None:
+                self._request = None
 
     @property
     def method(self) -> str:
@@ -833,6 +874,7 @@ class Endpoint:
 
     def _complete(self, handle: ClientRequest, status: int, response: Response | None) -> None:
         handle.done = True
+        handle.let_go()
         self._events.append(ev.RequestCompleted(handle, status, response))
 
     def _request_response(self, handle: ClientRequest, response: Response) -> None:

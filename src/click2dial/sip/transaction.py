@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import Protocol
 
-from .message import Request, Response
+from .message import Request, Response, parse_message
 from .timer import Timer
 
 MAGIC_COOKIE = "z9hG4bK"
@@ -123,16 +123,26 @@ def server_key(request: Request) -> tuple[str, ...]:
 
 
 class Transaction:
-    __slots__ = ("_timers", "key", "request", "state", "target", "tu", "user_data")
+    __slots__ = ("_request", "_timers", "key", "state", "target", "tu", "user_data")
 
     def __init__(self, tu: TransactionUser, request: Request, target: Target) -> None:
         self.tu = tu
-        self.request = request
+        self._request: Request | None = request
         self.target = target
         self.state = State.TRYING
         self._timers: dict[str, Timer] = {}
         self.key: tuple[str, ...] = ()
         self.user_data: object = None
+
+    @property
+    def request(self) -> Request:
+        request = self._request
+        if request is None:
+            request = self._request = self._parse_again()
+        return request
+
+    def _parse_again(self) -> Request:
+        raise AssertionError("only a client transaction lets its request go")
 
     @property
     def reliable(self) -> bool:
@@ -189,6 +199,20 @@ class ClientTransaction(Transaction):
 
     def receive_response(self, response: Response) -> None:
         raise NotImplementedError
+
+    def let_request_go(self) -> None:
+        """Keep the request only as the bytes sent, once its final response
+        came: an INVITE transaction waits 32 s more (timer M) and the parsed
+        request, its headers and addresses were most of what the garbage
+        collector walked per finished call.  Read again, it is parsed from
+        those bytes (a stray 2xx, rare)."""
+        if self.state not in (State.CALLING, State.TRYING, State.PROCEEDING):
+            self._request = None
+
+    def _parse_again(self) -> Request:
+        request = parse_message(self._data)
+        assert isinstance(request, Request)
+        return request
 
 
 class InviteClientTransaction(ClientTransaction):

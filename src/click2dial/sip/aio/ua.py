@@ -134,8 +134,10 @@ class Call:
         whole call's objects lived 32 s past its end, and at 150 calls/s the
         garbage collector walked half a million of them again and again,
         stopping the event loop for up to half a second."""
-        if self.invite is not None and self.invite.user_data is self:
-            self.invite.user_data = None
+        if self.invite is not None:
+            if self.invite.user_data is self:
+                self.invite.user_data = None
+            self.invite.let_go()
         if self.server_tx is not None and self.server_tx.user_data is self:
             self.server_tx.user_data = None
         if self.dialog is not None and self.dialog.user_data is self:
