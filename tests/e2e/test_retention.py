@@ -9,6 +9,7 @@ garbage collector walked them again and again (half a million objects at
 
 from __future__ import annotations
 
+import functools
 import gc
 import weakref
 from pathlib import Path
@@ -60,6 +61,11 @@ def test_an_ended_call_is_not_kept_alive_by_the_transactions_that_outlive_it(
                 assert len(waiting) == 2, "the agent's and the callee's INVITE"
                 # ... keeping each INVITE as the bytes sent, not parsed.
                 assert all(tx._request is None for tx in waiting)
+                # ... and timer M calls the transaction by name: no callback object.
+                timers = [tx._timers["M"] for tx in waiting]
+                assert all(t.owner is tx for t, tx in zip(timers, waiting, strict=True))
+                assert not any(isinstance(t.callback, functools.partial) for t in timers)
+                del timers
                 # And on the agent's BYE (timer J), keeping its answer as bytes.
                 byes = [
                     tx

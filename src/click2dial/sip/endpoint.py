@@ -81,7 +81,7 @@ from .errors import SipError, SipParseError
 from .headers import Address, CSeq, Via, parse_header_params
 from .message import Headers, Request, Response, parse_message
 from .pike import Pike
-from .timer import Timer, TimerQueue
+from .timer import Timer, TimerOwner, TimerQueue
 from .transaction import (
     MAGIC_COOKIE,
     ClientTransaction,
@@ -319,6 +319,9 @@ class Endpoint:
 
     def schedule(self, delay: float, callback: Callable[[], None], name: str = "") -> Timer:
         return self._queue.schedule(self._clock() + delay, callback, name)
+
+    def schedule_for(self, delay: float, owner: TimerOwner, name: str) -> Timer:
+        return self._queue.schedule_for(self._clock() + delay, owner, name)
 
     def pop_outgoing(self) -> list[tuple[bytes, Target]]:
         out, self._outgoing = self._outgoing, []

@@ -11,21 +11,31 @@ import heapq
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class TimerOwner(Protocol):
+    """What a timer scheduled with :meth:`TimerQueue.schedule_for` calls."""
+
+    def on_timer(self, name: str) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
 class Timer:
-    """A scheduled callback; its deadline and order live in the queue's heap."""
+    """A scheduled callback, or ``owner.on_timer(name)``; its deadline and
+    order live in the queue's heap."""
 
     callback: Callable[[], None]
     name: str = ""
     cancelled: bool = False
+    owner: TimerOwner | None = None
 
     def cancel(self) -> None:
         self.cancelled = True
         # A cancelled timer can sit in the heap until its deadline (a session
         # timer: half an hour); it must not keep its dialog alive that long.
         self.callback = _nothing
+        self.owner = None
 
 
 def _nothing() -> None:
@@ -53,7 +63,15 @@ class TimerQueue:
         self._compact_at = _COMPACT_FLOOR
 
     def schedule(self, deadline: float, callback: Callable[[], None], name: str = "") -> Timer:
-        timer = Timer(callback, name)
+        return self._push(deadline, Timer(callback, name))
+
+    def schedule_for(self, deadline: float, owner: TimerOwner, name: str) -> Timer:
+        """``owner.on_timer(name)`` at ``deadline``.  No callback object per
+        timer: a transaction's timers (M and J wait 32 s after its end)
+        were a partial and a bound method each for the collector to walk."""
+        return self._push(deadline, Timer(_nothing, name, False, owner))
+
+    def _push(self, deadline: float, timer: Timer) -> Timer:
         heap = self._heap
         if len(heap) >= self._compact_at:
             # Amortised O(1): the heap has doubled since the last pass.
@@ -78,7 +96,12 @@ class TimerQueue:
             if timer.cancelled:
                 continue
             timer.cancelled = True
-            timer.callback()
+            owner = timer.owner
+            if owner is not None:
+                timer.owner = None
+                owner.on_timer(timer.name)
+            else:
+                timer.callback()
             ran += 1
         return ran
 
