@@ -153,9 +153,9 @@ class Transaction:
         old = self._timers.get(name)
         if old is not None:
             old.cancel()
-        # No callback object: the timer calls on_timer(name), so a finished
-        # transaction waiting out timer D, J, K or M is one object less
-        # twice over for the garbage collector to walk.
+        # The timer calls on_timer(name): no partial and bound method per
+        # timer for the garbage collector to walk while a finished
+        # transaction waits out timer D, J, K or M.
         self._timers[name] = self.tu.schedule_for(delay, self, name)
 
     def _stop_timer(self, *names: str) -> None:
