@@ -443,14 +443,7 @@ def test_an_ended_invite_kept_as_bytes_still_handles_late_2xx() -> None:
     re-ACKed, a second fork's is ACKed and BYE'd with the INVITE's Call-ID,
     From tag and CSeq."""
     net = MemNet()
-    a, b = net.node(5001), net.node(5002)
-    call(net, a, b)  # an offer in the INVITE: the endpoint ACKs at once
-    net.settle()
-    inv = incoming(b)
-    b.endpoint.respond(inv.transaction, 200, body=SDP)
-    net.settle()
-    (answered,) = a.take(ev.InviteAnswered)
-    assert isinstance(answered, ev.InviteAnswered)
+    a, b, answered, _ = established(net)  # an offer in the INVITE: ACKed at once
     invite = answered.invite
     sent_invite = invite.request
     assert len(net.sent("ACK", a.address)) == 1

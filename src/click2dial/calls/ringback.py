@@ -195,7 +195,6 @@ class Ringback:
     ) -> None:
         if payload_type not in (PCMU, PCMA):
             raise ValueError("ringback is G.711 only (payload type 0 or 8)")
-        self.bind_host = bind_host
         self.sockets = RtpSockets(bind_host, keep=0) if sockets is None else sockets
         self.payload_type = payload_type
         self.port = 0

@@ -150,12 +150,40 @@ class EndpointConfig:
     rate_exempt: frozenset[str] = frozenset()
 
 
-class OutgoingInvite:
+class _Sent:
+    """What :class:`OutgoingInvite` and :class:`ClientRequest` share: their
+    request, which they let go once answered
+    (:meth:`~.transaction.ClientTransaction.let_request_go`); read again,
+    it is parsed from the bytes their transaction sent."""
+
+    __slots__ = ("_request",)
+    tx: ClientTransaction | None
+
+    def __init__(self, request: Request) -> None:
+        self._request: Request | None = request
+
+    @property
+    def request(self) -> Request:
+        request = self._request
+        if request is None:
+            assert self.tx is not None  # only a request with an answer lets go
+            request = self._request = self.tx.request
+        return request
+
+    @request.setter
+    def request(self, request: Request) -> None:
+        self._request = request
+
+    def _let_request_go(self) -> None:
+        if self.tx is not None and self.tx.let_request_go():
+            self._request = None
+
+
+class OutgoingInvite(_Sent):
     """An INVITE we sent outside any dialog, through its whole life."""
 
     __slots__ = (
         "_cancel_guard",
-        "_request",
         "auth_rounds",
         "cancel_requested",
         "cancel_sent",
@@ -179,7 +207,7 @@ class OutgoingInvite:
         credentials: DigestClient | None,
         nat: bool = False,
     ) -> None:
-        self._request: Request | None = request
+        super().__init__(request)
         self.target = target
         self.credentials = credentials
         self.nat = nat  # its dialogs send to where their responses came from
@@ -199,26 +227,11 @@ class OutgoingInvite:
         self._cancel_guard: Timer | None = None
         self.user_data: Any = None
 
-    @property
-    def request(self) -> Request:
-        request = self._request
-        if request is None:
-            assert self.tx is not None  # only an answered or failed INVITE lets go
-            request = self._request = self.tx.request  # parsed again from the bytes sent
-        return request
-
-    @request.setter
-    def request(self, request: Request) -> None:
-        self._request = request
-
     def let_go(self) -> None:
         """The call is over: keep the INVITE only as the bytes sent while
-        the endpoint waits out timer M (its transaction's
-        :meth:`~.transaction.ClientTransaction.let_request_go`)."""
-        if self.tx is not None and self.state in ("answered", "failed"):
-            self.tx.let_request_go()
-            if self.tx._request is None:
-                self._request = None
+        the endpoint waits out timer M."""
+        if self.state in ("answered", "failed"):
+            self._let_request_go()
 
     @property
     def offer_in_invite(self) -> bool:
@@ -229,11 +242,11 @@ class OutgoingInvite:
         return self.request.call_id
 
 
-class ClientRequest:
+class ClientRequest(_Sent):
     """A request we sent (non-INVITE anywhere, or a re-INVITE in a dialog)."""
 
-    __slots__ = ("_request", "auth_rounds", "credentials", "dialog", "done", "purpose", "target",
-                 "tx", "user_data")  # fmt: skip
+    __slots__ = ("auth_rounds", "credentials", "dialog", "done", "purpose", "target", "tx",
+                 "user_data")  # fmt: skip
 
     def __init__(
         self,
@@ -242,7 +255,7 @@ class ClientRequest:
         dialog: Dialog | None,
         credentials: DigestClient | None,
     ) -> None:
-        self._request: Request | None = request
+        super().__init__(request)
         self.target = target
         self.dialog = dialog
         self.credentials = credentials
@@ -254,25 +267,10 @@ class ClientRequest:
         self.purpose = ""
         self.user_data: Any = None
 
-    @property
-    def request(self) -> Request:
-        request = self._request
-        if request is None:
-            assert self.tx is not None  # only a completed request lets go
-            request = self._request = self.tx.request  # parsed again from the bytes sent
-        return request
-
-    @request.setter
-    def request(self, request: Request) -> None:
-        self._request = request
-
     def let_go(self) -> None:
         """Completed: keep the request only as the bytes sent while its
         transaction absorbs copies of the answer (a re-INVITE's timer M)."""
-        if self.tx is not None:
-            self.tx.let_request_go()
-            if self.tx._request is None:
-                self._request = None
+        self._let_request_go()
 
     @property
     def method(self) -> str:

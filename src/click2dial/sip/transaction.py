@@ -202,14 +202,17 @@ class ClientTransaction(Transaction):
     def receive_response(self, response: Response) -> None:
         raise NotImplementedError
 
-    def let_request_go(self) -> None:
+    def let_request_go(self) -> bool:
         """Keep the request only as the bytes sent, once its final response
         came: an INVITE transaction waits 32 s more (timer M) and the parsed
         request, its headers and addresses were most of what the garbage
         collector walked per finished call.  Read again, it is parsed from
-        those bytes (a stray 2xx, rare)."""
-        if self.state not in (State.CALLING, State.TRYING, State.PROCEEDING):
-            self._request = None
+        those bytes (a stray 2xx, rare).  Whether it was let go (not before
+        the final response)."""
+        if self.state in (State.CALLING, State.TRYING, State.PROCEEDING):
+            return False
+        self._request = None
+        return True
 
     def _parse_again(self) -> Request:
         request = parse_message(self._data)
