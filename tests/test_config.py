@@ -853,3 +853,14 @@ def test_workers_need_postgresql_and_each_worker_gets_its_own_ports_and_name() -
     chosen = parse_config("[server]\nmax_requests_per_connection = 7\n" + acme(), SRC)
     assert chosen.server.requests_per_connection == 7
     assert first.server.http_port == second.server.http_port == config.server.http_port
+
+
+def test_sip_udp_receive_buffer() -> None:
+    # The kernel's default buffer overflows in a short stall at a few
+    # hundred calls a second: the default asks for 4 MiB.
+    assert parse_config(acme(), SRC).sip.udp_receive_buffer == 4 << 20
+    assert parse_config("[sip]\nudp_receive_buffer = 0\n" + acme(), SRC).sip.udp_receive_buffer == 0
+    found = one_problem("[sip]\nudp_receive_buffer = 1000\n" + acme())
+    assert "sip.udp_receive_buffer" in found and "at least 65536" in found
+    found = one_problem("[sip]\nudp_receive_buffer = -1\n" + acme())
+    assert "sip.udp_receive_buffer" in found

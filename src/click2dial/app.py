@@ -380,6 +380,7 @@ class Click2Dial:
             "idle_timeout_without_dialog": float(cfg.sip.idle_timeout_without_dialog),
             "request_rate": float(cfg.sip.request_rate),
             "request_burst": cfg.sip.request_burst,
+            "udp_receive_buffer": cfg.sip.udp_receive_buffer,
             "exempt_hosts": frozenset(exempt),
         }
 

@@ -165,6 +165,12 @@ DEFAULT_SIP_IDLE_TIMEOUT: Final = 600
 DEFAULT_SIP_IDLE_TIMEOUT_WITHOUT_DIALOG: Final = 30
 DEFAULT_SIP_REQUEST_RATE: Final = 20
 DEFAULT_SIP_REQUEST_BURST: Final = 50
+#: Bytes asked for the receive buffer of each UDP SIP socket.  The kernel's
+#: default (about 208 KiB on Linux) holds a few hundred datagrams: a stall
+#: of a few tens of milliseconds at a few hundred calls a second overflows
+#: it, and the lost responses come back as retransmissions.  4 MiB holds
+#: about half a second of 400 calls/s; Linux caps it at net.core.rmem_max.
+DEFAULT_SIP_UDP_RECEIVE_BUFFER: Final = 4 << 20
 MIN_NONCE_SECRET: Final = 16
 
 _HOSTNAME = re.compile(
@@ -310,6 +316,8 @@ class SipConfig:
     idle_timeout_without_dialog: int = DEFAULT_SIP_IDLE_TIMEOUT_WITHOUT_DIALOG
     request_rate: int = DEFAULT_SIP_REQUEST_RATE
     request_burst: int = DEFAULT_SIP_REQUEST_BURST
+    udp_receive_buffer: int = DEFAULT_SIP_UDP_RECEIVE_BUFFER
+    """Bytes asked for each UDP socket's receive buffer (0: the system's)."""
     edges: tuple[str, ...] = ()
     """Hosts of SIP proxies in front of the nodes (a Kamailio edge): exempt
     from the per-source SIP limits, and the registrar counts failed
@@ -1122,7 +1130,20 @@ class _Reader:
             "request_burst": t.integer(
                 "request_burst", DEFAULT_SIP_REQUEST_BURST, 1, 1_000_000, "1-1000000"
             ),
+            "udp_receive_buffer": t.integer(
+                "udp_receive_buffer",
+                DEFAULT_SIP_UDP_RECEIVE_BUFFER,
+                0,
+                1 << 30,
+                "bytes: 0 (the system's default) or 65536-1073741824",
+            ),
         }
+        if 0 < limits["udp_receive_buffer"] < 65536:
+            t.problem(
+                "udp_receive_buffer",
+                f"must be 0 (the system's default) or at least 65536 bytes, "
+                f"got {limits['udp_receive_buffer']}",
+            )
         if limits["idle_timeout_without_dialog"] > limits["idle_timeout"]:
             t.problem(
                 "idle_timeout_without_dialog",

@@ -97,6 +97,28 @@ _IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 _IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 _RECVERR_CMSG = frozenset({(socket.IPPROTO_IP, _IP_RECVERR), (socket.IPPROTO_IPV6, _IPV6_RECVERR)})
 _HAS_RECVERR = sys.platform.startswith("linux")
+#: Linux reports (and accounts) twice the receive buffer it was given.
+_RCVBUF_REPORTED = 2 if sys.platform.startswith("linux") else 1
+
+
+def _widen_receive_buffer(sock: socket.socket, size: int) -> None:
+    """Ask for a ``size`` byte receive buffer; say so when the system grants
+    less (Linux caps it at ``net.core.rmem_max``): a burst that overflows
+    it is dropped in the kernel, and every lost response comes back as a
+    retransmission, a lost request as a timeout."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) // _RCVBUF_REPORTED
+    if granted < size:
+        log.warning(
+            "SIP UDP receive buffer: %d bytes granted of the %d asked for ([sip] "
+            "udp_receive_buffer); the system caps it (Linux: sysctl net.core.rmem_max=%d "
+            "lifts the cap)",
+            granted,
+            size,
+            size,
+        )
+
+
 #: Errors (from ICMP) that mean nothing can be delivered to that target.
 _UNREACHABLE = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH})
 #: Names resolved to addresses, remembered so that a failure reported for the
@@ -314,13 +336,16 @@ class SipTransport:
         max_per_source: int = 0,
         idle_timeout_without_dialog: float | None = None,
         exempt_hosts: frozenset[str] = frozenset(),
+        udp_receive_buffer: int = 0,
         tls_certificate: str | None = None,
         tls_private_key: str | None = None,
         tls_ca_file: str | None = None,
     ) -> None:
         """``tls_certificate``/``tls_private_key``: the PEM files of the
         ``tls``/``wss`` listeners; ``tls_ca_file``: the CA certificates that
-        outgoing TLS trusts instead of the system's."""
+        outgoing TLS trusts instead of the system's; ``udp_receive_buffer``:
+        the bytes asked for each UDP socket's receive buffer (0: the
+        system's)."""
         self.loop = asyncio.get_running_loop()
         self.endpoint = endpoint_factory(self.loop.time)
         self.listen = listen
@@ -332,6 +357,7 @@ class SipTransport:
             idle_timeout if idle_timeout_without_dialog is None else idle_timeout_without_dialog
         )
         self.exempt_hosts = exempt_hosts
+        self.udp_receive_buffer = udp_receive_buffer
         self.refused = 0
         self._per_source: dict[str, int] = {}
         self._busy: tuple[float, set[str]] | None = None
@@ -483,6 +509,8 @@ class SipTransport:
         sock = socket.socket(family, kind, proto)
         try:
             sock.setblocking(False)
+            if self.udp_receive_buffer:
+                _widen_receive_buffer(sock, self.udp_receive_buffer)
             if _HAS_RECVERR:
                 if family == socket.AF_INET6:
                     sock.setsockopt(socket.IPPROTO_IPV6, _IPV6_RECVERR, 1)

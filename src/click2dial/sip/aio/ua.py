@@ -336,6 +336,8 @@ class UserAgentConfig:
     request_rate: float = 0.0
     request_burst: int = 50
     exempt_hosts: frozenset[str] = frozenset()
+    #: Bytes asked for each UDP socket's receive buffer (0: the system's).
+    udp_receive_buffer: int = 0
     #: RFC 4028 session timers: the interval we ask for (0: off) and the
     #: smallest we accept.
     session_expires: int = 1800
@@ -400,6 +402,7 @@ class UserAgent:
             max_per_source=self.config.max_connections_per_source,
             idle_timeout_without_dialog=self.config.idle_timeout_without_dialog,
             exempt_hosts=self.config.exempt_hosts,
+            udp_receive_buffer=self.config.udp_receive_buffer,
             tls_certificate=self.config.tls_certificate,
             tls_private_key=self.config.tls_private_key,
             tls_ca_file=self.config.tls_ca_file,
