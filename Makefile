@@ -33,6 +33,11 @@ sys-deps:
 	  echo "installing:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
 	fi
+	@# The SIP sockets ask for a 4 MiB receive buffer ([sip] udp_receive_buffer),
+	@# which Linux caps at net.core.rmem_max (Debian's default: 208 KiB).
+	@if [ -r /proc/sys/net/core/rmem_max ] && [ "$$(cat /proc/sys/net/core/rmem_max)" -lt 4194304 ]; then \
+	  echo "raising net.core.rmem_max to 4 MiB"; $(SUDO) sysctl -qw net.core.rmem_max=4194304 || true; \
+	fi
 	@# The tests start their own rtpengine per test (own config, free ports,
 	@# userspace); the packaged services (kernel table, iptables rules, fixed
 	@# ports) must not run on a test machine.

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -78,9 +79,9 @@ def received_in_burst(receive_buffer: int) -> int:
             )
             peer.sendto(b"go", burster.get_extra_info("sockname"))
             # Whatever the kernel kept is read within a few loop turns; a
-            # count that has not grown for a second is all there will be.
+            # count that has not grown for two seconds is all there will be.
             count, changed = 0, loop.time()
-            while len(seen) < BURST and loop.time() - changed < 1:
+            while len(seen) < BURST and loop.time() - changed < 2:
                 await asyncio.sleep(0.02)
                 if len(seen) != count:
                     count, changed = len(seen), loop.time()
@@ -95,7 +96,12 @@ def received_in_burst(receive_buffer: int) -> int:
 
 
 def test_a_burst_during_a_held_loop_waits_in_the_socket_in_full() -> None:
-    assert received_in_burst(4 << 20) == BURST
+    cap = Path("/proc/sys/net/core/rmem_max")
+    assert received_in_burst(4 << 20) == BURST, (
+        f"net.core.rmem_max is {cap.read_text().strip()}: `make sys-deps` raises it to 4194304"
+        if cap.exists()
+        else ""
+    )
 
 
 def test_the_kernels_default_buffer_loses_that_burst() -> None:
