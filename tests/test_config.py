@@ -820,16 +820,30 @@ def test_extensions_nonce_secret_is_a_secret_of_16_characters_or_more() -> None:
     assert cfg.extensions.nonce_secret == "from-the-environment-0123"
 
 
-def test_workers_need_postgresql_and_each_worker_gets_its_own_ports_and_name() -> None:
+def test_workers_default_to_one_per_core_and_each_gets_its_own_ports_and_name() -> None:
+    from click2dial.config import AUTO_WORKERS_MAX, auto_workers
     from click2dial.workers import worker_config
 
-    assert parse_config(acme(), SRC).server.workers == 1
-    assert one_problem("[server]\nworkers = 2\n" + acme()).startswith(
-        f"{SRC}: server.workers: more than 1 needs PostgreSQL"
+    cores = len(os.sched_getaffinity(0))
+    expected = max(1, min(AUTO_WORKERS_MAX, cores))
+    assert auto_workers("sqlite:///c2d.db") == expected
+    # "auto" is the default, with or without a [server] table, on SQLite too.
+    assert parse_config(acme(), SRC).server.workers == expected
+    assert parse_config("[server]\nhttp_port = 8301\n" + acme(), SRC).server.workers == expected
+    assert parse_config('[server]\nworkers = "auto"\n' + acme(), SRC).server.workers == expected
+    assert parse_config("[server]\nworkers = 3\n" + acme(), SRC).server.workers == 3
+    assert parse_config("[server]\nworkers = 1\n" + acme(), SRC).server.workers == 1
+    # An in-memory database is one process's.
+    memory = '[server]\ndatabase = "sqlite://:memory:"\n'
+    assert auto_workers("sqlite://:memory:") == auto_workers("sqlite:///:memory:") == 1
+    assert parse_config(memory + acme(), SRC).server.workers == 1
+    assert one_problem(memory + "workers = 2\n" + acme()).startswith(
+        f"{SRC}: server.workers: more than 1 needs a database file"
     )
-    assert "server.workers: must be a whole number 1-64, got 0" in one_problem(
+    assert 'server.workers: must be "auto" or a whole number 1-64, got 0' in one_problem(
         "[server]\nworkers = 0\n" + acme()
     )
+    assert "server.workers: must be" in one_problem('[server]\nworkers = "many"\n' + acme())
     config = parse_config(
         '[server]\nworkers = 2\ndatabase = "postgresql://db.example/c2d"\nnode_id = "n1"\n'
         'operator_listen = "127.0.0.1:9300"\nspool = "ends.jsonl"\n'
@@ -849,7 +863,8 @@ def test_workers_need_postgresql_and_each_worker_gets_its_own_ports_and_name() -
     assert (first.server.worker, second.server.worker) == (0, 1)
     # Workers close a kept-alive connection after 100 requests; one process never.
     assert first.server.requests_per_connection == 100
-    assert parse_config(acme(), SRC).server.requests_per_connection == 0
+    one = "[server]\nworkers = 1\n"
+    assert parse_config(one + acme(), SRC).server.requests_per_connection == 0
     chosen = parse_config("[server]\nmax_requests_per_connection = 7\n" + acme(), SRC)
     assert chosen.server.requests_per_connection == 7
     assert first.server.http_port == second.server.http_port == config.server.http_port

@@ -191,14 +191,15 @@ class Click2Dial:
     async def start(self) -> None:
         cfg = self.config
         self._apply_fd_budget()
-        self.store = open_store(cfg.server.database)
+        # The workers of a node share its SQLite file (click2dial.workers).
+        self.store = open_store(cfg.server.database, shared=cfg.server.worker is not None)
         await self.store.open()
         self.cluster = Cluster(
             self.store,
             cfg.server.node_id,
             heartbeat_interval=cfg.server.heartbeat_interval,
             takeover_after=cfg.server.takeover_after,
-            takeover=cfg.server.database_kind == "postgresql",
+            takeover=self.store.shared,
             recover=self._recover_taken_over,
         )
         await self.cluster.start()

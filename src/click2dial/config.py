@@ -121,12 +121,17 @@ EVENT_LOOPS: Final = ("uvloop", "asyncio")
 #: ``[server] workers``: at most one process per core is useful; this is a
 #: sanity bound, not a recommendation.
 MAX_WORKERS: Final = 64
+#: ``workers = "auto"`` (the default): one per core this process may run on,
+#: at most this many (measured up to 2 on the benchmark machine; a bigger
+#: machine sets its number).
+AUTO_WORKERS_MAX: Final = 4
 DEFAULT_EVENT_LOOP: Final = "uvloop"
-#: Node-wide admission defaults (docs/benchmarks.md says where they come
-#: from: on a 2-core machine one process is clean at 400 calls/s offered
-#: steadily, but offered 1,000 POSTs/s it stays responsive only when it
-#: takes at most 300 of them; 10,000 live calls fit well under 1 GiB).
-DEFAULT_MAX_CALLS_PER_SECOND: Final = 300
+#: Admission defaults, per worker (docs/benchmarks.md says where they come
+#: from: on a 2-core machine the two workers of the "auto" default are
+#: clean at 500 calls/s offered steadily, but offered 1,000 POSTs/s the
+#: machine stays responsive only when each takes at most 225 of them; one
+#: process alone took 300; 10,000 live calls fit well under 1 GiB).
+DEFAULT_MAX_CALLS_PER_SECOND: Final = 225
 DEFAULT_MAX_LIVE_CALLS: Final = 10000
 DEFAULT_MAX_LOOP_LAG_MS: Final = 300
 DEFAULT_MAX_SIP_TRANSACTIONS: Final = 50000
@@ -244,8 +249,9 @@ class ServerConfig:
     event_loop: str = DEFAULT_EVENT_LOOP
     """``uvloop`` (libuv) or ``asyncio`` (the standard library's)."""
     workers: int = 1
-    """Processes of this node (:mod:`click2dial.workers`); more than one
-    needs PostgreSQL."""
+    """Processes of this node (:mod:`click2dial.workers`).  A configuration
+    file's default is ``"auto"`` (:func:`auto_workers`); this one is for
+    configurations built in code."""
     worker: int | None = None
     """Which worker this process is (set by the supervisor, not a key)."""
 
@@ -258,6 +264,26 @@ class ServerConfig:
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
         return "sqlite" if self.database.startswith("sqlite:") else "postgresql"
+
+
+def _in_memory(database: str) -> bool:
+    return (
+        database.startswith("sqlite:")
+        and database.removeprefix("sqlite://").lstrip("/") == ":memory:"
+    )
+
+
+def auto_workers(database: str) -> int:
+    """``workers = "auto"``: one per core this process may run on (its CPU
+    affinity, which containers narrow), at most :data:`AUTO_WORKERS_MAX`;
+    one on an in-memory database."""
+    if _in_memory(database):
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(AUTO_WORKERS_MAX, cores))
 
 
 @dataclass(frozen=True)
@@ -439,7 +465,10 @@ def default_config() -> Config:
     trunk of the demo, and one integrator ``default`` that needs no key from
     loopback (and cannot be reached any other way)."""
     default = IntegratorConfig(name="default", allow_keyless_loopback=True)
-    return Config(integrators=MappingProxyType({"default": default}))
+    return Config(
+        server=ServerConfig(workers=auto_workers(DEFAULT_DATABASE)),
+        integrators=MappingProxyType({"default": default}),
+    )
 
 
 def resolve_config_path(
@@ -833,7 +862,11 @@ class _Reader:
             )
         )  # fmt: skip
         root.finish(["server", "sip", "trunk", "extensions", "agents", "integrators", "admission"])
-        server = self.server(server_t) if server_t else ServerConfig()
+        server = (
+            self.server(server_t)
+            if server_t
+            else ServerConfig(workers=auto_workers(DEFAULT_DATABASE))
+        )
         sip = self.sip(sip_t) if sip_t else SipConfig()
         trunk = self.trunk(trunk_t) if trunk_t else TrunkConfig()
         extensions = self.extensions(ext_t) if ext_t else ExtensionsConfig()
@@ -894,12 +927,16 @@ class _Reader:
         limits = self.server_limits(t)
         heartbeat_interval, takeover_after = self.liveness(t)
         event_loop = t.string("event_loop", DEFAULT_EVENT_LOOP, check=_event_loop_problem)
-        workers = t.integer("workers", 1, 1, MAX_WORKERS, f"a whole number 1-{MAX_WORKERS}")
-        if workers > 1 and database.startswith("sqlite:"):
+        workers = auto_workers(database)
+        if t.raw("workers") != "auto":
+            workers = t.integer(
+                "workers", workers, 1, MAX_WORKERS, f'"auto" or a whole number 1-{MAX_WORKERS}'
+            )
+        if workers > 1 and _in_memory(database):
             t.problem(
                 "workers",
-                'more than 1 needs PostgreSQL (database = "postgresql://..."): the workers '
-                "share calls, limits and registrations through it",
+                "more than 1 needs a database file: the workers share calls, limits and "
+                "registrations through it, and an in-memory database is one process's",
             )
             workers = 1
         t.finish(["http_host", "http_port", "database", "node_id", "spool", "operator_listen",

@@ -44,6 +44,7 @@ http_port = {http_port}
 database = "sqlite:///{tmp_path}/c2d.db"
 spool = "{tmp_path}/spool.jsonl"
 operator_listen = ""
+workers = 1
 [sip]
 listen = ["udp:127.0.0.1:{sip_port}"]
 public_host = "127.0.0.1"

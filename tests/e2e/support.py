@@ -137,13 +137,15 @@ def config_text(
     operator_port: int | None = None,
     listen: tuple[str, ...] = (),
     node_id: str = "e2e-node",
+    workers: int = 1,
 ) -> str:
     """The configuration text.  ``sip`` adds lines to ``[sip]`` (e.g.
     ``probe_interval = 5``), ``listen`` SIP listeners to the UDP and TCP
     ones (e.g. ``tls:127.0.0.1:PORT``, with the ``tls_*`` keys in ``sip``),
     ``agent`` lines to ``[agents."1001"]``, ``extension_1002`` to
     ``[agents."1002"]``, ``acme`` and ``extra`` to the integrators ``acme``
-    and ``beta``."""
+    and ``beta``.  ``workers``: 1 unless given (a test of one process must
+    not depend on the machine's cores, the default's ``"auto"``)."""
     http_port = http_port or free_port("tcp")
     operator_port = operator_port or free_port("tcp")
     sip_port = sip_port or free_port_both()
@@ -163,6 +165,7 @@ http_host = "127.0.0.1"
 http_port = {http_port}
 database = "{database}"
 node_id = "{node_id}"
+workers = {workers}
 operator_listen = "127.0.0.1:{operator_port}"
 {f'spool = "{spool}"' if spool else ""}
 

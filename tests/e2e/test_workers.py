@@ -1,5 +1,7 @@
 """``[server] workers`` (issue 10): one node run as two worker processes on
-one PostgreSQL schema, behind one HTTP port (``click2dial.workers``).
+one PostgreSQL schema, or on one SQLite file (the default database, where
+``workers = "auto"`` is the default), behind one HTTP port
+(``click2dial.workers``).
 
 * Calls POSTed to the one HTTP port are placed by both workers; each worker
   dials from its own SIP port (the configured one, and the next).
@@ -8,6 +10,7 @@ one PostgreSQL schema, behind one HTTP port (``click2dial.workers``).
   the new worker ends exactly its calls: a BYE to both parties of each and
   one ``failed`` CDR each; the other worker's calls go on talking.
 * SIGTERM to the supervisor stops the node: every worker exits, status 0.
+* A supervisor killed with SIGKILL takes its workers down with it.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from click2dial.store import CallRecord, open_store
 from tests.e2e.support import config_text, drop_pg_schema, pg_schema_url
@@ -86,10 +90,13 @@ async def owners(database: str, refs: list[str]) -> dict[str, str]:
     return {call.call_ref: call.node_id for call in calls if call is not None}
 
 
+@pytest.mark.parametrize("backend", ["postgres", "sqlite"])
 def test_two_workers_share_the_http_port_and_a_killed_worker_ends_its_own_calls(
-    tmp_path: Path,
+    tmp_path: Path, backend: str
 ) -> None:
-    database = asyncio.run(pg_schema_url())
+    database = (
+        asyncio.run(pg_schema_url()) if backend == "postgres" else f"sqlite:///{tmp_path}/node.db"
+    )
     try:
         with (
             Sipp("agent_answer", calls=len(AGENTS), timeout=120) as agent,
@@ -115,11 +122,10 @@ def test_two_workers_share_the_http_port_and_a_killed_worker_ends_its_own_calls(
                 acme=f'redis = "redis://127.0.0.1:{free_port("tcp")}/9"',
                 extra=extra,
                 spool=f"{tmp_path}/ends.jsonl",
+                workers=2,
             )
             config = tmp_path / "node.toml"
-            config.write_text(
-                text.replace('node_id = "e2e-node"', 'node_id = "e2e-node"\nworkers = 2')
-            )
+            config.write_text(text)
             base = f"http://127.0.0.1:{http_port}"
             with server(["serve", "--config", str(config)], tmp_path) as node:
                 wait_http(f"{base}/healthz", node)
@@ -179,7 +185,8 @@ def test_two_workers_share_the_http_port_and_a_killed_worker_ends_its_own_calls(
                 # The supervisor waited for its workers: none is left running.
                 assert not any(Path(f"/proc/{pid}").exists() for pid in supervisor_pids.values())
     finally:
-        asyncio.run(drop_pg_schema(database))
+        if backend == "postgres":
+            asyncio.run(drop_pg_schema(database))
 
 
 def test_a_worker_that_cannot_start_stops_the_node(tmp_path: Path) -> None:
@@ -192,9 +199,10 @@ def test_a_worker_that_cannot_start_stops_the_node(tmp_path: Path) -> None:
             trunk_port=None,
             sip_port=sip_port,
             spool=f"{tmp_path}/ends.jsonl",
+            workers=2,
         )
         config = tmp_path / "node.toml"
-        config.write_text(text.replace('node_id = "e2e-node"', 'node_id = "e2e-node"\nworkers = 2'))
+        config.write_text(text)
         # Worker 1's SIP port (the configured one plus one) is taken.
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
             taken.bind(("127.0.0.1", sip_port + 1))
@@ -205,3 +213,45 @@ def test_a_worker_that_cannot_start_stops_the_node(tmp_path: Path) -> None:
         assert "worker 1" in log and "before it started: stopping the node" in log
     finally:
         asyncio.run(drop_pg_schema(database))
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting for its reaper does not)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_supervisor_killed_with_sigkill_takes_its_workers_down(tmp_path: Path) -> None:
+    sip_port = two_free_ports()
+    text = config_text(
+        database=f"sqlite:///{tmp_path}/node.db",
+        agent_port=None,
+        trunk_port=None,
+        sip_port=sip_port,
+        operator_port=two_free_ports(),
+        spool=f"{tmp_path}/ends.jsonl",
+        workers=2,
+    )
+    config = tmp_path / "node.toml"
+    config.write_text(text)
+    with server(["serve", "--config", str(config)], tmp_path) as node:
+        deadline = time.monotonic() + 30
+        while len(pids := worker_pids(node.pid)) < 2:
+            assert node.poll() is None and time.monotonic() < deadline, output(node)
+            time.sleep(0.05)
+        node.kill()
+        node.wait(10)
+        deadline = time.monotonic() + 30
+        try:
+            while any(_running(pid) for pid in pids.values()):
+                assert time.monotonic() < deadline, "workers left running without a supervisor"
+                time.sleep(0.05)
+        finally:  # orphans would also hold the test's pipe of their output
+            for pid in pids.values():
+                if _running(pid):
+                    os.kill(pid, signal.SIGKILL)
+    # They stopped as on SIGTERM: their SIP ports are free again.
+    assert _free(sip_port, socket.SOCK_DGRAM) and _free(sip_port + 1, socket.SOCK_DGRAM)

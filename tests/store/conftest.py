@@ -42,9 +42,11 @@ def _pg_schema() -> Iterator[str]:
 
 
 @contextmanager
-def _opened(kind: str, url: str, *, empty_first: bool = False) -> Iterator[Db]:
+def _opened(
+    kind: str, url: str, *, empty_first: bool = False, shared: bool = False
+) -> Iterator[Db]:
     with asyncio.Runner() as runner:
-        db = Db(kind, url, runner, open_store(url))
+        db = Db(kind, url, runner, open_store(url, shared=shared))
         try:
             runner.run(db.store.open())
             if empty_first:

@@ -1,31 +1,54 @@
-"""Limits decided by a store that several nodes share (PostgreSQL):
-``create_call`` counts and inserts in one step, so ``max_concurrent`` and
-``max_cps`` hold for two nodes writing at once.  SQLite serves one node:
-it counts ``max_concurrent`` with the insert too (tests/store/test_calls.py),
-and the call service keeps the rate in memory (tests/e2e/test_api.py)."""
+"""Limits decided by a store that several nodes share (PostgreSQL, or one
+SQLite file shared by the workers of one node): ``create_call`` counts and
+inserts in one step, so ``max_concurrent`` and ``max_cps`` hold for two
+nodes writing at once.  A SQLite file of one process counts
+``max_concurrent`` with the insert too (tests/store/test_calls.py), and the
+call service keeps the rate in memory (tests/e2e/test_api.py)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from click2dial.store import AgentBusyError, open_store
+from click2dial.store import AgentBusyError, Store, StoreError, open_store
 from click2dial.store.base import CallLimits, LimitExceededError
 from tests.store.conftest import _opened
 from tests.store.support import T0, Db, make_call
 
 
+@pytest.fixture(params=["postgres", "sqlite"])
+def pg(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Db]:
+    """A shared store: PostgreSQL, or a SQLite file opened as the workers
+    of a node open it."""
+    if request.param == "sqlite":
+        with _opened("sqlite", f"sqlite:///{tmp_path / 'shared.db'}", shared=True) as db:
+            yield db
+    else:
+        url: str = request.getfixturevalue("shared_pg_url")
+        with _opened("postgres", url, empty_first=True) as db:
+            yield db
+
+
 @pytest.fixture
-def pg(shared_pg_url: str) -> Iterator[Db]:
+def postgres(shared_pg_url: str) -> Iterator[Db]:
     with _opened("postgres", shared_pg_url, empty_first=True) as db:
         yield db
 
 
-def test_only_postgresql_is_shared(pg: Db, tmp_path: object) -> None:
+def _other(db: Db) -> Store:
+    """A second node's store on the same database."""
+    return open_store(db.url, shared=True)
+
+
+def test_postgresql_and_the_workers_sqlite_are_shared(pg: Db, tmp_path: object) -> None:
     assert pg.store.shared
     assert not open_store(f"sqlite:///{tmp_path}/x.db").shared
+    assert open_store(f"sqlite:///{tmp_path}/x.db", shared=True).shared
+    with pytest.raises(StoreError, match="in-memory database cannot be shared"):
+        open_store("sqlite://:memory:", shared=True)
 
 
 def test_max_concurrent_counts_every_node_and_not_the_ending_calls(pg: Db) -> None:
@@ -46,7 +69,7 @@ def test_max_concurrent_holds_for_two_nodes_creating_at_once(pg: Db) -> None:
     limits = CallLimits(max_concurrent=3, max_cps=1000)
 
     async def main() -> list[object]:
-        other = open_store(pg.url)
+        other = _other(pg)
         await other.open()
         try:
             stores = [pg.store, other]
@@ -106,11 +129,15 @@ def test_a_replay_and_a_busy_agent_answer_as_without_limits(pg: Db) -> None:
     assert busy.value.call_ref == first.call_ref
 
 
-def test_far_below_the_limits_no_lock_is_taken_and_near_them_the_lock_decides(pg: Db) -> None:
+def test_far_below_the_limits_no_lock_is_taken_and_near_them_the_lock_decides(
+    postgres: Db,
+) -> None:
     """With each node running at most its pool's worth of creates at once,
     a count that far below both limits cannot be overtaken: no lock, no
     queue behind it.  Near a limit the create waits for the integrator's
-    lock, here held by another session."""
+    lock, here held by another session.  (PostgreSQL: on SQLite every
+    insert holds the file's one write lock.)"""
+    pg = postgres
 
     async def main() -> None:
         import asyncpg  # type: ignore[import-untyped]

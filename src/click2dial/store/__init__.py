@@ -52,16 +52,17 @@ def sqlite_path(url: str) -> str:
     return rest[1:]
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, shared: bool = False) -> Store:
     """A store for ``url``, not yet opened: ``await store.open()`` or use
-    ``async with open_store(url) as store:``.
+    ``async with open_store(url) as store:``.  ``shared``: other processes
+    use a SQLite file at the same time (the workers of one node).
 
     Raises :class:`StoreError` for a URL it cannot serve.
     """
     if url.startswith("sqlite://"):
         from click2dial.store.sqlite import SQLiteStore
 
-        return SQLiteStore(sqlite_path(url))
+        return SQLiteStore(sqlite_path(url), shared=shared)
     if url.startswith(("postgresql://", "postgres://")):
         # Imported here so that SQLite-only installations never load asyncpg.
         from click2dial.store.postgres import PostgresStore

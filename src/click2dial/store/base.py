@@ -39,7 +39,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, ClassVar, Final, Protocol, Self, TypedDict
+from typing import Any, Final, Protocol, Self, TypedDict
 
 from click2dial.store.model import (
     DIALOG_COLUMNS,
@@ -235,8 +235,8 @@ class Store(ABC):
 
     #: Whether several nodes may share this store: ``create_call`` decides
     #: :class:`CallLimits` and :meth:`notify`/:meth:`listen` work.  SQLite is
-    #: one node only.
-    shared: ClassVar[bool] = False
+    #: one node only, or the workers of one node on one machine.
+    shared: bool = False
 
     #: Called with each :class:`StoreUnavailableError` a backend raises,
     #: whoever made the call, so that readiness learns of an outage at once.
@@ -285,7 +285,7 @@ class Store(ABC):
         :class:`AgentBusyError` when the agent already has a live call, and
         (given ``limits``) :class:`LimitExceededError` when the call would
         break them; a replay is never over a limit.  A store that is not
-        :attr:`shared` checks only ``max_concurrent``: its one node keeps
+        :attr:`shared` checks only ``max_concurrent``: its one process keeps
         the rate in memory.
         """
 

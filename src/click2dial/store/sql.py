@@ -234,6 +234,14 @@ class Sql:
             return self._stmt(f"{_CALL_SELECT} WHERE {LIVE}{_LIVE_ORDER}")
         return self._stmt(f"{_CALL_SELECT} WHERE {LIVE} AND node_id = ?{_LIVE_ORDER}", (node_id,))
 
+    def created_since(self, integrator: str, since: float) -> Statement:
+        """How many calls the integrator created after ``since``, and the
+        first of them (on the index ``calls_by_time``)."""
+        return self._stmt(
+            "SELECT COUNT(*), MIN(created_at) FROM calls WHERE integrator = ? AND created_at > ?",
+            (integrator, since),
+        )
+
     def count_live(
         self, integrator: str, ending: Sequence[str] = (), *, indexed_by: str = ""
     ) -> Statement:
