@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from click2dial.store import local_bus, open_store
+from tests.store.support import make_call
 
 TIMEOUT = 10.0
 
@@ -140,3 +141,40 @@ def test_a_worker_that_asks_again_waits_for_the_one_already_waiting(tmp_path: Pa
             if worker.proc.poll() is None:
                 worker.proc.kill()
                 worker.proc.wait()
+
+
+def test_a_read_takes_no_write_lock(tmp_path: Path) -> None:
+    """At capacity every refused POST with an Idempotency-Key looks its key
+    up (a replay is answered, not refused): those reads run on their own
+    snapshot, without the file's write lock, so they never take a turn
+    from the writes of the calls in progress.  Here another worker holds
+    the lock, and the reads are answered all the same."""
+    path = tmp_path / "node.db"
+    holder = _Worker(path, turns=1)
+    try:
+        assert holder.said() == "open"
+
+        async def main() -> None:
+            store = open_store(f"sqlite:///{path}", shared=True)
+            await store.open()
+            try:
+                call, _ = await store.create_call(make_call(idempotency_key="k-1"))
+                holder.go_on()
+                assert await asyncio.to_thread(holder.said) == "holding 0"
+                found = await asyncio.wait_for(store.find_by_idempotency_key("acme", "k-1"), 5)
+                got = await asyncio.wait_for(store.get_call("acme", call.call_ref), 5)
+                listed, _ = await asyncio.wait_for(store.list_calls("acme"), 5)
+                assert found is not None and got is not None
+                assert found.call_ref == got.call_ref == listed[0].call_ref == call.call_ref
+                holder.go_on()
+                assert await asyncio.wait_for(store.update_call(call.call_ref, state="talking"), 5)
+            finally:
+                if holder.proc.poll() is None:
+                    holder.proc.kill()  # its lock goes with it: the close can run
+                await store.close()
+
+        asyncio.run(main())
+    finally:
+        if holder.proc.poll() is None:
+            holder.proc.kill()
+            holder.proc.wait()

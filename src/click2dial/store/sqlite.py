@@ -127,7 +127,7 @@ class SQLiteStore(Store):
         self._thread: threading.Thread | None = None
         self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None  # touched on the worker only
-        self._jobs: deque[tuple[Callable[[], Any], asyncio.Future[Any]]] = deque()
+        self._jobs: deque[tuple[Callable[[], Any], asyncio.Future[Any], bool]] = deque()
         self._group_due = False
         self._lazy_timer: asyncio.TimerHandle | None = None
         self.groups = 0
@@ -138,9 +138,17 @@ class SQLiteStore(Store):
 
     # -- plumbing -------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any, lazy: bool = False) -> T:
+    async def _run(
+        self, fn: Callable[..., T], *args: Any, lazy: bool = False, read: bool = False
+    ) -> T:
         """Run one job on the worker, in the next group commit (see
         :meth:`_run_group`); its result once that group is durable.
+
+        A ``read`` job (one ``SELECT``) runs before the group's transaction,
+        on its own snapshot, without the write lock: a read never waits for
+        the other workers' writes, nor makes them wait (a replayed POST's
+        lookup, once per request refused at capacity, took the lock and
+        the turn of real writes).
 
         A ``lazy`` job starts no group of its own at once: it rides along
         with the next job that does, or goes on its own after
@@ -151,7 +159,7 @@ class SQLiteStore(Store):
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        self._jobs.append((functools.partial(fn, *args), future))
+        self._jobs.append((functools.partial(fn, *args), future, read))
         if not self._group_due:
             if not lazy:
                 self._start_group(loop)
@@ -212,8 +220,18 @@ class SQLiteStore(Store):
         what it would have given the first time."""
         self._group_due = False  # before taking the jobs: a job queued from now gets a group
         jobs: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
+        read: list[tuple[asyncio.Future[Any], Any, BaseException | None]] = []
         while self._jobs:
-            jobs.append(self._jobs.popleft())
+            job, future, reads = self._jobs.popleft()
+            if not reads:
+                jobs.append((job, future))
+                continue
+            try:
+                read.append((future, job(), None))
+            except Exception as exc:
+                read.append((future, None, exc))
+        if read:  # answered now: the writes may wait for the lock
+            loop.call_soon_threadsafe(_settle, read)
         if not jobs:
             return
         self.groups += 1
@@ -467,7 +485,7 @@ class SQLiteStore(Store):
         return None
 
     async def find_by_idempotency_key(self, integrator: str, key: str) -> CallRecord | None:
-        return await self._run(self._call, SQL.call_by_key(integrator, key))
+        return await self._run(self._call, SQL.call_by_key(integrator, key), read=True)
 
     async def update_call(self, call_ref: str, /, **fields: Any) -> bool:
         check_update(fields)
@@ -476,7 +494,7 @@ class SQLiteStore(Store):
         return await self._run(self._changed, SQL.update_call(call_ref, fields), lazy=True)
 
     async def get_call(self, integrator: str, call_ref: str) -> CallRecord | None:
-        return await self._run(self._call, SQL.call_by_ref(call_ref, integrator))
+        return await self._run(self._call, SQL.call_by_ref(call_ref, integrator), read=True)
 
     async def list_calls(
         self,
@@ -498,7 +516,7 @@ class SQLiteStore(Store):
             before=None if cursor is None else decode_cursor(cursor),
             limit=limit + 1,
         )
-        calls = await self._run(self._calls, stmt)
+        calls = await self._run(self._calls, stmt, read=True)
         if len(calls) > limit:
             return calls[:limit], encode_cursor(calls[limit - 1])
         return calls, None
@@ -546,7 +564,7 @@ class SQLiteStore(Store):
         return await self._run(self._calls, SQL.live_calls(node_id))
 
     async def count_live(self, integrator: str) -> int:
-        row = await self._run(self._one, count_live(integrator))
+        row = await self._run(self._one, count_live(integrator), read=True)
         assert row is not None
         return int(row[0])
 
@@ -597,7 +615,7 @@ class SQLiteStore(Store):
 
     async def undelivered(self, integrator: str, limit: int = 100) -> list[Notification]:
         check_limit(limit)
-        return await self._run(self._notifications, SQL.undelivered(integrator, limit))
+        return await self._run(self._notifications, SQL.undelivered(integrator, limit), read=True)
 
     def _notifications(self, stmt: Statement) -> list[Notification]:
         return [SQL.notification_from(row) for row in self._db.execute(*stmt)]
@@ -605,7 +623,7 @@ class SQLiteStore(Store):
     async def outbox_stats(
         self, *, now: float | None = None, integrator: str | None = None
     ) -> OutboxStats:
-        row = await self._run(self._one, SQL.outbox_stats(integrator))
+        row = await self._run(self._one, SQL.outbox_stats(integrator), read=True)
         assert row is not None
         return stats_from(row, time.time() if now is None else now)
 
@@ -622,7 +640,7 @@ class SQLiteStore(Store):
         return await self._run(self._changed, sql.binding_delete(SQL, agent, contact))
 
     async def bindings(self, agent: str | None = None, *, now: float) -> list[Binding]:
-        return await self._run(self._bindings, sql.bindings_of(SQL, agent, now))
+        return await self._run(self._bindings, sql.bindings_of(SQL, agent, now), read=True)
 
     def _bindings(self, stmt: Statement) -> list[Binding]:
         return [sql.binding_from(row) for row in self._db.execute(*stmt)]
@@ -666,14 +684,14 @@ class SQLiteStore(Store):
         return sql.node_from(row)
 
     async def nodes(self) -> list[NodeRecord]:
-        return await self._run(self._nodes)
+        return await self._run(self._nodes, read=True)
 
     def _nodes(self) -> list[NodeRecord]:
         return [sql.node_from(row) for row in self._db.execute(*sql.nodes_all(SQL))]
 
     async def silent_nodes(self, now: float, silence: float, *, exclude: str) -> list[str]:
         stmt = sql.silent_nodes(SQL, now, silence, exclude)
-        return await self._run(self._node_ids, stmt)
+        return await self._run(self._node_ids, stmt, read=True)
 
     def _node_ids(self, stmt: Statement) -> list[str]:
         return [str(row["node_id"]) for row in self._db.execute(*stmt)]
