@@ -23,7 +23,7 @@ from .api.app import MAX_BODY, build_app, error_response
 from .api.auth import Authenticator
 from .api.phone import PhoneSite, WebSocketListener
 from .backlog import ACCEPT_BATCH, widen_backlog
-from .calls.admission import Admission
+from .calls.admission import Admission, inherited_bucket
 from .calls.agent_calls import AgentCalls
 from .calls.cdr import cdr_payload
 from .calls.control import CallController, Destination, TelephonySettings
@@ -278,6 +278,8 @@ class Click2Dial:
             cfg.admission,
             live_calls=lambda: len(controller.live),
             transactions=lambda: ua.endpoint.transaction_count,
+            # The node's rate is one bucket for all its workers.
+            bucket=inherited_bucket() if cfg.server.worker is not None else None,
         )
         self.admission.start()
         self.service = CallService(

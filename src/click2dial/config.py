@@ -126,12 +126,15 @@ MAX_WORKERS: Final = 64
 #: machine sets its number).
 AUTO_WORKERS_MAX: Final = 4
 DEFAULT_EVENT_LOOP: Final = "uvloop"
-#: Admission defaults, per worker (docs/benchmarks.md says where they come
-#: from: on a 2-core machine the two workers of the "auto" default are
-#: clean at 500 calls/s offered steadily, but offered 1,000 POSTs/s the
-#: machine stays responsive only when each takes at most 225 of them; one
-#: process alone took 300; 10,000 live calls fit well under 1 GiB).
-DEFAULT_MAX_CALLS_PER_SECOND: Final = 225
+#: Admission defaults (docs/benchmarks.md says where they come from): the
+#: node's calls per second, one bucket for all its workers.  On a 2-core
+#: machine one process is clean at 400 calls/s offered steadily but,
+#: offered 1,000 POSTs/s, stays responsive only when it takes at most 300;
+#: its two workers (the "auto" default) are clean at 500/s steadily, and
+#: at 1,000/s offered when they take at most 420 together, 210 each.
+#: 10,000 live calls fit well under 1 GiB.
+DEFAULT_MAX_CALLS_PER_SECOND: Final = 300
+DEFAULT_CALLS_PER_SECOND_PER_WORKER: Final = 210
 DEFAULT_MAX_LIVE_CALLS: Final = 10000
 DEFAULT_MAX_LOOP_LAG_MS: Final = 300
 DEFAULT_MAX_SIP_TRANSACTIONS: Final = 50000
@@ -264,6 +267,14 @@ class ServerConfig:
     @property
     def database_kind(self) -> Literal["sqlite", "postgresql"]:
         return "sqlite" if self.database.startswith("sqlite:") else "postgresql"
+
+
+def default_calls_per_second(workers: int) -> int:
+    """``[admission] max_calls_per_second`` when not set: one process's
+    figure, or each worker's share of the machine times the workers."""
+    if workers <= 1:
+        return DEFAULT_MAX_CALLS_PER_SECOND
+    return DEFAULT_CALLS_PER_SECOND_PER_WORKER * workers
 
 
 def _in_memory(database: str) -> bool:
@@ -465,8 +476,10 @@ def default_config() -> Config:
     trunk of the demo, and one integrator ``default`` that needs no key from
     loopback (and cannot be reached any other way)."""
     default = IntegratorConfig(name="default", allow_keyless_loopback=True)
+    workers = auto_workers(DEFAULT_DATABASE)
     return Config(
-        server=ServerConfig(workers=auto_workers(DEFAULT_DATABASE)),
+        server=ServerConfig(workers=workers),
+        admission=AdmissionConfig(max_calls_per_second=default_calls_per_second(workers)),
         integrators=MappingProxyType({"default": default}),
     )
 
@@ -872,7 +885,11 @@ class _Reader:
         extensions = self.extensions(ext_t) if ext_t else ExtensionsConfig()
         agents = self.agents(agents_t) if agents_t else {}
         integrators = self.integrators(integ_t, server) if integ_t else {}
-        admission = self.admission(admission_t) if admission_t else AdmissionConfig()
+        admission = (
+            self.admission(admission_t, server.workers)
+            if admission_t
+            else AdmissionConfig(max_calls_per_second=default_calls_per_second(server.workers))
+        )
         self.check_ports(server, sip, integrators)
         if integ_t:
             self.check_agent_integrators(extensions, agents, integrators)
@@ -983,10 +1000,10 @@ class _Reader:
 
     # [admission]
 
-    def admission(self, t: _Table) -> AdmissionConfig:
+    def admission(self, t: _Table, workers: int) -> AdmissionConfig:
         config = AdmissionConfig(
             max_calls_per_second=t.integer(
-                "max_calls_per_second", DEFAULT_MAX_CALLS_PER_SECOND, 0, 100000,
+                "max_calls_per_second", default_calls_per_second(workers), 0, 100000,
                 "calls per second 0-100000 (0: no limit)",
             ),
             max_live_calls=t.integer(

@@ -38,6 +38,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Final
 
+from .calls.admission import BUCKET_FD_ENV, SharedBucket
 from .config import Config
 from .sip.aio.transport import Listen
 
@@ -87,6 +88,8 @@ class Supervisor:
         self.ready: dict[int, int] = {}
         """Worker index -> the read end of its readiness pipe."""
         self.stopping = False
+        self.bucket = SharedBucket.create()
+        """The node's calls-per-second bucket, which every worker shares."""
 
     def run(self) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -127,8 +130,12 @@ class Supervisor:
         try:
             self.children[index] = subprocess.Popen(
                 [*self.argv, "--worker", str(index)],
-                pass_fds=(write,),
-                env={**os.environ, READY_FD_ENV: str(write)},
+                pass_fds=(write, self.bucket.fd),
+                env={
+                    **os.environ,
+                    READY_FD_ENV: str(write),
+                    BUCKET_FD_ENV: str(self.bucket.fd),
+                },
                 # The supervisor runs no threads: preexec_fn is safe here.
                 preexec_fn=_stop_with(os.getpid()),  # noqa: PLW1509
             )

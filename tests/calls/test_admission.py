@@ -3,14 +3,18 @@ beyond it, and only that call; time is a number the test moves."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
-from click2dial.calls.admission import Admission
+from click2dial.calls.admission import BURST_SECONDS, REFUSAL_COST, Admission, SharedBucket
 from click2dial.config import AdmissionConfig
 
 
 class Node:
-    def __init__(self, **limits: int) -> None:
+    def __init__(self, bucket: SharedBucket | None = None, **limits: int) -> None:
         self.now = 100.0
         self.live = 0
         self.transactions = 0
@@ -23,6 +27,7 @@ class Node:
             live_calls=lambda: self.live,
             transactions=lambda: self.transactions,
             monotonic=lambda: self.now,
+            bucket=bucket,
         )
 
 
@@ -32,19 +37,82 @@ def test_no_limit_admits_everything() -> None:
 
 
 def test_calls_per_second_refuses_the_call_beyond_and_refills_with_time() -> None:
-    node = Node(max_calls_per_second=3)
-    assert [node.admission.check() for _ in range(4)] == [
-        None,
-        None,
-        None,
-        "calls per second at the node limit",
-    ]
-    node.now += 0.34  # a third of a second: one token back
+    # 20 a second, and a fifth of a second's worth at once (BURST_SECONDS).
+    node = Node(max_calls_per_second=20)
+    assert BURST_SECONDS == 0.2
+    refused = "calls per second at the node limit"
+    assert [node.admission.check() for _ in range(5)] == [None, None, None, None, refused]
+    node.now += 0.06  # a twentieth of a second and a little: one token back
     assert node.admission.check() is None
     assert node.admission.check() is not None
     node.admission.refund()  # a call refused later gives its token back
     assert node.admission.check() is None
-    assert node.admission.refused == {"calls per second at the node limit": 2}
+    assert node.admission.refused == {refused: 2}
+    node.now += 60  # a quiet minute fills the bucket, no more
+    assert [node.admission.check() for _ in range(5)].count(None) == 4
+    # Below five a second, one call at a time.
+    slow = Node(max_calls_per_second=3)
+    assert [slow.admission.check() for _ in range(2)] == [None, refused]
+
+
+def _admitted(node: Node, per_second: int, seconds: float) -> int:
+    admitted = 0
+    for _ in range(int(per_second * seconds)):
+        node.now += 1 / per_second
+        admitted += node.admission.check() is None
+    return admitted
+
+
+def test_refusals_cost_the_node_part_of_its_rate() -> None:
+    """Offered below its rate a node takes everything; flooded, each
+    refusal takes a tenth of a call from the bucket (REFUSAL_COST), so the
+    node takes less: the refusals' own CPU is part of its capacity."""
+    assert REFUSAL_COST == 0.1
+    steady = Node(max_calls_per_second=100)
+    assert _admitted(steady, 95, 10) == 950
+    flooded = Node(max_calls_per_second=100)
+    _admitted(flooded, 1000, 1)  # the burst is spent
+    # Taken a, refused 1000 - a each second: a = 100 - 0.1 (1000 - a), a = 0.
+    # At twice the rate: a = 100 - 0.1 (200 - a), about 89.
+    assert _admitted(flooded, 200, 10) in range(850, 920)
+    assert _admitted(flooded, 1000, 10) < 20
+
+
+def test_the_workers_of_a_node_share_one_bucket() -> None:
+    """A bucket per worker let the kernel's spreading of connections decide
+    the node's rate.  Two workers (here two admissions on one bucket) take
+    from the same tokens; in the test's own process, and in another."""
+    bucket = SharedBucket.create()
+    first, second = (
+        Node(max_calls_per_second=20, bucket=bucket),
+        Node(max_calls_per_second=20, bucket=bucket),
+    )
+    second.now = first.now  # one clock, as CLOCK_MONOTONIC is for the machine
+    taken = [node.admission.check() is None for _ in range(3) for node in (first, second)]
+    assert taken.count(True) == 4  # the node's four, not four each
+    first.admission.refund()
+    assert second.admission.check() is None and first.admission.check() is not None
+    # Another process, given the descriptor as a worker is, takes the next one.
+    first.now = second.now = first.now + 0.06
+    child = subprocess.run(
+        [sys.executable, "-c", _OTHER_WORKER, str(bucket.fd), str(first.now)],
+        pass_fds=(bucket.fd,),
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert child.stdout.split() == ["True", "False"]
+    assert first.admission.check() is not None and second.admission.check() is not None
+
+
+_OTHER_WORKER = """
+import sys
+from click2dial.calls.admission import SharedBucket
+bucket = SharedBucket(int(sys.argv[1]))
+now = float(sys.argv[2])
+print(bucket.take(20.0, now), bucket.take(20.0, now))
+"""
 
 
 def test_live_calls_limit() -> None:

@@ -7,7 +7,8 @@ refusal itself costs next to nothing.  The node is over capacity when any of
 these holds (``[admission]``, 0 turns one off):
 
 * more than ``max_calls_per_second`` new calls in the last second (a token
-  bucket over the whole node, whatever integrator asks);
+  bucket over the whole node, whatever integrator asks; the workers of a
+  node share one, :class:`SharedBucket`);
 * ``max_live_calls`` calls are live on this node;
 * the event loop runs late by more than ``max_loop_lag_ms`` (every call's
   timers and SIP retransmissions are late by as much: the node is saturated);
@@ -21,10 +22,33 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import mmap
+import os
+import struct
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from typing import Final
 
 from ..config import AdmissionConfig
+
+#: The calls-per-second bucket holds this many seconds' worth of calls: the
+#: jitter of a steady load passes, a flood does not.  A full second's worth
+#: let a node offered 1,000 calls a second take twice its rate for most of
+#: a second, a backlog it then needed seconds to work off while every
+#: request, refused or not, waited behind it (docs/benchmarks.md).
+BURST_SECONDS: Final = 0.2
+
+#: What a refusal by the rate takes from the bucket, in calls.  Refusing
+#: is not free: offered 1,000 POSTs a second, the two workers of a 2-core
+#: node spent about 0.6 ms of CPU on each refusal against about 3 ms on each
+#: call it took, and a node that took its full rate besides saturated the
+#: machine, so that every answer came late (never clean in 6 runs at 420
+#: calls/s; clean in 3 of 3 with this cost, docs/benchmarks.md).  The node
+#: takes its rate while it refuses nothing, less as it refuses more, and
+#: nothing once refusals alone would cost its rate (ten times the rate
+#: refused per second): then they alone fill the machine.
+REFUSAL_COST: Final = 0.1
 
 #: Seconds between two looks at the event loop's lateness.
 LAG_PERIOD = 0.05
@@ -34,8 +58,88 @@ LAG_PERIOD = 0.05
 LAG_WEIGHT = 0.2
 
 
+#: The environment variable that gives a worker the descriptor of its node's
+#: :class:`SharedBucket` (set by the supervisor, :mod:`click2dial.workers`).
+BUCKET_FD_ENV: Final = "CLICK2DIAL_ADMISSION_FD"
+
+# tokens, stamp (monotonic seconds, shared by every process of the machine);
+# a stamp of 0: not used yet, the bucket is full.
+_BUCKET: Final = struct.Struct("dd")
+
+
+class SharedBucket:
+    """The node's calls-per-second token bucket, in memory its workers share
+    (a ``memfd`` the supervisor creates and hands to each worker).
+
+    With a bucket per worker the kernel's spreading of connections decided
+    the node's rate: a worker given more connections than its share refused
+    calls the node could take, so each worker's share needed a margin, and
+    offered 1,000 calls a second the node took that margin too and fell
+    behind.  Each take holds a ``flock`` for a few microseconds.
+
+    ``flock``, not ``fcntl`` record locks: those belong to the process, so
+    the kernel's deadlock check saw a cycle (worker A's loop waiting here
+    for B, B's store thread waiting for A's on the SQLite file's lock) that
+    two threads would have untangled, and failed the take with EDEADLK.
+    A ``flock`` belongs to an open file description: each process opens
+    the memory afresh (the inherited descriptor shares one description)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        if os.fstat(fd).st_size < mmap.PAGESIZE:
+            os.ftruncate(fd, mmap.PAGESIZE)
+        self._map = mmap.mmap(fd, mmap.PAGESIZE)
+        self._lock = os.open(f"/proc/self/fd/{fd}", os.O_RDWR | os.O_CLOEXEC)
+
+    @classmethod
+    def create(cls) -> SharedBucket:
+        """A new bucket, its descriptor inheritable by the workers."""
+        fd = os.memfd_create("click2dial-admission", 0)
+        return cls(fd)
+
+    def take(self, rate: float, now: float) -> bool:
+        full = capacity(rate)
+        with self._locked():
+            tokens, stamp = _BUCKET.unpack_from(self._map)
+            tokens = full if stamp == 0.0 else min(full, tokens + max(0.0, now - stamp) * rate)
+            taken = tokens >= 1
+            _BUCKET.pack_into(self._map, 0, _after(tokens, taken), now)
+        return taken
+
+    def give_back(self, rate: float) -> None:
+        with self._locked():
+            tokens, stamp = _BUCKET.unpack_from(self._map)
+            _BUCKET.pack_into(self._map, 0, min(capacity(rate), tokens + 1), stamp)
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        fcntl.flock(self._lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+
+
+def _after(tokens: float, taken: bool) -> float:
+    """The bucket after a call taken, or refused (:data:`REFUSAL_COST`)."""
+    return tokens - 1 if taken else max(0.0, tokens - REFUSAL_COST)
+
+
+def capacity(rate: float) -> float:
+    """The most calls the bucket holds (at least one)."""
+    return max(1.0, rate * BURST_SECONDS)
+
+
+def inherited_bucket() -> SharedBucket | None:
+    """In a worker: the node's bucket its supervisor handed down."""
+    fd = os.environ.pop(BUCKET_FD_ENV, None)
+    return SharedBucket(int(fd)) if fd else None
+
+
 class Admission:
-    """The node's admission decision; :meth:`check` on every new call."""
+    """The node's admission decision; :meth:`check` on every new call.
+    ``bucket``: the rate's token bucket shared with the node's other
+    workers (else this process's own)."""
 
     def __init__(
         self,
@@ -44,13 +148,14 @@ class Admission:
         live_calls: Callable[[], int],
         transactions: Callable[[], int],
         monotonic: Callable[[], float] = time.monotonic,
+        bucket: SharedBucket | None = None,
     ) -> None:
         self.config = config
         self.live_calls = live_calls
         self.transactions = transactions
         self.monotonic = monotonic
-        rate = float(config.max_calls_per_second)
-        self._tokens = rate
+        self.bucket = bucket
+        self._tokens = capacity(float(config.max_calls_per_second))
         self._stamp = monotonic()
         self.lag = 0.0
         """Recent event-loop lateness in seconds (a moving average)."""
@@ -88,18 +193,21 @@ class Admission:
         """Give back the token of an admitted call that was refused later
         (by an integrator limit, a busy agent): nothing was dialled."""
         rate = float(self.config.max_calls_per_second)
-        if rate:
-            self._tokens = min(rate, self._tokens + 1)
+        if rate and self.bucket is not None:
+            self.bucket.give_back(rate)
+        elif rate:
+            self._tokens = min(capacity(rate), self._tokens + 1)
 
     def _take(self) -> bool:
         rate = float(self.config.max_calls_per_second)
         now = self.monotonic()
-        self._tokens = min(rate, self._tokens + (now - self._stamp) * rate)
+        if self.bucket is not None:
+            return self.bucket.take(rate, now)
+        self._tokens = min(capacity(rate), self._tokens + (now - self._stamp) * rate)
         self._stamp = now
-        if self._tokens >= 1:
-            self._tokens -= 1
-            return True
-        return False
+        taken = self._tokens >= 1
+        self._tokens = _after(self._tokens, taken)
+        return taken
 
     def observe_lag(self, lateness: float) -> None:
         """One look at how late the loop woke up."""
