@@ -19,6 +19,15 @@ would get two CDRs for one call.  The cost is one fsync per group, shared by
 every call that changed at the same moment: under load the groups grow
 instead of the queue.
 
+Reads (one ``SELECT``: a replay's key lookup, GET, the list, counts) go to
+a second connection on a thread of their own (:class:`_Reader`): in WAL
+mode a reader sees the last commit and never waits for the writer's fsync.
+
+The workers of one node (``[server] workers``) share the file
+(``shared``): each one's writer takes the file's write lock in turns
+(:meth:`SQLiteStore._writer`), the integrator's rate is counted in the
+insert's transaction, and the cluster bus runs over :mod:`.local_bus`.
+
 The hand-over between the loop and the thread is a ``queue.SimpleQueue``
 (its put is one C call) and one ``call_soon_threadsafe`` per group that
 settles every caller of the group.  A ``ThreadPoolExecutor`` cost a
