@@ -19,9 +19,9 @@ would get two CDRs for one call.  The cost is one fsync per group, shared by
 every call that changed at the same moment: under load the groups grow
 instead of the queue.
 
-Reads (one ``SELECT``: a replay's key lookup, GET, the list, counts) go to
-a second connection on a thread of their own (:class:`_Reader`): in WAL
-mode a reader sees the last commit and never waits for the writer's fsync.
+Reads (one ``SELECT``: a replay's key lookup, GET, the list, counts) run
+in a group before its transaction, on their own snapshot, without the
+write lock.
 
 The workers of one node (``[server] workers``) share the file
 (``shared``): each one's writer takes the file's write lock in turns
@@ -114,82 +114,6 @@ def _settle(outcomes: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             future.set_result(result)
 
 
-class _Reader:
-    """A second connection, on a thread of its own, for the store's reads.
-
-    The writer thread waits on the disk (an fsync per group) and, when the
-    workers of a node share the file, for its turn at the write lock.  A
-    read queued behind that waited as long: at capacity every refused POST
-    with an ``Idempotency-Key`` looks its key up, and the refusals, which
-    should be instant, took as long as the writes (60-70 ms at 1,000 POSTs
-    a second), so that clients fell behind.  In WAL mode a reader sees the
-    last commit and never waits for a writer."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self.conn: sqlite3.Connection | None = None
-        self._inbox: queue.SimpleQueue[
-            tuple[Callable[[], Any], asyncio.Future[Any], asyncio.AbstractEventLoop] | None
-        ] = queue.SimpleQueue()
-        self._thread = threading.Thread(
-            target=self._serve, name="click2dial-sqlite-reader", daemon=True
-        )
-        self._thread.start()
-
-    @property
-    def ident(self) -> int | None:
-        return self._thread.ident
-
-    def submit(
-        self, job: Callable[[], Any], future: asyncio.Future[Any], loop: asyncio.AbstractEventLoop
-    ) -> None:
-        self._inbox.put((job, future, loop))
-
-    def stop(self) -> None:
-        self._inbox.put(None)
-        self._thread.join()
-
-    def _serve(self) -> None:
-        try:
-            conn = sqlite3.connect(self.path, isolation_level=None, timeout=10.0)
-            conn.row_factory = sqlite3.Row
-        except sqlite3.Error as exc:
-            log.error("SQLite reader: cannot open %s: %s", self.path, exc)
-            conn = None
-        self.conn = conn
-        inbox = self._inbox
-        try:
-            while True:
-                batch = [inbox.get()]
-                with suppress(queue.Empty):
-                    while True:
-                        batch.append(inbox.get_nowait())
-                by_loop: dict[
-                    asyncio.AbstractEventLoop,
-                    list[tuple[asyncio.Future[Any], Any, BaseException | None]],
-                ] = {}
-                for item in batch:
-                    if item is None:
-                        continue
-                    job, future, loop = item
-                    outcome: tuple[asyncio.Future[Any], Any, BaseException | None]
-                    try:
-                        if conn is None:
-                            raise StoreError(f"cannot open database {self.path} to read")
-                        outcome = (future, job(), None)
-                    except Exception as exc:
-                        outcome = (future, None, exc)
-                    by_loop.setdefault(loop, []).append(outcome)
-                for loop, outcomes in by_loop.items():
-                    with suppress(RuntimeError):  # its loop is closed: nobody waits
-                        loop.call_soon_threadsafe(_settle, outcomes)
-                if None in batch:
-                    return
-        finally:
-            if conn is not None:
-                conn.close()
-
-
 class SQLiteStore(Store):
     """``path`` is a file name, or ``":memory:"`` for a throw-away database.
 
@@ -209,7 +133,6 @@ class SQLiteStore(Store):
         self.path = path
         self.shared = shared
         self._lock_fd: int | None = None  # the writers' lock file, when shared
-        self._reader: _Reader | None = None
         self._thread: threading.Thread | None = None
         self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
         self._conn: sqlite3.Connection | None = None  # touched on the worker only
@@ -245,13 +168,9 @@ class SQLiteStore(Store):
             raise StoreError("the store is not open")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if read and self._reader is not None:
-            self._reader.submit(functools.partial(fn, *args), future, loop)
-        else:
-            self._jobs.append((functools.partial(fn, *args), future, read))
-            if self._group_due:
-                pass  # the group already due takes it
-            elif not lazy:
+        self._jobs.append((functools.partial(fn, *args), future, read))
+        if not self._group_due:
+            if not lazy:
                 self._start_group(loop)
             elif self._lazy_timer is None:
                 self._lazy_timer = loop.call_later(LAZY_COMMIT, self._lazy_due, loop)
@@ -397,10 +316,6 @@ class SQLiteStore(Store):
 
     @property
     def _db(self) -> sqlite3.Connection:
-        """This thread's connection: the writer's, or the reader's."""
-        reader = self._reader
-        if reader is not None and reader.conn is not None and threading.get_ident() == reader.ident:
-            return reader.conn
         if self._conn is None:
             raise StoreError("the store is not open")
         return self._conn
@@ -438,8 +353,6 @@ class SQLiteStore(Store):
         except BaseException:
             self._stop_thread()
             raise
-        if self.path != ":memory:":  # another connection would be another database
-            self._reader = _Reader(self.path)
 
     def _serve(self) -> None:
         """The worker thread: run what the loop hands over until ``None``."""
@@ -500,9 +413,6 @@ class SQLiteStore(Store):
             return
         if self._jobs and not self._group_due:
             self._start_group(asyncio.get_running_loop())  # lazy jobs go before the close
-        reader, self._reader = self._reader, None
-        if reader is not None:
-            await asyncio.to_thread(reader.stop)
         try:
             await self._run_alone(self._close)
         finally:
