@@ -844,6 +844,22 @@ def test_workers_default_to_one_per_core_and_each_gets_its_own_ports_and_name() 
         "[server]\nworkers = 0\n" + acme()
     )
     assert "server.workers: must be" in one_problem('[server]\nworkers = "many"\n' + acme())
+    # Worker i binds each SIP and operator port plus i: a listener on 5061
+    # (TLS's usual port; here WebSocket) beside TCP on 5060 leaves no room.
+    # "auto" takes as many as fit (one), a number chosen is a problem that
+    # names the clash.
+    tight = '[sip]\nlisten = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060", "ws:127.0.0.1:5061"]\n'
+    assert parse_config(tight + acme(), SRC).server.workers == 1
+    found = one_problem("[server]\nworkers = 2\n" + tight + acme())
+    assert found.startswith(f"{SRC}: server.workers: worker 1's sip.listen[1] (port 5061)")
+    assert "is also taken by sip.listen[2] (ws:127.0.0.1:5061)" in found
+    # UDP and TCP are separate ports; the operator's next port counts too.
+    apart = '[sip]\nlisten = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5061"]\n'
+    assert parse_config("[server]\nworkers = 2\n" + apart + acme(), SRC).server.workers == 2
+    near = '[server]\nworkers = 2\noperator_listen = "127.0.0.1:8299"\n'
+    assert "worker 1's server.operator_listen (port 8300) is also taken by server.http_port" in (
+        one_problem(near + acme())
+    )
     config = parse_config(
         '[server]\nworkers = 2\ndatabase = "postgresql://db.example/c2d"\nnode_id = "n1"\n'
         'operator_listen = "127.0.0.1:9300"\nspool = "ends.jsonl"\n'

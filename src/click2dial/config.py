@@ -46,7 +46,7 @@ import re
 import socket
 import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import Final, Literal, TypeVar, cast
@@ -862,6 +862,8 @@ class _Reader:
         self.base = Path(source).parent
         # Every API key read so far → where it was issued, across integrators.
         self.key_owner: dict[str, str] = {}
+        # Whether [server] workers was given as a number (else "auto").
+        self.workers_chosen = False
 
     def problem(self, key: str, problem: str) -> None:
         self.problems.append(f"{self.source}: {key}: {problem}")
@@ -885,6 +887,15 @@ class _Reader:
         extensions = self.extensions(ext_t) if ext_t else ExtensionsConfig()
         agents = self.agents(agents_t) if agents_t else {}
         integrators = self.integrators(integ_t, server) if integ_t else {}
+        clash = worker_port_clash(server, sip, integrators) if server.workers > 1 else None
+        if clash is not None and not self.workers_chosen:
+            server = replace(server, workers=1)  # "auto": as many as fit
+        elif clash is not None:
+            self.problem(
+                "server.workers",
+                f"{clash}: worker i binds each SIP and operator port plus i; "
+                "choose ports with room after them, or fewer workers",
+            )
         admission = (
             self.admission(admission_t, server.workers)
             if admission_t
@@ -945,7 +956,8 @@ class _Reader:
         heartbeat_interval, takeover_after = self.liveness(t)
         event_loop = t.string("event_loop", DEFAULT_EVENT_LOOP, check=_event_loop_problem)
         workers = auto_workers(database)
-        if t.raw("workers") != "auto":
+        self.workers_chosen = t.raw("workers") not in (_MISSING, "auto")
+        if self.workers_chosen:
             workers = t.integer(
                 "workers", workers, 1, MAX_WORKERS, f'"auto" or a whole number 1-{MAX_WORKERS}'
             )
@@ -1737,6 +1749,41 @@ def _zero_hint(text: str, accept: Callable[[str], bool]) -> str:
     if text.isdigit() and (accept("0" + text) or accept("00" + text)):
         return " (is a leading 0 missing? a TOML integer cannot keep one: quote numbers)"
     return ""
+
+
+def worker_port_clash(
+    server: ServerConfig, sip: SipConfig, integrators: Mapping[str, IntegratorConfig]
+) -> str | None:
+    """What a worker of ``server.workers`` beyond the first would bind that
+    another binding of the node takes (worker *i* binds every SIP listener
+    and the operator listener at its port plus *i*; the HTTP ports are
+    shared), or ``None``.  Worker 0's own bindings are ``check_ports``'s."""
+    taken: dict[tuple[bool, int], list[tuple[str, str]]] = {}
+    taken.setdefault((True, server.http_port), []).append((server.http_host, "server.http_port"))
+    for integrator in integrators.values():
+        if integrator.http_port is not None:
+            where = _dotted("integrators", integrator.name, "http_port")
+            taken.setdefault((True, integrator.http_port), []).append((server.http_host, where))
+    binds = [
+        (entry.is_stream, entry.bind_host, entry.port, f"sip.listen[{index}] ({entry})")
+        for index, entry in enumerate(_safe_listeners(sip))
+    ]
+    operator = server.operator_address
+    if operator is not None:
+        binds.append((True, operator[0], operator[1], "server.operator_listen"))
+    for stream, host, port, where in binds:
+        taken.setdefault((stream, port), []).append((host, where))
+    for worker in range(1, server.workers):
+        for stream, host, port, where in binds:
+            if not port:
+                continue  # the system picks a free port for each worker
+            mine = port + worker
+            name = f"worker {worker}'s {where.split(' ')[0]} (port {mine})"
+            for other_host, other in taken.get((stream, mine), []):
+                if _hosts_overlap(host, other_host):
+                    return f"{name} is also taken by {other}"
+            taken.setdefault((stream, mine), []).append((host, name))
+    return None
 
 
 def _safe_listeners(sip: SipConfig) -> Iterator[SipListen]:

@@ -3,8 +3,9 @@
 SPEC §4 "Beyond capacity the server says so": when one more call would
 endanger the calls already in progress, a new request is refused at once
 with 503 and ``Retry-After``, before anything is written or dialled, so the
-refusal itself costs next to nothing.  The node is over capacity when any of
-these holds (``[admission]``, 0 turns one off):
+refusal costs little: a fifth of a call's CPU, which the rate's bucket
+counts (:data:`REFUSAL_COST`).  The node is over capacity when any of these
+holds (``[admission]``, 0 turns one off):
 
 * more than ``max_calls_per_second`` new calls in the last second (a token
   bucket over the whole node, whatever integrator asks; the workers of a
@@ -43,7 +44,7 @@ BURST_SECONDS: Final = 0.2
 #: is not free: offered 1,000 POSTs a second, the two workers of a 2-core
 #: node spent about 0.6 ms of CPU on each refusal against about 3 ms on each
 #: call it took, and a node that took its full rate besides saturated the
-#: machine, so that every answer came late (clean in 1 of 6 runs at 420
+#: machine, so that every answer came late (clean in 1 of 9 runs at 420
 #: calls/s; in 7 of 9 with a cost of 0.1, in 4 of 4 with 0.15,
 #: docs/benchmarks.md).  The node takes its rate while it refuses nothing,
 #: less as it refuses more, and nothing once the refusals alone would cost
