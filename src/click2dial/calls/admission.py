@@ -69,7 +69,38 @@ BUCKET_FD_ENV: Final = "CLICK2DIAL_ADMISSION_FD"
 _BUCKET: Final = struct.Struct("dd")
 
 
-class SharedBucket:
+class Bucket:
+    """The calls-per-second token bucket of one process (:class:`SharedBucket`
+    is the one a node's workers share).  A stamp of 0: not used yet, full."""
+
+    def __init__(self) -> None:
+        self._state = (0.0, 0.0)
+
+    def take(self, rate: float, now: float) -> bool:
+        full = capacity(rate)
+        with self._locked():
+            tokens, stamp = self._load()
+            tokens = full if stamp == 0.0 else min(full, tokens + max(0.0, now - stamp) * rate)
+            taken = tokens >= 1
+            self._store(_after(tokens, taken), now)
+        return taken
+
+    def give_back(self, rate: float) -> None:
+        with self._locked():
+            tokens, stamp = self._load()
+            self._store(min(capacity(rate), tokens + 1), stamp)
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def _load(self) -> tuple[float, float]:
+        return self._state
+
+    def _store(self, tokens: float, stamp: float) -> None:
+        self._state = (tokens, stamp)
+
+
+class SharedBucket(Bucket):
     """The node's calls-per-second token bucket, in memory its workers share
     (a ``memfd`` the supervisor creates and hands to each worker).
 
@@ -99,20 +130,6 @@ class SharedBucket:
         fd = os.memfd_create("click2dial-admission", 0)
         return cls(fd)
 
-    def take(self, rate: float, now: float) -> bool:
-        full = capacity(rate)
-        with self._locked():
-            tokens, stamp = _BUCKET.unpack_from(self._map)
-            tokens = full if stamp == 0.0 else min(full, tokens + max(0.0, now - stamp) * rate)
-            taken = tokens >= 1
-            _BUCKET.pack_into(self._map, 0, _after(tokens, taken), now)
-        return taken
-
-    def give_back(self, rate: float) -> None:
-        with self._locked():
-            tokens, stamp = _BUCKET.unpack_from(self._map)
-            _BUCKET.pack_into(self._map, 0, min(capacity(rate), tokens + 1), stamp)
-
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         fcntl.flock(self._lock, fcntl.LOCK_EX)
@@ -120,6 +137,13 @@ class SharedBucket:
             yield
         finally:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
+
+    def _load(self) -> tuple[float, float]:
+        tokens, stamp = _BUCKET.unpack_from(self._map)
+        return tokens, stamp
+
+    def _store(self, tokens: float, stamp: float) -> None:
+        _BUCKET.pack_into(self._map, 0, tokens, stamp)
 
 
 def _after(tokens: float, taken: bool) -> float:
@@ -141,7 +165,7 @@ def inherited_bucket() -> SharedBucket | None:
 class Admission:
     """The node's admission decision; :meth:`check` on every new call.
     ``bucket``: the rate's token bucket shared with the node's other
-    workers (else this process's own)."""
+    workers (else one of this process's own)."""
 
     def __init__(
         self,
@@ -150,15 +174,13 @@ class Admission:
         live_calls: Callable[[], int],
         transactions: Callable[[], int],
         monotonic: Callable[[], float] = time.monotonic,
-        bucket: SharedBucket | None = None,
+        bucket: Bucket | None = None,
     ) -> None:
         self.config = config
         self.live_calls = live_calls
         self.transactions = transactions
         self.monotonic = monotonic
-        self.bucket = bucket
-        self._tokens = capacity(float(config.max_calls_per_second))
-        self._stamp = monotonic()
+        self.bucket = bucket if bucket is not None else Bucket()
         self.lag = 0.0
         """Recent event-loop lateness in seconds (a moving average)."""
         self.refused: dict[str, int] = {}
@@ -195,21 +217,11 @@ class Admission:
         """Give back the token of an admitted call that was refused later
         (by an integrator limit, a busy agent): nothing was dialled."""
         rate = float(self.config.max_calls_per_second)
-        if rate and self.bucket is not None:
+        if rate:
             self.bucket.give_back(rate)
-        elif rate:
-            self._tokens = min(capacity(rate), self._tokens + 1)
 
     def _take(self) -> bool:
-        rate = float(self.config.max_calls_per_second)
-        now = self.monotonic()
-        if self.bucket is not None:
-            return self.bucket.take(rate, now)
-        self._tokens = min(capacity(rate), self._tokens + (now - self._stamp) * rate)
-        self._stamp = now
-        taken = self._tokens >= 1
-        self._tokens = _after(self._tokens, taken)
-        return taken
+        return self.bucket.take(float(self.config.max_calls_per_second), self.monotonic())
 
     def observe_lag(self, lateness: float) -> None:
         """One look at how late the loop woke up."""

@@ -154,10 +154,11 @@ class SQLiteStore(Store):
         :meth:`_run_group`); its result once that group is durable.
 
         A ``read`` job (one ``SELECT``) runs before the group's transaction,
-        on its own snapshot, without the write lock: a read never waits for
-        the other workers' writes, nor makes them wait (a replayed POST's
-        lookup, once per request refused at capacity, took the lock and
-        the turn of real writes).
+        on its own snapshot, without the write lock: it never makes the
+        other workers' writes wait (a replayed POST's lookup, once per
+        request refused at capacity, took the lock and the turn of real
+        writes).  It still waits for a group of this process that is
+        already waiting for the lock: the thread is one.
 
         A ``lazy`` job starts no group of its own at once: it rides along
         with the next job that does, or goes on its own after
